@@ -1,0 +1,238 @@
+"""Records and packs: the per-task data unit MRB reranks.
+
+A pack is one folder holding ``queries.parquet`` (id, text, image), ``documents.parquet``
+(id, text, image), ``candidates.parquet`` (query_id, doc_id, rank, score),
+``qrels.parquet`` (query_id, doc_id, relevance) and ``manifest.json`` (provenance and the
+sha256 of every file). Images are stored as encoded bytes and decoded only when a reranker
+asks for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
+
+from mrb.errors import MRBError
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One query or document: an id, optional text and optional encoded image bytes."""
+
+    id: str
+    text: str | None = None
+    image_bytes: bytes | None = None
+
+    def image(self) -> Image.Image | None:
+        """Decode the image (RGB), or None when the record has none."""
+        if self.image_bytes is None:
+            return None
+        try:
+            with Image.open(io.BytesIO(self.image_bytes)) as img:
+                return img.convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise MRBError(f"record {self.id!r}: image does not decode ({exc})") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """What a reranker scores: the task instruction, a query and one candidate document."""
+
+    instruction: str
+    query: Record
+    document: Record
+
+
+PACK_FILES: dict[str, pa.Schema] = {
+    "queries": pa.schema([("id", pa.string()), ("text", pa.string()), ("image", pa.binary())]),
+    "documents": pa.schema([("id", pa.string()), ("text", pa.string()), ("image", pa.binary())]),
+    "candidates": pa.schema(
+        [("query_id", pa.string()), ("doc_id", pa.string()), ("rank", pa.int32()), ("score", pa.float64())]
+    ),
+    "qrels": pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("relevance", pa.int32())]),
+}
+
+
+@dataclass
+class Pack:
+    """A task's data: records by id, candidate lists (first-stage order) and graded qrels."""
+
+    path: Path
+    queries: dict[str, Record]
+    documents: dict[str, Record]
+    candidates: pd.DataFrame  # query_id, doc_id, rank, score; sorted by (query_id, rank)
+    qrels: pd.DataFrame  # query_id, doc_id, relevance
+    manifest: dict[str, Any]
+
+    def candidate_lists(self) -> dict[str, list[str]]:
+        """Query id → doc ids in first-stage order."""
+        return {qid: group["doc_id"].tolist() for qid, group in self.candidates.groupby("query_id", sort=False)}
+
+    def qrels_dict(self) -> dict[str, dict[str, int]]:
+        """Query id → {doc id: graded relevance}."""
+        out: dict[str, dict[str, int]] = {}
+        for qid, did, rel in self.qrels.itertuples(index=False):
+            out.setdefault(qid, {})[did] = int(rel)
+        return out
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_table(folder: Path, name: str) -> pa.Table:
+    path = folder / f"{name}.parquet"
+    if not path.is_file():
+        raise MRBError(f"pack {folder}: missing file {path.name}")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise MRBError(f"pack {folder}: {path.name} is not a readable Parquet file ({exc})") from exc
+    expected = PACK_FILES[name]
+    missing = [f.name for f in expected if f.name not in table.column_names]
+    if missing:
+        raise MRBError(
+            f"pack {folder}: {path.name} lacks column(s) {', '.join(missing)} "
+            f"(has {', '.join(table.column_names)}; expected {', '.join(expected.names)})"
+        )
+    try:
+        return table.select(expected.names).cast(expected)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise MRBError(f"pack {folder}: {path.name} has a column of the wrong type ({exc})") from exc
+
+
+def _records(table: pa.Table, folder: Path, name: str) -> dict[str, Record]:
+    out: dict[str, Record] = {}
+    for row in table.to_pylist():
+        rid = row["id"]
+        if rid is None:
+            raise MRBError(f"pack {folder}: {name}.parquet has a row with a null id")
+        if rid in out:
+            raise MRBError(f"pack {folder}: {name}.parquet repeats id {rid!r}")
+        if row["text"] is None and row["image"] is None:
+            raise MRBError(f"pack {folder}: {name}.parquet record {rid!r} has neither text nor image")
+        out[rid] = Record(rid, row["text"], row["image"])
+    return out
+
+
+def read_pack(folder: str | Path) -> Pack:
+    """Read and validate a pack folder; every inconsistency is an `MRBError` naming it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MRBError(f"pack folder {folder} does not exist")
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise MRBError(f"pack {folder}: missing file manifest.json")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise MRBError(f"pack {folder}: manifest.json is not valid JSON ({exc})") from exc
+    queries = _records(_read_table(folder, "queries"), folder, "queries")
+    documents = _records(_read_table(folder, "documents"), folder, "documents")
+    candidates = _read_table(folder, "candidates").to_pandas()
+    qrels = _read_table(folder, "qrels").to_pandas()
+    _check_candidates(folder, candidates, queries, documents)
+    _check_qrels(folder, qrels, queries)
+    candidates = candidates.sort_values(["query_id", "rank"], kind="stable").reset_index(drop=True)
+    return Pack(folder, queries, documents, candidates, qrels, manifest)
+
+
+def _check_candidates(folder: Path, cands: pd.DataFrame, queries: dict, documents: dict) -> None:
+    if cands[["query_id", "doc_id", "rank"]].isna().any().any():
+        raise MRBError(f"pack {folder}: candidates.parquet has null query_id, doc_id or rank")
+    unknown_q = sorted(set(cands["query_id"]) - queries.keys())
+    if unknown_q:
+        raise MRBError(f"pack {folder}: candidates.parquet names query id {unknown_q[0]!r} absent from queries.parquet")
+    unknown_d = cands.loc[~cands["doc_id"].isin(documents.keys())]
+    if len(unknown_d):
+        row = unknown_d.iloc[0]
+        raise MRBError(
+            f"pack {folder}: candidate doc id {row.doc_id!r} (query {row.query_id!r}) is absent from documents.parquet"
+        )
+    dup = cands.duplicated(["query_id", "doc_id"], keep=False)
+    if dup.any():
+        row = cands.loc[dup].iloc[0]
+        raise MRBError(f"pack {folder}: duplicate candidate entry: query {row.query_id!r}, doc {row.doc_id!r}")
+    dup_rank = cands.duplicated(["query_id", "rank"], keep=False)
+    if dup_rank.any():
+        row = cands.loc[dup_rank].iloc[0]
+        raise MRBError(f"pack {folder}: query {row.query_id!r} has two candidates at rank {row['rank']}")
+
+
+def _check_qrels(folder: Path, qrels: pd.DataFrame, queries: dict) -> None:
+    if qrels.isna().any().any():
+        raise MRBError(f"pack {folder}: qrels.parquet has null values")
+    dup = qrels.duplicated(["query_id", "doc_id"], keep=False)
+    if dup.any():
+        row = qrels.loc[dup].iloc[0]
+        raise MRBError(f"pack {folder}: qrels.parquet judges query {row.query_id!r}, doc {row.doc_id!r} twice")
+    unknown = sorted(set(qrels["query_id"]) - queries.keys())
+    if unknown:
+        raise MRBError(f"pack {folder}: qrels.parquet names query id {unknown[0]!r} absent from queries.parquet")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see either the old or the complete new content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_parquet(path: Path, table: pa.Table) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def write_pack(
+    folder: str | Path,
+    *,
+    queries: list[Record],
+    documents: list[Record],
+    candidates: pd.DataFrame,
+    qrels: pd.DataFrame,
+    manifest: dict[str, Any],
+) -> Path:
+    """Write a pack folder with a manifest recording the sha256 of every file."""
+    folder = Path(folder)
+
+    def records_table(records: list[Record], name: str) -> pa.Table:
+        rows = {"id": [r.id for r in records], "text": [r.text for r in records], "image": [r.image_bytes for r in records]}
+        return pa.table(rows, schema=PACK_FILES[name])
+
+    tables = {
+        "queries": records_table(queries, "queries"),
+        "documents": records_table(documents, "documents"),
+        "candidates": pa.Table.from_pandas(candidates[PACK_FILES["candidates"].names], schema=PACK_FILES["candidates"], preserve_index=False),
+        "qrels": pa.Table.from_pandas(qrels[PACK_FILES["qrels"].names], schema=PACK_FILES["qrels"], preserve_index=False),
+    }
+    hashes = {}
+    for name, table in tables.items():
+        path = folder / f"{name}.parquet"
+        atomic_write_parquet(path, table)
+        hashes[path.name] = sha256_file(path)
+    atomic_write_bytes(folder / "manifest.json", (json.dumps({**manifest, "sha256": hashes}, indent=2) + "\n").encode())
+    return folder

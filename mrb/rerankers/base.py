@@ -1,0 +1,141 @@
+"""The reranker protocol, the adapter registry and the wrapper for plain callables."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from mrb.errors import MRBError
+from mrb.tasks import Side, TaskType
+
+if TYPE_CHECKING:
+    from mrb.data import Pack, Pair
+    from mrb.tasks import TaskSpec
+
+ALL_SIDES: frozenset[Side] = frozenset({"t", "i", "it"})
+TEXT_ONLY: frozenset[Side] = frozenset({"t"})
+ENTRY_POINT_GROUP = "mrb.rerankers"
+
+
+class Reranker:
+    """Base class of every reranker: declare the sides you accept and implement `score`.
+
+    `score` receives a batch of pairs and returns one float per pair, higher meaning more
+    relevant. `start_task` is called once before a task's pairs arrive (a baseline that
+    needs the pack, such as the oracle, reads it there).
+    """
+
+    name: str = "reranker"
+    query_sides: frozenset[Side] = ALL_SIDES
+    document_sides: frozenset[Side] = ALL_SIDES
+
+    def supports(self, task_type: TaskType) -> bool:
+        return task_type.query_side in self.query_sides and task_type.document_side in self.document_sides
+
+    def start_task(self, task: TaskSpec, pack: Pack) -> None:
+        """Hook called before a task is scored; the default does nothing."""
+
+    def score(self, pairs: Sequence[Pair]) -> Sequence[float]:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """What identifies this reranker's scores (name, checkpoint, dtype, …) for provenance."""
+        return {"name": self.name}
+
+
+class CallableReranker(Reranker):
+    """Wraps a plain function ``f(pairs) -> scores`` (or any object with a ``score`` method)."""
+
+    def __init__(self, fn: Callable[[Sequence[Pair]], Sequence[float]], name: str | None = None):
+        self.fn = fn
+        self.name = name or getattr(fn, "name", None) or getattr(fn, "__name__", type(fn).__name__)
+        self.query_sides = frozenset(getattr(fn, "query_sides", ALL_SIDES))
+        self.document_sides = frozenset(getattr(fn, "document_sides", ALL_SIDES))
+
+    def score(self, pairs: Sequence[Pair]) -> Sequence[float]:
+        return self.fn(pairs)
+
+
+def as_reranker(obj: Any) -> Reranker:
+    """Accept a `Reranker`, an object with a ``score(pairs)`` method, or a plain callable."""
+    if isinstance(obj, Reranker):
+        return obj
+    if callable(getattr(obj, "score", None)):
+        wrapped = CallableReranker(obj.score, name=getattr(obj, "name", type(obj).__name__))
+        wrapped.query_sides = frozenset(getattr(obj, "query_sides", ALL_SIDES))
+        wrapped.document_sides = frozenset(getattr(obj, "document_sides", ALL_SIDES))
+        start = getattr(obj, "start_task", None)
+        if callable(start):
+            wrapped.start_task = start  # type: ignore[method-assign]
+        return wrapped
+    if callable(obj):
+        return CallableReranker(obj)
+    raise MRBError(f"cannot use {obj!r} as a reranker: pass a preset name, a Reranker, or a callable f(pairs) -> scores")
+
+
+# Adapter name → "module:Class"; imported on first use so `mrb models` stays fast and optional
+# dependencies are only needed by the models that use them.
+_ADAPTERS: dict[str, str | type[Reranker]] = {
+    "first-stage": "mrb.rerankers.baselines:FirstStage",
+    "random": "mrb.rerankers.baselines:RandomScores",
+    "oracle": "mrb.rerankers.baselines:Oracle",
+    "bm25": "mrb.rerankers.baselines:BM25",
+    "sentence-embedding": "mrb.rerankers.bi_encoder:SentenceEmbedding",
+}
+
+
+def register(name: str) -> Callable[[type[Reranker]], type[Reranker]]:
+    """Class decorator: make a reranker class available as an adapter under `name`."""
+
+    def decorate(cls: type[Reranker]) -> type[Reranker]:
+        _ADAPTERS[name] = cls
+        return cls
+
+    return decorate
+
+
+def _plugin_adapters() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def adapter_names() -> list[str]:
+    return sorted(set(_ADAPTERS) | set(_plugin_adapters()))
+
+
+def resolve_adapter(name: str) -> Callable[..., Reranker]:
+    """The class (or factory) registered under `name`, from the built-ins or an installed plugin."""
+    target = _ADAPTERS.get(name)
+    if target is None:
+        plugin = _plugin_adapters().get(name)
+        if plugin is None:
+            raise MRBError(unknown_name_message("adapter", name, adapter_names()))
+        return plugin.load()
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        target = getattr(importlib.import_module(module), attr)
+        _ADAPTERS[name] = target
+    return target
+
+
+def build(factory: Callable[..., Reranker], options: dict[str, Any]) -> Reranker:
+    """Instantiate an adapter, rejecting options it does not take with a clear message."""
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            raise MRBError(
+                f"{getattr(factory, '__name__', factory)} does not take option(s) {', '.join(unknown)}; "
+                f"it takes: {', '.join(p for p in params if p != 'self') or 'none'}"
+            )
+    return factory(**options)
+
+
+def unknown_name_message(kind: str, name: str, known: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(known))}."
