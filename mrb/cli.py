@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     tasks.add_argument("--task-dir", action="append")
 
     sub.add_parser("models", help="list the model presets")
+
+    download = sub.add_parser("download", help="mirror the hub data of tasks for offline runs")
+    download.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
+    download.add_argument("--dir", help="data dir to mirror into (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
+    download.add_argument("--task-dir", action="append")
     return parser
 
 
@@ -96,10 +101,18 @@ def _models(args: argparse.Namespace) -> None:
     Console().print(table)
 
 
+def _download(args: argparse.Namespace) -> None:
+    from mrb.sources import download
+    from mrb.tasks import load_tasks
+
+    for folder in download(load_tasks(args.tasks, task_dirs=args.task_dir), args.dir):
+        print(folder)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handler = {"run": _run, "report": _report, "tasks": _tasks, "models": _models}[args.command]
+    handler = {"run": _run, "report": _report, "tasks": _tasks, "models": _models, "download": _download}[args.command]
     try:
         handler(args)
     except MRBError as exc:

@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from mrb import sources
 from mrb.errors import MRBError
 from mrb.sources import SourceReader, download, mirror_path
-from mrb.tasks import TaskSpec
+from mrb.tasks import TaskSpec, load_task_file
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 OTHER_REV = "fedcba9876543210fedcba9876543210fedcba98"
@@ -466,3 +466,19 @@ def test_online_without_a_mirror_reads_the_hub_at_the_pinned_revision(tmp_path, 
         "Couldn't reach 'mteb/arguana' on the Hub (OfflineModeIsEnabled); "
         f"to mirror the data run `mrb download --tasks ArguAna --dir {tmp_path}`"
     )
+
+
+def test_mrb_download_mirrors_the_selected_tasks(hub, tmp_path, capsys):
+    from mrb.cli import main
+
+    hub("mteb/arguana", beir_repo())
+    (tmp_path / "tasks").mkdir()
+    source = f"source: {{layout: beir, path: mteb/arguana, revision: {REV}}}\n"
+    (tmp_path / "tasks" / "a.yaml").write_text("name: ArguAna\ntype: t2t\ninstruction: Refute it.\n" + source)
+    argv = ["download", "--tasks", "ArguAna", "--dir", str(tmp_path / "data"), "--task-dir", str(tmp_path / "tasks")]
+    assert main(argv) == 0
+    assert capsys.readouterr().out == f"{tmp_path}/data/sources/mteb/arguana/{REV}\n"
+    assert SourceReader(load_task_file(tmp_path / "tasks" / "a.yaml"), tmp_path / "data").qrels.shape == (3, 3)
+    capsys.readouterr()  # datasets' progress bars
+    assert main(["download", "--tasks", "Arguana", "--task-dir", str(tmp_path / "tasks")]) == 2
+    assert capsys.readouterr().err == "mrb: error: no task matches 'Arguana'. Did you mean: ArguAna?\n"

@@ -31,7 +31,7 @@ def test_defaults_and_pack_path(tmp_path):
     path.write_text(TASK.format(name="A", type="t2i"))
     spec = load_task_file(path)
     assert (spec.metric, spec.depth, spec.category) == ("nDCG@10", 100, Category.CROSS)
-    assert spec.pack_path() == tmp_path / "packs" / "A"
+    assert spec.pack_location() == tmp_path / "packs" / "A"
 
 
 def test_selection_by_name_glob_type_category_suite_and_all(tmp_path):
