@@ -400,22 +400,17 @@ class SourceReader:
                 # "title text", else whichever exists (join's null_handling="skip" loses all-null rows)
                 text = pc.coalesce(pc.binary_join_element_wise(title, text, " "), text, title)
         image = pa.nulls(batch.num_rows, pa.binary())
+        decodes = pa.array([True] * batch.num_rows, pa.bool_())
         if "i" in side:
             image = pc.cast(pc.struct_field(batch[columns.image], "bytes"), pa.binary())
-        keep, missing, undecodable = [], [], []
-        for rid, has_text, data in zip(ids.to_pylist(), pc.is_valid(text).to_pylist(), image.to_pylist()):
-            if data is not None and not _decodes(data):
-                undecodable.append(rid)
-                keep.append(False)
-            elif not {"t": has_text, "i": data is not None, "it": has_text or data is not None}[side]:
-                missing.append(rid)
-                keep.append(False)
-            else:
-                keep.append(True)
+            decodes = pa.array([data is None or _decodes(data) for data in image.to_pylist()], pa.bool_())
+        has_text, has_image = pc.is_valid(text), pc.is_valid(image)
+        usable = {"t": has_text, "i": has_image, "it": pc.or_(has_text, has_image)}[side]
         needs = {"t": "text", "i": "an image", "it": "text or image"}[side]
-        self.report.add(f"{role} without {needs} (dropped)", missing)
-        self.report.add(f"{role} whose image does not decode (dropped)", undecodable)
-        return pa.table([ids, text, image], schema=RECORD_SCHEMA).filter(pa.array(keep, pa.bool_()))
+        self.report.add(f"{role} without {needs} (dropped)", pc.filter(ids, pc.invert(usable)).to_pylist())
+        self.report.add(f"{role} whose image does not decode (dropped)", pc.filter(ids, pc.invert(decodes)).to_pylist())
+        table = pa.table([ids, text, image], schema=RECORD_SCHEMA)
+        return table.filter(pc.and_(usable, decodes))
 
 
 def _blank_to_null(values: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -75,6 +75,19 @@ def task(name: str, type_: str, layout: str, path: str, split: str = "test", **e
     return TaskSpec(name=name, type=type_, instruction="Find it.", source=source, **extra)
 
 
+def mirror(hub, data_dir: Path, spec: TaskSpec, repo: dict[str, dict[str, Dataset]]) -> TaskSpec:
+    """Publish a repo under the task's source path on the fake hub and mirror it into data_dir."""
+    hub(spec.source.path, repo)
+    download([spec], data_dir)
+    return spec
+
+
+def qrels_error(spec: TaskSpec, data_dir: Path) -> str:
+    with pytest.raises(MRBError) as err:
+        SourceReader(spec, data_dir).qrels
+    return str(err.value)
+
+
 def read_all(reader: SourceReader) -> tuple[list[dict], list[dict], list[dict]]:
     queries = [row for batch in reader.queries(batch_size=2) for row in batch.to_pylist()]
     corpus = [row for batch in reader.corpus(batch_size=2) for row in batch.to_pylist()]
@@ -100,9 +113,8 @@ def beir_repo() -> dict[str, dict[str, Dataset]]:
 
 
 def test_beir_layout_round_trips_through_the_reader(hub, tmp_path, caplog):
-    hub("mteb/arguana", beir_repo())
-    spec = task("ArguAna", "t2t", "beir", "mteb/arguana", sizes={"queries": 2, "documents": 3, "qrels": 2})
-    download([spec], tmp_path / "data")
+    sizes = {"queries": 2, "documents": 3, "qrels": 2}
+    spec = mirror(hub, tmp_path / "data", task("ArguAna", "t2t", "beir", "mteb/arguana", sizes=sizes), beir_repo())
     with caplog.at_level(logging.WARNING, logger="mrb.sources"):
         reader = SourceReader(spec, tmp_path / "data")
         queries, corpus, qrels = read_all(reader)
@@ -149,9 +161,7 @@ def mteb_repo() -> dict[str, dict[str, Dataset]]:
 
 
 def test_mteb_layout_keeps_image_and_text_of_fused_records(hub, tmp_path):
-    hub("mteb/InfoSeekIT2ITRetrieval", mteb_repo())
-    spec = task("InfoSeek-IT2IT", "it2it", "mteb", "mteb/InfoSeekIT2ITRetrieval")
-    download([spec], tmp_path)
+    spec = mirror(hub, tmp_path, task("InfoSeek-IT2IT", "it2it", "mteb", "mteb/InfoSeekIT2ITRetrieval"), mteb_repo())
     reader = SourceReader(spec, tmp_path)
     queries, corpus, qrels = read_all(reader)
     assert queries == [
@@ -198,9 +208,7 @@ def mbeir_repo() -> dict[str, dict[str, Dataset]]:
 
 
 def test_mbeir_layout_takes_each_sides_modality_from_the_task_type(hub, tmp_path, caplog):
-    hub("mteb/mbeir_mscoco_task0", mbeir_repo())
-    spec = task("MSCOCO-T2I", "t2i", "mbeir", "mteb/mbeir_mscoco_task0")
-    download([spec], tmp_path)
+    spec = mirror(hub, tmp_path, task("MSCOCO-T2I", "t2i", "mbeir", "mteb/mbeir_mscoco_task0"), mbeir_repo())
     with caplog.at_level(logging.WARNING, logger="mrb.sources"):
         reader = SourceReader(spec, tmp_path)
         queries, corpus, _ = read_all(reader)
@@ -233,9 +241,7 @@ def vidore_repo() -> dict[str, dict[str, Dataset]]:
 
 
 def test_vidore_layout_turns_integer_ids_into_strings(hub, tmp_path):
-    hub("mteb/tatdqa_test_beir", vidore_repo())
-    spec = task("ViDoRe-TAT-DQA", "t2vd", "vidore", "mteb/tatdqa_test_beir")
-    download([spec], tmp_path)
+    spec = mirror(hub, tmp_path, task("ViDoRe-TAT-DQA", "t2vd", "vidore", "mteb/tatdqa_test_beir"), vidore_repo())
     queries, corpus, qrels = read_all(SourceReader(spec, tmp_path))
     assert queries == [{"id": "0", "text": "What is the revenue?", "image": None}, {"id": "1", "text": "Who signed?", "image": None}]
     assert corpus == [{"id": "10", "text": None, "image": RED}, {"id": "11", "text": None, "image": BLUE}]
@@ -245,9 +251,7 @@ def test_vidore_layout_turns_integer_ids_into_strings(hub, tmp_path):
 def test_msmarco_style_eval_split_is_picked_among_several(hub, tmp_path):
     repo = beir_repo()
     repo["default"]["dev"] = repo["default"].pop("train")
-    hub("mteb/msmarco", repo)
-    spec = task("MSMARCO", "t2t", "beir", "mteb/msmarco", split="dev")
-    download([spec], tmp_path)
+    spec = mirror(hub, tmp_path, task("MSMARCO", "t2t", "beir", "mteb/msmarco", split="dev"), repo)
     assert SourceReader(spec, tmp_path).qrels.to_dict("records") == [{"query_id": "q3", "doc_id": "d3", "relevance": 1}]
 
 
@@ -379,36 +383,24 @@ def test_a_failed_fetch_is_an_mrb_error(tmp_path, monkeypatch):
 def test_a_missing_config_is_named(hub, tmp_path):
     repo = mbeir_repo()
     del repo["qrels"]
-    hub("mteb/mbeir_mscoco_task0", repo)
-    spec = task("MSCOCO-T2I", "t2i", "mbeir", "mteb/mbeir_mscoco_task0")
-    download([spec], tmp_path)
-    with pytest.raises(MRBError) as err:
-        SourceReader(spec, tmp_path).qrels
-    assert str(err.value) == (
+    spec = mirror(hub, tmp_path, task("MSCOCO-T2I", "t2i", "mbeir", "mteb/mbeir_mscoco_task0"), repo)
+    assert qrels_error(spec, tmp_path) == (
         f"task 'MSCOCO-T2I': {mirror_path(spec.source, tmp_path)} has no config 'qrels' "
         "(layout 'mbeir' expects it; the dataset has query, corpus)"
     )
 
 
 def test_a_missing_split_is_named(hub, tmp_path):
-    hub("mteb/arguana", beir_repo())
-    spec = task("ArguAna", "t2t", "beir", "mteb/arguana", split="validation")
-    download([spec], tmp_path)
-    with pytest.raises(MRBError) as err:
-        SourceReader(spec, tmp_path).qrels
-    assert str(err.value) == (
+    spec = mirror(hub, tmp_path, task("ArguAna", "t2t", "beir", "mteb/arguana", split="validation"), beir_repo())
+    assert qrels_error(spec, tmp_path) == (
         f"task 'ArguAna': config 'default' of {mirror_path(spec.source, tmp_path)} has no split 'validation' "
         "(it has test, train)"
     )
 
 
 def test_a_column_the_task_type_needs_is_required(hub, tmp_path):
-    hub("mteb/arguana", beir_repo())
-    spec = task("ArguAna-I2T", "i2t", "beir", "mteb/arguana")
-    download([spec], tmp_path)
-    with pytest.raises(MRBError) as err:
-        SourceReader(spec, tmp_path).qrels
-    assert str(err.value) == (
+    spec = mirror(hub, tmp_path, task("ArguAna-I2T", "i2t", "beir", "mteb/arguana"), beir_repo())
+    assert qrels_error(spec, tmp_path) == (
         f"task 'ArguAna-I2T': the queries of {mirror_path(spec.source, tmp_path)} (config 'queries') lack column(s) "
         "image needed for a I→T task (columns: _id, text)"
     )
@@ -425,12 +417,8 @@ def test_ambiguous_ids_and_grades_are_errors(hub, tmp_path, queries, scores, mes
     repo = beir_repo()
     repo["queries"]["queries"] = Dataset.from_dict({"_id": queries, "text": ["a", "b", "c"]})
     repo["default"]["test"] = Dataset.from_dict({"query-id": ["q1", "q2"], "corpus-id": ["d1", "d2"], "score": scores})
-    hub("mteb/arguana", repo)
-    spec = task("ArguAna", "t2t", "beir", "mteb/arguana")
-    download([spec], tmp_path)
-    with pytest.raises(MRBError) as err:
-        SourceReader(spec, tmp_path).qrels
-    assert str(err.value) == "task 'ArguAna': " + message.format(path=mirror_path(spec.source, tmp_path))
+    spec = mirror(hub, tmp_path, task("ArguAna", "t2t", "beir", "mteb/arguana"), repo)
+    assert qrels_error(spec, tmp_path) == "task 'ArguAna': " + message.format(path=mirror_path(spec.source, tmp_path))
 
 
 def test_qrels_of_unknown_queries_and_repeated_pairs_are_counted(hub, tmp_path, caplog):
@@ -438,9 +426,7 @@ def test_qrels_of_unknown_queries_and_repeated_pairs_are_counted(hub, tmp_path, 
     repo["default"]["test"] = Dataset.from_dict(
         {"query-id": ["q1", "q1", "q7", "q2"], "corpus-id": ["d1", "d1", "d1", "d2"], "score": [1.0, 2.0, 1.0, 1.0]}
     )
-    hub("mteb/arguana", repo)
-    spec = task("ArguAna", "t2t", "beir", "mteb/arguana")
-    download([spec], tmp_path)
+    spec = mirror(hub, tmp_path, task("ArguAna", "t2t", "beir", "mteb/arguana"), repo)
     reader = SourceReader(spec, tmp_path)
     with caplog.at_level(logging.WARNING, logger="mrb.sources"):
         assert reader.qrels.to_dict("records") == [
