@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--adapter", help="adapter that loads a checkpoint folder given as --model")
     run.add_argument("--tasks", default="mini", help="all, names, globs, type codes, categories or suites (comma-separated)")
     run.add_argument("--task-dir", action="append", help="read task YAML from this folder instead of the bundled catalogue")
+    run.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
     run.add_argument("--output", default="results", help="results folder (default: results)")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--device", help="cuda, cpu or mps (default: cuda when available)")
@@ -61,7 +62,7 @@ def _run(args: argparse.Namespace) -> None:
     options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k) is not None}
     board = evaluate(
         args.model, args.tasks, output_dir=args.output, batch_size=args.batch_size, adapter=args.adapter,
-        task_dirs=args.task_dir, quiet=args.quiet, **options,
+        task_dirs=args.task_dir, data_dir=args.data_dir, quiet=args.quiet, **options,
     )
     print(render_markdown(board))
     print(f"\nResults written to {args.output}/ (leaderboard.parquet, per-task Parquet and TREC run files).")

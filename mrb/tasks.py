@@ -71,6 +71,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 Layout = Literal["beir", "mteb", "mbeir", "vidore"]
 
 DATA_DIR_ENV = "MRB_DATA_DIR"
+BENCHMARK_SUITE = "mrb"  # the suite that ``all``, type codes and categories select from
 
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
@@ -334,18 +335,25 @@ class Catalogue:
                 chosen.setdefault(task.name, task)
         return list(chosen.values())
 
+    def scope(self) -> list[TaskSpec]:
+        """What ``all``, type codes and categories range over: the suite named
+        `BENCHMARK_SUITE` (the paper's 40) when the catalogue has it, else every task."""
+        if BENCHMARK_SUITE in self.suites:
+            return self.select(",".join(self.suites[BENCHMARK_SUITE].tasks))
+        return list(self.tasks.values())
+
     def _match(self, term: str) -> list[TaskSpec]:
         lowered = term.lower()
-        if lowered == "all":
-            return list(self.tasks.values())
         if term in self.tasks:
             return [self.tasks[term]]
         if term in self.suites:
             return self.select(",".join(self.suites[term].tasks))
+        if lowered == "all":
+            return self.scope()
         if lowered in {t.value for t in TaskType}:
-            return [t for t in self.tasks.values() if t.type.value == lowered]
+            return [t for t in self.scope() if t.type.value == lowered]
         if lowered in {c.value for c in Category} or lowered in {c.value.split("-")[0] for c in Category}:
-            return [t for t in self.tasks.values() if t.category.value.startswith(lowered)]
+            return [t for t in self.scope() if t.category.value.startswith(lowered)]
         return [t for name, t in self.tasks.items() if fnmatch.fnmatchcase(name, term)]
 
     def _unknown_message(self, term: str) -> str:

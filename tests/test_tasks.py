@@ -113,3 +113,10 @@ def test_duplicate_task_name(tmp_path):
 def test_load_tasks_from_a_folder(tmp_path):
     small_text_task(tmp_path)
     assert [t.name for t in load_tasks("all", task_dirs=[tmp_path])] == ["Small-T2T"]
+
+
+def test_all_types_and_categories_range_over_the_mrb_suite_names_reach_everything():
+    assert len(load_tasks("all")) == 40
+    assert [t.name for t in load_tasks("t2i")] == ["VisualNews-T2I", "Fashion200K-T2I", "MSCOCO-T2I", "Flickr30K-T2I"]
+    assert all(not t.name.startswith("Mini") for t in load_tasks("cross-modal"))
+    assert len(load_tasks("mini")) == 5 and len(load_tasks("Mini*")) == 5
