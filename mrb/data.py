@@ -142,6 +142,7 @@ def read_pack(folder: str | Path) -> Pack:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise MRBError(f"pack {folder}: manifest.json is not valid JSON ({exc})") from exc
+    verify_pack(folder, manifest)
     queries = _records(_read_table(folder, "queries"), folder, "queries")
     documents = _records(_read_table(folder, "documents"), folder, "documents")
     candidates = _read_table(folder, "candidates").to_pandas()
@@ -150,6 +151,26 @@ def read_pack(folder: str | Path) -> Pack:
     _check_qrels(folder, qrels, queries)
     candidates = candidates.sort_values(["query_id", "rank"], kind="stable").reset_index(drop=True)
     return Pack(folder, queries, documents, candidates, qrels, manifest)
+
+
+def verify_pack(folder: Path, manifest: dict[str, Any]) -> None:
+    """Re-hash every pack file; an `MRBError` names the first file missing from, or differing from, the manifest."""
+    hashes = manifest.get("sha256")
+    if not isinstance(hashes, dict):
+        raise MRBError(f"pack {folder}: manifest.json has no sha256 of the pack files")
+    for name in PACK_FILES:
+        filename = f"{name}.parquet"
+        if filename not in hashes:
+            raise MRBError(f"pack {folder}: manifest.json has no sha256 for {filename}")
+        path = folder / filename
+        if not path.is_file():
+            raise MRBError(f"pack {folder}: missing file {filename}")
+        actual = sha256_file(path)
+        if actual != hashes[filename]:
+            raise MRBError(
+                f"pack {folder}: {filename} does not match manifest.json (sha256 {actual}, expected "
+                f"{hashes[filename]}): the file changed after the pack was built"
+            )
 
 
 def _check_candidates(folder: Path, cands: pd.DataFrame, queries: dict, documents: dict) -> None:

@@ -19,7 +19,12 @@ def pack_dir(tmp_path):
 
 
 def rewrite(pack_dir, name, frame):
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), pack_dir / f"{name}.parquet")
+    """Replace a pack file and its hash in the manifest (a pack written wrong, not one changed later)."""
+    path = pack_dir / f"{name}.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    manifest = json.loads((pack_dir / "manifest.json").read_text())
+    manifest["sha256"][path.name] = sha256_file(path)
+    (pack_dir / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_round_trip_and_manifest_hashes(pack_dir):
@@ -69,6 +74,29 @@ def test_record_without_text_or_image(pack_dir):
     rewrite(pack_dir, "queries", pd.DataFrame({"id": ["q1", "q2"], "text": ["cats", None], "image": [None, None]}))
     with pytest.raises(MRBError, match=r"queries\.parquet record 'q2' has neither text nor image"):
         read_pack(pack_dir)
+
+
+def test_a_changed_byte_fails_verification(pack_dir):
+    path = pack_dir / "candidates.parquet"
+    expected = sha256_file(path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(MRBError) as err:
+        read_pack(pack_dir)
+    assert str(err.value) == (
+        f"pack {pack_dir}: candidates.parquet does not match manifest.json (sha256 {sha256_file(path)}, expected "
+        f"{expected}): the file changed after the pack was built"
+    )
+
+
+def test_manifest_without_hashes(pack_dir):
+    manifest = json.loads((pack_dir / "manifest.json").read_text())
+    del manifest["sha256"]["qrels.parquet"]
+    (pack_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MRBError) as err:
+        read_pack(pack_dir)
+    assert str(err.value) == f"pack {pack_dir}: manifest.json has no sha256 for qrels.parquet"
 
 
 def test_corrupt_image_names_the_record():

@@ -3,7 +3,6 @@
 import io
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,8 @@ from mrb import sources
 from mrb.errors import MRBError
 from mrb.sources import SourceReader, download, mirror_path
 from mrb.tasks import TaskSpec, load_task_file
+from tests.hub import REV, hub, mirror  # noqa: F401 (hub is a fixture)
 
-REV = "0123456789abcdef0123456789abcdef01234567"
 OTHER_REV = "fedcba9876543210fedcba9876543210fedcba98"
 
 
@@ -34,52 +33,9 @@ def image(data: bytes | None) -> dict | None:
     return None if data is None else {"bytes": data, "path": None}
 
 
-def write_repo(folder: Path, configs: dict[str, dict[str, Dataset]]) -> None:
-    """A dataset repo as the hub holds it: one parquet file per config and split, declared in README.md."""
-    declared = []
-    for config, splits in configs.items():
-        files = []
-        for split, dataset in splits.items():
-            path = f"{config}/{split}-00000-of-00001.parquet"
-            (folder / config).mkdir(parents=True, exist_ok=True)
-            dataset.to_parquet(folder / path)
-            files.append({"split": split, "path": path})
-        declared.append({"config_name": config, "data_files": files})
-    (folder / "README.md").write_text("---\n" + yaml.safe_dump({"configs": declared}, sort_keys=False) + "---\n")
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """A stand-in for the hub: repos written under tmp/hub/<repo>/<rev>, served by a fake snapshot_download."""
-    root = tmp_path / "hub"
-    calls = []
-
-    def snapshot_download(repo_id, *, repo_type, revision, local_dir):
-        calls.append((repo_id, repo_type, revision, Path(local_dir)))
-        shutil.copytree(root / repo_id / revision, local_dir, dirs_exist_ok=True)
-        (Path(local_dir) / ".cache" / "huggingface").mkdir(parents=True, exist_ok=True)
-        (Path(local_dir) / ".cache" / "huggingface" / "README.md.metadata").write_text("x")
-        return str(local_dir)
-
-    monkeypatch.setattr(sources, "snapshot_download", snapshot_download)
-
-    def publish(repo: str, configs: dict[str, dict[str, Dataset]], revision: str = REV) -> None:
-        write_repo(root / repo / revision, configs)
-
-    publish.calls = calls
-    return publish
-
-
 def task(name: str, type_: str, layout: str, path: str, split: str = "test", **extra) -> TaskSpec:
     source = {"layout": layout, "path": path, "revision": REV, "split": split}
     return TaskSpec(name=name, type=type_, instruction="Find it.", source=source, **extra)
-
-
-def mirror(hub, data_dir: Path, spec: TaskSpec, repo: dict[str, dict[str, Dataset]]) -> TaskSpec:
-    """Publish a repo under the task's source path on the fake hub and mirror it into data_dir."""
-    hub(spec.source.path, repo)
-    download([spec], data_dir)
-    return spec
 
 
 def qrels_error(spec: TaskSpec, data_dir: Path) -> str:
