@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-pixels", type=int)
     run.add_argument("--trust-remote-code", action="store_true", default=None, help="allow a model's own code from its repo")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--build-missing", action="store_true", help="build missing candidate packs with each task's first stage")
 
     report = sub.add_parser("report", help="markdown tables from a results folder")
     report.add_argument("--results", default="results")
@@ -52,6 +53,26 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
     download.add_argument("--dir", help="data dir to mirror into (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
     download.add_argument("--task-dir", action="append")
+
+    candidates = sub.add_parser("candidates", help="build, verify and summarise first-stage candidate packs")
+    actions = candidates.add_subparsers(dest="action", required=True)
+    build = actions.add_parser("build", help="retrieve each query's top candidates from the raw source and write the pack")
+    build.add_argument("--retriever", help="gme-qwen2-vl-2b, minilm or clip (default: each task's first_stage)")
+    build.add_argument("--checkpoint", help="load the retriever from this folder or hub id instead of its default")
+    build.add_argument("--depth", type=int, help="candidates per query (default: the task's depth, 100 for MRB)")
+    build.add_argument("--sample", type=int, help="build on a seeded sample of this many queries per task")
+    build.add_argument("--seed", type=int, help="seed of --sample (default 0)")
+    build.add_argument("--out", help="write packs to OUT/<task> instead of the data dir")
+    build.add_argument("--push-to-hub", metavar="REPO", help="also upload each pack to this hub dataset repo")
+    build.add_argument("--batch-size", type=int, default=32, help="records per forward pass")
+    build.add_argument("--shard-size", type=int, help="records per embedding shard, the unit of resumption (default 4096)")
+    build.add_argument("--device")
+    build.add_argument("--dtype")
+    for action in (build, actions.add_parser("verify", help="re-hash the packs of tasks against their manifests"),
+                   actions.add_parser("stats", help="first-stage nDCG@10, Recall@100 and pair counts of packs")):
+        action.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
+        action.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
+        action.add_argument("--task-dir", action="append")
     return parser
 
 
@@ -60,6 +81,11 @@ def _run(args: argparse.Namespace) -> None:
     from mrb.report import render_markdown
 
     options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k) is not None}
+    if args.build_missing:
+        from mrb.candidates import ensure_packs
+        from mrb.tasks import load_tasks
+
+        ensure_packs(load_tasks(args.tasks, task_dirs=args.task_dir), args.data_dir, build_missing=True)
     board = evaluate(
         args.model, args.tasks, output_dir=args.output, batch_size=args.batch_size, adapter=args.adapter,
         task_dirs=args.task_dir, data_dir=args.data_dir, quiet=args.quiet, **options,
@@ -110,10 +136,43 @@ def _download(args: argparse.Namespace) -> None:
         print(folder)
 
 
+def _candidates(args: argparse.Namespace) -> None:
+    from mrb import candidates
+    from mrb.tasks import SampleSpec, load_tasks
+
+    tasks = load_tasks(args.tasks, task_dirs=args.task_dir)
+    if args.action == "verify":
+        for unit, folder in candidates.verify_packs(tasks, args.data_dir):
+            print(f"{unit.name}: ok ({folder})")
+        return
+    if args.action == "stats":
+        packs = candidates.pack_folders(tasks, args.data_dir)
+    else:
+        if args.seed is not None and args.sample is None:
+            raise MRBError("--seed goes with --sample")
+        options = {k: getattr(args, k) for k in ("device", "dtype") if getattr(args, k) is not None}
+        sample = SampleSpec(queries=args.sample, seed=args.seed or 0) if args.sample is not None else None
+        logging.getLogger("mrb.candidates").setLevel(logging.INFO)
+        built = candidates.build_candidates(
+            tasks, args.retriever, checkpoint=args.checkpoint, depth=args.depth, sample=sample, out=args.out,
+            data_dir=args.data_dir, batch_size=args.batch_size, shard_size=args.shard_size,
+            push_to_hub=args.push_to_hub, **options,
+        )
+        units = {unit.name: unit for task in tasks for unit in task.units()}
+        packs = [(units[result.task], result.pack) for result in built]
+    stats = candidates.pack_stats(packs)
+    for column in ("first_stage", "R@100"):
+        stats[column] = stats[column].map(lambda v: f"{100 * v:.2f}")
+    print(stats.to_string(index=False))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handler = {"run": _run, "report": _report, "tasks": _tasks, "models": _models, "download": _download}[args.command]
+    handler = {
+        "run": _run, "report": _report, "tasks": _tasks, "models": _models, "download": _download,
+        "candidates": _candidates,
+    }[args.command]
     try:
         handler(args)
     except MRBError as exc:

@@ -209,7 +209,8 @@ class SourceReader:
                 f"task {self.task.name!r}: the mirror {mirror} lacks {', '.join(missing)}; fetch it again with `{command}`"
             )
         if missing == []:
-            return str(mirror), None, str(self._data_dir / "arrow")
+            # one Arrow cache per repo: `datasets` keys a local folder's cache by its name (the revision) only
+            return str(mirror), None, str(self._data_dir / "arrow" / self.source.path)
         if mirror.is_dir():
             raise MRBError(
                 f"task {self.task.name!r}: the mirror {mirror} is incomplete (no {_manifest_path(mirror).name}); "

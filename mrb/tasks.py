@@ -105,6 +105,15 @@ class Sizes(BaseModel):
     qrels: int = Field(gt=0)
 
 
+class SampleSpec(BaseModel):
+    """A seeded query sample: the `queries` ids with the smallest sha256(f"{seed}:{id}") (`mrb.candidates`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queries: int = Field(gt=0, description="queries drawn per task (a composite's parts share them)")
+    seed: int = 0
+
+
 class PartSpec(BaseModel):
     """One part of a composite task (e.g. a CQADupStack sub-forum): its own source and pack."""
 
@@ -139,6 +148,7 @@ class TaskSpec(BaseModel):
     description: str = ""
     reference: str = ""
     ignore_identical_ids: bool = False
+    sample: SampleSpec | None = Field(default=None, description="build the pack on a seeded query sample")
     source_file: Path | None = Field(default=None, exclude=True)
     _composite: str | None = PrivateAttr(default=None)
 
@@ -180,6 +190,9 @@ class TaskSpec(BaseModel):
         if self.parts is None:
             return [self]
         units = []
+        sample = None
+        if self.sample is not None:  # the parts share the sample: ceil(queries / parts) each
+            sample = self.sample.model_copy(update={"queries": -(-self.sample.queries // len(self.parts))})
         for part in self.parts:
             unit = self.model_copy(
                 update={
@@ -189,6 +202,7 @@ class TaskSpec(BaseModel):
                     "pack": part.pack,
                     "sizes": None,
                     "description": f"the {part.name} part of {self.name}",
+                    "sample": sample,
                 }
             )
             unit._composite = self.name
@@ -229,18 +243,36 @@ class TaskSpec(BaseModel):
             raise MRBError(f"task {self.name!r}: pack folder {path} does not exist (declared as pack: {self.pack!r})")
         raise MRBError(
             f"task {self.name!r} has no candidate pack yet (looked in {path}): build it with "
-            f"`mrb candidates build --tasks {self.composite or self.name}`"
+            f"`{self.build_command(data_dir)}`, or pass --build-missing to `mrb run`"
         )
+
+    def build_command(self, data_dir: str | Path | None = None) -> str:
+        """The exact CLI command that builds this task's pack(s) with its own first stage."""
+        retriever = f" --retriever {self.first_stage}" if self.first_stage else ""
+        target = f" --data-dir {data_dir}" if data_dir is not None else ""
+        return f"mrb candidates build --tasks {self.composite or self.name}{retriever}{target}"
 
 
 class SuiteSpec(BaseModel):
-    """A named list of tasks (names or globs)."""
+    """A named list of tasks (names, globs or other suites).
+
+    A suite with a `sample` selects sampled variants of its tasks, named ``<task>-<suffix>``,
+    whose packs hold only the sampled queries (e.g. ``mrb-lite``: ``ArguAna-lite``, …).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     suite: str
     description: str = ""
     tasks: list[str] = Field(min_length=1)
+    sample: SampleSpec | None = None
+    suffix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+    @model_validator(mode="after")
+    def _sample_has_suffix(self) -> SuiteSpec:
+        if (self.sample is None) != (self.suffix is None):
+            raise ValueError("a sampled suite needs both sample and suffix (its tasks are named <task>-<suffix>)")
+        return self
 
 
 def bundled_tasks_dir() -> Path:
@@ -312,8 +344,27 @@ class Catalogue:
                 else:
                     task = load_task_file(path)
                     self._add(self.tasks, task.name, task, path)
+        self.variants: dict[str, TaskSpec] = {}  # sampled tasks of the suites with a sample
         for suite in self.suites.values():
-            self.select(",".join(suite.tasks))  # a suite naming an unknown task fails at load time
+            members = self.select(",".join(suite.tasks))  # a suite naming an unknown task fails at load time
+            if suite.sample is not None:
+                for task in members:
+                    self._add(self.variants, f"{task.name}-{suite.suffix}", self._variant(task, suite), Path(suite.suite))
+
+    @staticmethod
+    def _variant(task: TaskSpec, suite: SuiteSpec) -> TaskSpec:
+        if task.source is None and task.parts is None:
+            raise MRBError(f"suite {suite.suite!r} samples task {task.name!r}, which has no hub source to sample from")
+        sample = suite.sample
+        assert sample is not None
+        return task.model_copy(
+            update={
+                "name": f"{task.name}-{suite.suffix}",
+                "sample": sample,
+                "pack": None,
+                "description": f"{task.name} on a seeded sample of {sample.queries} queries (seed {sample.seed})",
+            }
+        )
 
     @staticmethod
     def _add(into: dict, name: str, item, path: Path) -> None:
@@ -346,8 +397,12 @@ class Catalogue:
         lowered = term.lower()
         if term in self.tasks:
             return [self.tasks[term]]
+        if term in self.variants:
+            return [self.variants[term]]
         if term in self.suites:
-            return self.select(",".join(self.suites[term].tasks))
+            suite = self.suites[term]
+            members = self.select(",".join(suite.tasks))
+            return [self.variants[f"{t.name}-{suite.suffix}"] for t in members] if suite.sample else members
         if lowered == "all":
             return self.scope()
         if lowered in {t.value for t in TaskType}:

@@ -68,7 +68,8 @@ def test_a_task_without_a_pack_names_the_build_command(tmp_path):
         arguana.pack_path(tmp_path)
     assert str(err.value) == (
         f"task 'ArguAna' has no candidate pack yet (looked in {tmp_path}/packs/ArguAna): "
-        "build it with `mrb candidates build --tasks ArguAna`"
+        f"build it with `mrb candidates build --tasks ArguAna --retriever gme-qwen2-vl-2b --data-dir {tmp_path}`, "
+        "or pass --build-missing to `mrb run`"
     )
     (tmp_path / "packs" / "ArguAna").mkdir(parents=True)
     assert arguana.pack_path(tmp_path) == tmp_path / "packs" / "ArguAna"
@@ -80,7 +81,8 @@ def test_a_part_without_a_pack_names_its_composite(tmp_path):
         cqa.units()[3].pack_path(tmp_path)
     assert str(err.value) == (
         f"task 'CQADupStack-gis' has no candidate pack yet (looked in {tmp_path}/packs/CQADupStack-gis): "
-        "build it with `mrb candidates build --tasks CQADupStack`"
+        f"build it with `mrb candidates build --tasks CQADupStack --retriever gme-qwen2-vl-2b --data-dir {tmp_path}`, "
+        "or pass --build-missing to `mrb run`"
     )
     with pytest.raises(MRBError) as err:
         cqa.pack_path(tmp_path)

