@@ -22,7 +22,8 @@ from mrb.candidates.encoders import Encoder
 from mrb.candidates.search import TopK, pack_scores, unpack_scores
 from mrb.data import read_pack, sha256_file
 from mrb.errors import MRBError
-from mrb.tasks import TaskSpec, bundled_tasks_dir, load_tasks
+from mrb.cli import main
+from mrb.tasks import SampleSpec, TaskSpec, bundled_tasks_dir, load_tasks
 from tests.hub import REV, mirror_repo, pack_as_repo
 from tests.tiny_encoders import TINY_PIXELS, tiny_clip, tiny_gme, qwen_tokenizer  # noqa: F401 (fixtures)
 
@@ -229,3 +230,60 @@ def test_a_sampled_build_reuses_the_corpus_shards_and_records_its_queries(data_d
     assert pack.manifest["sample"] == {"seed": 3, "size": 4, "drawn": 4, "ids": ids}
     assert sorted(pack.queries) == sorted(ids) == sorted(set(pack.candidates["query_id"])) == sorted(set(pack.qrels["query_id"]))
     assert_matches(result.pack, {qid: facts_expected[qid][:3] for qid in ids})
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_cli_builds_a_missing_pack_for_a_run_then_verifies_and_summarises_it(data_dir, tmp_path, capsys):
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "facts.yaml").write_text(
+        "name: MiniFacts-T2T\ntype: t2t\ninstruction: Given a question, find the passage that answers it.\ndepth: 20\n"
+        f"first_stage: minilm\nsource: {{layout: beir, path: mrb-mini/MiniFacts-T2T, revision: {REV}}}\n"
+    )
+    where = ["--tasks", "MiniFacts-T2T", "--task-dir", str(tmp_path / "tasks"), "--data-dir", str(data_dir)]
+    run = ["run", "--model", "first-stage", "--output", str(tmp_path / "results"), "--quiet", *where]
+    assert main(run) == 2
+    assert capsys.readouterr().err == (
+        f"mrb: error: task 'MiniFacts-T2T' has no candidate pack yet (looked in {data_dir}/packs/MiniFacts-T2T): "
+        f"build it with `mrb candidates build --tasks MiniFacts-T2T --retriever minilm --data-dir {data_dir}`, "
+        "or pass --build-missing to `mrb run`\n"
+    )
+    assert main([*run, "--build-missing"]) == 0
+    assert "| first-stage |   96.73 |   96.73 |" in capsys.readouterr().out
+
+    assert main(["candidates", "stats", *where]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "         task retriever  depth  queries  pairs  metric first_stage  R@100",
+        "MiniFacts-T2T    minilm     20       16    320 nDCG@10       96.73 100.00",
+    ]
+    assert main(["candidates", "verify", *where]) == 0
+    pack = data_dir / "packs" / "MiniFacts-T2T"
+    assert capsys.readouterr().out == f"MiniFacts-T2T: ok ({pack})\n"
+    data = bytearray((pack / "documents.parquet").read_bytes())
+    data[100] ^= 0xFF
+    (pack / "documents.parquet").write_bytes(bytes(data))
+    assert main(["candidates", "verify", *where]) == 2
+    assert "documents.parquet does not match manifest.json" in capsys.readouterr().err
+
+    sampled = ["candidates", "build", "--retriever", "minilm", "--sample", "4", "--seed", "3", "--out", str(tmp_path / "lite"), *where]
+    assert main(sampled) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["MiniFacts-T2T", "minilm", "20", "4", "80"]
+    assert main(["candidates", "build", "--seed", "3", *where]) == 2
+    assert capsys.readouterr().err == "mrb: error: --seed goes with --sample\n"
+
+
+# ---------------------------------------------------------------- the lite suite
+
+
+def test_mrb_lite_samples_each_of_the_40_tasks():
+    lite = load_tasks("mrb-lite")
+    full = load_tasks("all")
+    assert [t.name for t in lite] == [f"{t.name}-lite" for t in full]
+    assert all(t.sample == SampleSpec(queries=200, seed=0) and t.sample is not None for t in lite)
+    assert all(t.sample is None for t in full)  # `all` still means the paper's 40 full query sets
+    (cqa,) = load_tasks("CQADupStack-lite")
+    assert [(u.name, u.sample.queries) for u in cqa.units()][:2] == [("CQADupStack-lite-android", 17), ("CQADupStack-lite-english", 17)]
+    (arguana,) = load_tasks("ArguAna-lite")
+    assert arguana.pack_location("/data") == Path("/data/packs/ArguAna-lite")
+    assert (arguana.source, arguana.ignore_identical_ids, arguana.instruction) == (full[0].source, True, full[0].instruction)

@@ -1,0 +1,100 @@
+"""GME-Qwen2-VL's encode path on a tiny random GME-shaped checkpoint with the real Qwen tokenizer:
+the rendered prompt, its token ids, final-token pooling with right padding, and the image bounds."""
+
+from __future__ import annotations
+
+import inspect
+import io
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from mrb.candidates.encoders import GME_PIXELS_PER_TOKEN, GMEEncoder, get_encoder
+from mrb.data import Record
+from tests.tiny_encoders import TINY_PIXELS, qwen_tokenizer, tiny_gme  # noqa: F401 (fixtures)
+
+SYSTEM, USER, ASSISTANT, NEWLINE = [151644, 8948, 198], [151644, 872, 198], [151644, 77091, 198], 198
+IM_END, ENDOFTEXT, VISION_START, VISION_END, IMAGE_PAD = 151645, 151643, 151652, 151653, 151655
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+ASTRONAUT = png(skimage.data.astronaut())  # 512×512
+
+
+@pytest.fixture(scope="module")
+def gme(tiny_gme) -> GMEEncoder:
+    return get_encoder("gme-qwen2-vl-2b", checkpoint=str(tiny_gme), **TINY_PIXELS)
+
+
+def test_rendered_prompts():
+    assert GMEEncoder.render(Record("d1", "Hello world"), None) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello world<|im_end|>\n"
+        "<|im_start|>assistant\n<|endoftext|>"
+    )
+    assert GMEEncoder.render(Record("q1", "Who is this?", ASTRONAUT), "Find the person.") == (
+        "<|im_start|>system\nFind the person.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|>Who is this?<|im_end|>\n<|im_start|>assistant\n<|endoftext|>"
+    )
+    assert GMEEncoder.render(Record("d2", None, ASTRONAUT), None) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\n<|endoftext|>"
+    )
+
+
+def test_token_ids_of_a_document_and_an_image_query(gme):
+    doc = gme.inputs([Record("d1", "Hello world")], None)
+    assert doc["input_ids"][0].tolist() == (
+        SYSTEM + [2610, 525, 264, 10950, 17847, 13, IM_END, NEWLINE]  # "You are a helpful assistant."
+        + USER + [9707, 1879, IM_END, NEWLINE]  # "Hello world"
+        + ASSISTANT + [ENDOFTEXT]
+    )
+    query = gme.inputs([Record("q1", "Who is this?", ASTRONAUT)], "Find the person.")
+    # 512×512 shrinks to the 112×112 bound: 8×8 patches of 14 px, merged 2×2 into 16 image tokens
+    assert query["image_grid_thw"].tolist() == [[1, 8, 8]]
+    assert query["input_ids"][0].tolist() == (
+        SYSTEM + [9885, 279, 1697, 13, IM_END, NEWLINE]  # "Find the person."
+        + USER + [VISION_START] + [IMAGE_PAD] * 16 + [VISION_END] + [15191, 374, 419, 30, IM_END, NEWLINE]
+        + ASSISTANT + [ENDOFTEXT]
+    )
+
+
+def test_image_token_bounds():
+    defaults = inspect.signature(GMEEncoder).parameters
+    assert defaults["min_pixels"].default == 256 * GME_PIXELS_PER_TOKEN == 256 * 28 * 28
+    assert defaults["max_pixels"].default == 1280 * GME_PIXELS_PER_TOKEN
+    assert defaults["max_length"].default == 1800
+
+
+def test_a_small_image_grows_to_the_lower_bound(gme):
+    tiny = png(np.full((20, 20, 3), 128, dtype=np.uint8))
+    assert gme.inputs([Record("d", None, tiny)], None)["image_grid_thw"].tolist() == [[1, 4, 4]]  # 56×56 px
+
+
+def test_final_token_pooling_with_right_padding_matches_each_record_alone(gme):
+    records = [Record("a", "Hello world"), Record("b", "Who is this?", ASTRONAUT), Record("c", "a much longer text " * 5)]
+    batch = gme.inputs(records, "Find it.")
+    last = batch["attention_mask"].sum(1) - 1
+    assert batch["input_ids"][torch.arange(3), last].tolist() == [ENDOFTEXT] * 3
+    assert batch["attention_mask"][0, -1].item() == 0  # right padding
+    embeddings = gme.embed(records, "Find it.")
+    assert embeddings.norm(dim=1).tolist() == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
+    for i, record in enumerate(records):
+        alone = gme.inputs([record], "Find it.")
+        with torch.inference_mode():
+            hidden = gme.model.model(**alone).last_hidden_state[0, -1]
+        assert embeddings[i].tolist() == pytest.approx(torch.nn.functional.normalize(hidden, dim=0).tolist(), abs=1e-5)
+
+
+def test_settings(gme, tiny_gme):
+    assert gme.settings() == {
+        "name": "gme-qwen2-vl-2b", "checkpoint": str(tiny_gme), "revision": None, "dtype": "float32",
+        "attn_implementation": "sdpa", "max_length": 1800, **TINY_PIXELS,
+    }
