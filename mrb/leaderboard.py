@@ -13,13 +13,30 @@ import pyarrow as pa
 
 from mrb.data import atomic_write_bytes, atomic_write_parquet
 from mrb.errors import MRBError
+from mrb.metrics import MEASURE_COLUMNS
 from mrb.runner import TaskResult
+from mrb.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, SEED, bootstrap_ci
+from mrb.tasks import TaskSpec
 
 LEADERBOARD_FILE = "leaderboard.parquet"
 LEADERBOARD_COLUMNS = [
     "model", "task", "type", "category", "metric", "value", "first_stage_value", "n_queries", "status",
     "mrb_version", "timestamp", "depth", "pack_hash", "n_no_relevant", "n_no_qrels", "seconds", "settings",
+    "ci_low", "ci_high", *MEASURE_COLUMNS, "metric_settings",
 ]
+TIE_BREAK = "score desc, first-stage rank asc, doc id asc"
+
+
+def metric_settings(task: TaskSpec) -> dict[str, Any]:
+    """Everything besides the pack that decides a task's values; rows that differ here never mix."""
+    return {
+        "metric": task.metric,
+        "measures": MEASURE_COLUMNS,
+        "depth": task.depth,
+        "ignore_identical_ids": task.ignore_identical_ids,
+        "tie_break": TIE_BREAK,
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": CONFIDENCE, "seed": SEED},
+    }
 
 
 def model_dirname(model: str) -> str:
@@ -28,7 +45,11 @@ def model_dirname(model: str) -> str:
 
 
 def leaderboard_row(model: str, result: TaskResult, settings: dict[str, Any], version: str) -> dict[str, Any]:
+    """One (model, task) row: the mean of every per-query measure and the main metric's 95% bootstrap CI."""
     task = result.task
+    table = result.per_query
+    low, high = (None, None) if table is None else bootstrap_ci(table["value"].to_numpy())
+    means = {m: None if table is None else float(table[m].mean()) for m in MEASURE_COLUMNS}
     return {
         "model": model,
         "task": task.name,
@@ -47,6 +68,10 @@ def leaderboard_row(model: str, result: TaskResult, settings: dict[str, Any], ve
         "n_no_qrels": result.n_no_qrels,
         "seconds": round(result.seconds, 3),
         "settings": json.dumps(settings, sort_keys=True, default=str),
+        "ci_low": low,
+        "ci_high": high,
+        **means,
+        "metric_settings": json.dumps(metric_settings(task), sort_keys=True),
     }
 
 
@@ -55,7 +80,9 @@ def write_task_outputs(results_dir: Path, model: str, result: TaskResult) -> Non
     if result.per_query is None or result.ranking is None:
         return
     folder = results_dir / model_dirname(model)
-    per_query = result.per_query.assign(metric=result.task.metric)[["query_id", "metric", "value", "first_stage_value"]]
+    per_query = result.per_query.assign(metric=result.task.metric)[
+        ["query_id", "metric", "value", "first_stage_value", *MEASURE_COLUMNS]
+    ]
     atomic_write_parquet(folder / f"{result.task.name}.parquet", pa.Table.from_pandas(per_query, preserve_index=False))
     tag = model_dirname(model)
     lines = [

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mrb.data import Pack, Pair, read_pack
 from mrb.errors import MRBError
-from mrb.metrics import judged_queries, per_query, run_from_ranking, strict_ranking
+from mrb.metrics import judged_queries, per_query_table, strict_ranking
 from mrb.rerankers.base import Reranker
 from mrb.tasks import TaskSpec
 
@@ -32,7 +32,7 @@ class TaskResult:
     task: TaskSpec
     status: str  # "ok" or "unsupported"
     pack_hash: str
-    per_query: pd.DataFrame | None = None  # query_id, value, first_stage_value
+    per_query: pd.DataFrame | None = None  # query_id, value, first_stage_value, then metrics.MEASURE_COLUMNS
     ranking: pd.DataFrame | None = None  # query_id, doc_id, score, first_stage_rank, rank
     n_no_qrels: int = 0  # candidate-list queries without judgements (not scorable)
     n_no_relevant: int = 0  # judged queries without any relevant document
@@ -117,11 +117,7 @@ def run_task(task: TaskSpec, reranker: Reranker, *, batch_size: int = 32, progre
 
     ranking = strict_ranking(candidates, scores)
     first_stage = strict_ranking(candidates, np.zeros(len(candidates)))  # ties → first-stage order
-    values = per_query(task.metric, judged.qrels, run_from_ranking(ranking))
-    baseline = per_query(task.metric, judged.qrels, run_from_ranking(first_stage))
-    table = pd.DataFrame(
-        {"query_id": list(values), "value": list(values.values()), "first_stage_value": [baseline[q] for q in values]}
-    )
+    table = per_query_table(task.metric, judged.qrels, ranking, first_stage)
     return TaskResult(
         task, "ok", fingerprint, table, ranking, n_no_qrels, len(judged.no_relevant), n_identical,
         time.perf_counter() - started,

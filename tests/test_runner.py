@@ -48,6 +48,8 @@ def test_outputs_and_report_from_parquet_alone(tasks_dir, tmp_path):
     assert per_query.to_dict("list") == {
         "query_id": ["q1", "q2"], "metric": ["nDCG@10"] * 2, "value": [1.0, 1.0],
         "first_stage_value": [pytest.approx(FIRST_STAGE_Q1), pytest.approx(FIRST_STAGE_Q2)],
+        # by hand: q1 ranks d0 (2), d2 (1), d1 (0), d3 (unjudged); q2 ranks d3 (1), d0 (unjudged)
+        "RR@10": [1.0, 1.0], "R@10": [1.0, 1.0], "Judged@10": [0.75, 0.5], "first_stage_R@100": [1.0, 1.0],
     }
     assert (out / "oracle" / "Small-T2T.trec").read_text().splitlines() == [
         "q1 Q0 d0 1 2.0 oracle", "q1 Q0 d2 2 1.0 oracle", "q1 Q0 d1 3 0.0 oracle", "q1 Q0 d3 4 0.0 oracle",
