@@ -114,3 +114,61 @@ def update_leaderboard(results_dir: Path, rows: list[dict[str, Any]]) -> pd.Data
         new = pd.concat([old, new], ignore_index=True) if len(old) else new
     atomic_write_parquet(path, pa.Table.from_pandas(new, preserve_index=False))
     return new
+
+
+# ── reading several results folders, and the consistency guard ──────────────────────────
+
+
+def read_leaderboards(results_dirs: list[str | Path]) -> pd.DataFrame:
+    """The leaderboards of several results folders in one frame, with a `results_dir` column.
+
+    A (model, task) pair found in two folders is an error: which one to report is not ours to guess.
+    """
+    frames = [read_leaderboard(d).assign(results_dir=str(d)) for d in results_dirs]
+    board = pd.concat(frames, ignore_index=True)
+    twice = board[board.duplicated(["model", "task"], keep=False)]
+    if len(twice):
+        first = twice.iloc[0]
+        where = " and ".join(twice.loc[(twice["model"] == first["model"]) & (twice["task"] == first["task"]), "results_dir"])
+        raise MRBError(f"model {first['model']!r} has results for task {first['task']} in both {where}; report those folders separately")
+    return board
+
+
+def mixed_results(board: pd.DataFrame) -> list[str]:
+    """One line per task whose ok rows differ in pack hash or metric settings, naming what differs and for whom."""
+    problems = []
+    ok = board[board["status"] == "ok"]
+    for task, rows in ok.groupby("task", sort=True):
+        settings = [json.loads(s) for s in rows["metric_settings"]]
+        fields = {"pack_hash": list(rows["pack_hash"])}
+        for key in sorted({k for s in settings for k in s}):
+            fields[key] = [json.dumps(s.get(key), sort_keys=True) for s in settings]
+        differing = []
+        for key, values in fields.items():
+            if len(set(values)) > 1:
+                groups = {v: [m for m, w in zip(rows["model"], values) if w == v] for v in dict.fromkeys(values)}
+                differing.append(f"{key} " + " vs ".join(f"{v} ({', '.join(models)})" for v, models in groups.items()))
+        if differing:
+            problems.append(f"{task}: " + "; ".join(differing))
+    return problems
+
+
+def guard_consistency(board: pd.DataFrame, *, allow_mixed: bool = False) -> list[str]:
+    """Raise unless every task's results share one pack and one set of metric settings;
+    with `allow_mixed`, return the differences as notes instead."""
+    problems = mixed_results(board)
+    if problems and not allow_mixed:
+        raise MRBError(
+            "results computed on different packs or with different metric settings would be mixed:\n  "
+            + "\n  ".join(problems)
+            + "\nrerun the models on the same pack and settings, or pass --allow-mixed to report them anyway"
+        )
+    return [f"Mixed results (--allow-mixed), first-stage value from the first row: {p}" for p in problems]
+
+
+def read_per_query(results_dir: str | Path, model: str, task: str) -> pd.DataFrame:
+    """The per-query Parquet of one (model, task), as written by `write_task_outputs`."""
+    path = Path(results_dir) / model_dirname(model) / f"{task}.parquet"
+    if not path.is_file():
+        raise MRBError(f"{path} is missing: per-query values of {model!r} on {task} are needed")
+    return pd.read_parquet(path)

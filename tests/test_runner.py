@@ -8,7 +8,7 @@ import pytest
 import mrb
 from mrb.errors import MRBError
 from mrb.leaderboard import read_leaderboard
-from mrb.report import render_markdown
+from mrb.report import render_markdown, summarise
 from tests.packs import small_text_task
 
 # Small-T2T by hand. q1 candidates (first-stage order): d1 (label 0), d0 (2), d2 (1), d3 (unjudged).
@@ -57,10 +57,10 @@ def test_outputs_and_report_from_parquet_alone(tasks_dir, tmp_path):
     ]
     board = read_leaderboard(out)
     assert sorted(board["model"]) == ["first-stage", "oracle"]
-    text = render_markdown(board)
+    text = render_markdown(summarise(board))
     fs = f"{100 * (FIRST_STAGE_Q1 + FIRST_STAGE_Q2) / 2:.2f}"
-    assert f"| oracle      |  100.00 |  100.00 |" in text
-    assert f"| first stage |   {fs} |   {fs} |" in text
+    assert "| oracle      | **100.00** |       **100.00** | **100.00** |    **+34.97** |" in text
+    assert f"| first stage |      {fs} |            {fs} |      {fs} |         +0.00 |" in text
     # re-running a model replaces its rows instead of adding more
     run("oracle", tasks_dir, output_dir=out)
     assert len(read_leaderboard(out)) == 2
@@ -77,8 +77,8 @@ def test_unsupported_task_is_empty_never_zero(tasks_dir, tmp_path):
     out = tmp_path / "r"
     run("oracle", tasks_dir, output_dir=out)
     run(images_only, tasks_dir, output_dir=out)
-    text = render_markdown(read_leaderboard(out))
-    assert "| images_only |         |         |" in text
+    text = render_markdown(summarise(read_leaderboard(out)))
+    assert "| images_only |            |                  |            |               |" in text
 
 
 def test_wrong_number_of_scores(tasks_dir):
