@@ -25,6 +25,7 @@ def evaluate(
     batch_size: int = 32,
     adapter: str | None = None,
     task_dirs: list[str | Path] | None = None,
+    data_dir: str | Path | None = None,
     quiet: bool = False,
     **options: Any,
 ) -> pd.DataFrame:
@@ -32,7 +33,8 @@ def evaluate(
 
     `model` is a preset name (see `mrb models`), a checkpoint folder with `adapter`, a
     `Reranker`, or a callable ``f(pairs) -> scores``. With `output_dir`, per-task Parquet and
-    TREC run files and ``leaderboard.parquet`` are written there as each task finishes.
+    TREC run files and ``leaderboard.parquet`` are written there as each task finishes. Packs of
+    hub tasks are looked up in `data_dir` (default ``$MRB_DATA_DIR``, else ``~/.cache/mrb``).
     """
     from mrb import __version__
 
@@ -50,7 +52,7 @@ def evaluate(
     rows = []
     with progress_bar(quiet) as progress:
         for spec in specs:
-            result = run_task(spec, reranker, batch_size=batch_size, progress=progress)
+            result = run_task(spec, reranker, batch_size=batch_size, progress=progress, data_dir=data_dir)
             row = leaderboard_row(reranker.name, result, settings, __version__)
             rows.append(row)
             if results_dir is not None:

@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--adapter", help="adapter that loads a checkpoint folder given as --model")
     run.add_argument("--tasks", default="mini", help="all, names, globs, type codes, categories or suites (comma-separated)")
     run.add_argument("--task-dir", action="append", help="read task YAML from this folder instead of the bundled catalogue")
+    run.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
     run.add_argument("--output", default="results", help="results folder (default: results)")
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--device", help="cuda, cpu or mps (default: cuda when available)")
@@ -53,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     tasks.add_argument("--task-dir", action="append")
 
     sub.add_parser("models", help="list the model presets")
+
+    download = sub.add_parser("download", help="mirror the hub data of tasks for offline runs")
+    download.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
+    download.add_argument("--dir", help="data dir to mirror into (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
+    download.add_argument("--task-dir", action="append")
     return parser
 
 
@@ -63,7 +69,7 @@ def _run(args: argparse.Namespace) -> None:
     options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k) is not None}
     board = evaluate(
         args.model, args.tasks, output_dir=args.output, batch_size=args.batch_size, adapter=args.adapter,
-        task_dirs=args.task_dir, quiet=args.quiet, **options,
+        task_dirs=args.task_dir, data_dir=args.data_dir, quiet=args.quiet, **options,
     )
     print(render_markdown(summarise(board)))
     print(f"\nResults written to {args.output}/ (leaderboard.parquet, per-task Parquet and TREC run files).")
@@ -126,10 +132,18 @@ def _models(args: argparse.Namespace) -> None:
     Console().print(table)
 
 
+def _download(args: argparse.Namespace) -> None:
+    from mrb.sources import download
+    from mrb.tasks import load_tasks
+
+    for folder in download(load_tasks(args.tasks, task_dirs=args.task_dir), args.dir):
+        print(folder)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handler = {"run": _run, "report": _report, "tasks": _tasks, "models": _models}[args.command]
+    handler = {"run": _run, "report": _report, "tasks": _tasks, "models": _models, "download": _download}[args.command]
     try:
         handler(args)
     except MRBError as exc:

@@ -9,7 +9,8 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -38,14 +39,23 @@ class TaskResult:
     n_no_relevant: int = 0  # judged queries without any relevant document
     n_identical_ids: int = 0  # candidates dropped because doc id == query id
     seconds: float = 0.0
+    parts: list[TaskResult] = field(default_factory=list)  # a composite task's part results
+
+    def _mean(self, column: str) -> float | None:
+        if self.per_query is None:
+            return None
+        if self.parts:
+            return self.task.aggregate({p.task.name: p._mean(column) for p in self.parts})
+        return float(self.per_query[column].mean())
 
     @property
     def value(self) -> float | None:
-        return None if self.per_query is None else float(self.per_query["value"].mean())
+        """The task's score: the mean over queries, or over parts for a composite task."""
+        return self._mean("value")
 
     @property
     def first_stage_value(self) -> float | None:
-        return None if self.per_query is None else float(self.per_query["first_stage_value"].mean())
+        return self._mean("first_stage_value")
 
 
 def pack_fingerprint(pack: Pack) -> str:
@@ -83,14 +93,19 @@ def score_pairs(task: TaskSpec, reranker: Reranker, pairs: Sequence[Pair], batch
     return scores
 
 
-def run_task(task: TaskSpec, reranker: Reranker, *, batch_size: int = 32, progress: Progress | None = None) -> TaskResult:
+def run_task(
+    task: TaskSpec, reranker: Reranker, *, batch_size: int = 32, progress: Progress | None = None,
+    data_dir: str | Path | None = None,
+) -> TaskResult:
     """Rerank one task's candidate lists and compute per-query metrics beside the first stage's."""
-    started = time.perf_counter()
-    pack = read_pack(task.pack_path())
-    fingerprint = pack_fingerprint(pack)
     if not reranker.supports(task.type):
         log.info("%s: %s does not take %s pairs; marked unsupported", task.name, reranker.name, task.type.label)
-        return TaskResult(task, "unsupported", fingerprint)
+        return TaskResult(task, "unsupported", "")
+    if task.parts:
+        return run_composite(task, reranker, batch_size=batch_size, progress=progress, data_dir=data_dir)
+    started = time.perf_counter()
+    pack = read_pack(task.pack_path(data_dir))
+    fingerprint = pack_fingerprint(pack)
 
     judged = judged_queries(pack.qrels_dict())
     candidates = pack.candidates
@@ -121,6 +136,26 @@ def run_task(task: TaskSpec, reranker: Reranker, *, batch_size: int = 32, progre
     return TaskResult(
         task, "ok", fingerprint, table, ranking, n_no_qrels, len(judged.no_relevant), n_identical,
         time.perf_counter() - started,
+    )
+
+
+def run_composite(task: TaskSpec, reranker: Reranker, **options) -> TaskResult:
+    """Run each part of a composite task; per-query rows and runs are kept with ids ``<part>/<query id>``."""
+    parts = [run_task(unit, reranker, **options) for unit in task.units()]
+
+    def prefixed(frame: pd.DataFrame, part: TaskResult) -> pd.DataFrame:
+        return frame.assign(query_id=part.task.name + "/" + frame["query_id"])
+
+    return TaskResult(
+        task, "ok",
+        hashlib.sha256(" ".join(p.pack_hash for p in parts).encode()).hexdigest()[:16],
+        per_query=pd.concat([prefixed(p.per_query, p) for p in parts], ignore_index=True),
+        ranking=pd.concat([prefixed(p.ranking, p) for p in parts], ignore_index=True),
+        n_no_qrels=sum(p.n_no_qrels for p in parts),
+        n_no_relevant=sum(p.n_no_relevant for p in parts),
+        n_identical_ids=sum(p.n_identical_ids for p in parts),
+        seconds=sum(p.seconds for p in parts),
+        parts=parts,
     )
 
 

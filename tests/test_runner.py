@@ -119,3 +119,31 @@ def test_ignore_identical_ids(tmp_path):
     )
     row = mrb.evaluate("first-stage", "all", task_dirs=[tmp_path], quiet=True).iloc[0]
     assert row["value"] == 1.0  # the query's own document is removed before ranking
+
+
+def test_composite_task_scores_the_mean_of_its_parts(tmp_path):
+    from mrb.data import Record
+    from tests.packs import write_task
+
+    root = tmp_path / "tasks"
+    small_text_task(root, "PartA")  # first stage: (FIRST_STAGE_Q1 + FIRST_STAGE_Q2) / 2 over two queries
+    write_task(  # one query, its only relevant document at rank 2
+        root, "PartB", queries=[Record("q1", "x")], documents=[Record("a", "x"), Record("b", "y")],
+        candidates=[("q1", "a", 1, 1.0), ("q1", "b", 2, 0.5)], qrels=[("q1", "b", 1)],
+    )
+    for name in ("PartA", "PartB"):
+        (root / f"{name}.yaml").unlink()  # the packs stay; only the composite is a task
+    source = "source: {layout: beir, path: org/data, revision: " + "a" * 40 + "}"
+    (root / "combo.yaml").write_text(
+        "name: Combo\ntype: t2t\ninstruction: Find it.\nparts:\n"
+        f"  - {{name: a, pack: packs/PartA, {source}}}\n"
+        f"  - {{name: b, pack: packs/PartB, {source}}}\n"
+    )
+    row = mrb.evaluate("first-stage", "Combo", task_dirs=[root], quiet=True).iloc[0]
+    part_a = (FIRST_STAGE_Q1 + FIRST_STAGE_Q2) / 2
+    part_b = 1 / math.log2(3)
+    assert row["value"] == pytest.approx((part_a + part_b) / 2, abs=1e-12)  # mean of parts, not of queries
+    assert row["n_queries"] == 3
+    out = tmp_path / "r"
+    mrb.evaluate("oracle", "Combo", task_dirs=[root], quiet=True, output_dir=out)
+    assert pd.read_parquet(out / "oracle" / "Combo.parquet")["query_id"].tolist() == ["Combo-a/q1", "Combo-a/q2", "Combo-b/q1"]
