@@ -64,14 +64,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     from mrb.api import evaluate
-    from mrb.report import render_markdown, summarise
+    from mrb.report import render_markdown
 
     options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k) is not None}
     board = evaluate(
         args.model, args.tasks, output_dir=args.output, batch_size=args.batch_size, adapter=args.adapter,
         task_dirs=args.task_dir, data_dir=args.data_dir, quiet=args.quiet, **options,
     )
-    print(render_markdown(summarise(board)))
+    print(render_markdown(board))
     print(f"\nResults written to {args.output}/ (leaderboard.parquet, per-task Parquet and TREC run files).")
 
 
@@ -80,7 +80,7 @@ def _report(args: argparse.Namespace) -> None:
 
     from mrb.export import export_mteb
     from mrb.leaderboard import guard_consistency, read_leaderboards
-    from mrb.report import compare_models, load_reported, render_comparison, render_csv, render_json, render_markdown, render_png, summarise
+    from mrb.report import compare_models, load_reported, render_comparison, summarise, to_csv, to_json, to_markdown, to_png
 
     if args.format == "png" and (args.compare or not args.output):
         raise MRBError("--format png draws the leaderboard chart into a file: give --output FILE.png (and no --compare)")
@@ -95,10 +95,10 @@ def _report(args: argparse.Namespace) -> None:
         summary = summarise(board, [] if args.no_reported else load_reported(), borda=args.borda)
         summary.notes.extend(notes)
         if args.format == "png":
-            render_png(summary, Path(args.output))
+            to_png(summary, Path(args.output))
             print(f"chart written to {args.output}", file=sys.stderr)
             return
-        text = {"markdown": render_markdown, "csv": render_csv, "json": render_json}[args.format](summary)
+        text = {"markdown": to_markdown, "csv": to_csv, "json": to_json}[args.format](summary)
     if args.output:
         Path(args.output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     else:

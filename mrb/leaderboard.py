@@ -20,9 +20,9 @@ from mrb.tasks import TaskSpec
 
 LEADERBOARD_FILE = "leaderboard.parquet"
 LEADERBOARD_COLUMNS = [
-    "model", "task", "type", "category", "metric", "value", "first_stage_value", "n_queries", "status",
+    "model", "task", "type", "category", "metric", "value", "first_stage_value", "ci_low", "ci_high", *MEASURE_COLUMNS,
+    "metric_settings", "n_queries", "status",
     "mrb_version", "timestamp", "depth", "pack_hash", "n_no_relevant", "n_no_qrels", "seconds", "settings",
-    "ci_low", "ci_high", *MEASURE_COLUMNS, "metric_settings",
 ]
 TIE_BREAK = "score desc, first-stage rank asc, doc id asc"
 
@@ -44,12 +44,20 @@ def model_dirname(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "__", model).strip("_") or "model"
 
 
+def metric_fields(result: TaskResult) -> dict[str, Any]:
+    """The main metric's 95% bootstrap CI, the task-level value of every other measure, and the metric settings."""
+    units = result.parts or [result]
+    low, high = (None, None) if result.per_query is None else bootstrap_ci([u.per_query["value"] for u in units])
+    return {
+        "ci_low": low,
+        "ci_high": high,
+        **{m: result._mean(m) for m in MEASURE_COLUMNS},  # over queries, or over parts for a composite
+        "metric_settings": json.dumps(metric_settings(result.task), sort_keys=True),
+    }
+
+
 def leaderboard_row(model: str, result: TaskResult, settings: dict[str, Any], version: str) -> dict[str, Any]:
-    """One (model, task) row: the mean of every per-query measure and the main metric's 95% bootstrap CI."""
     task = result.task
-    table = result.per_query
-    low, high = (None, None) if table is None else bootstrap_ci(table["value"].to_numpy())
-    means = {m: None if table is None else float(table[m].mean()) for m in MEASURE_COLUMNS}
     return {
         "model": model,
         "task": task.name,
@@ -58,6 +66,7 @@ def leaderboard_row(model: str, result: TaskResult, settings: dict[str, Any], ve
         "metric": task.metric,
         "value": result.value,
         "first_stage_value": result.first_stage_value,
+        **metric_fields(result),
         "n_queries": 0 if result.per_query is None else len(result.per_query),
         "status": result.status,
         "mrb_version": version,
@@ -68,10 +77,6 @@ def leaderboard_row(model: str, result: TaskResult, settings: dict[str, Any], ve
         "n_no_qrels": result.n_no_qrels,
         "seconds": round(result.seconds, 3),
         "settings": json.dumps(settings, sort_keys=True, default=str),
-        "ci_low": low,
-        "ci_high": high,
-        **means,
-        "metric_settings": json.dumps(metric_settings(task), sort_keys=True),
     }
 
 
@@ -80,8 +85,9 @@ def write_task_outputs(results_dir: Path, model: str, result: TaskResult) -> Non
     if result.per_query is None or result.ranking is None:
         return
     folder = results_dir / model_dirname(model)
-    per_query = result.per_query.assign(metric=result.task.metric)[
-        ["query_id", "metric", "value", "first_stage_value", *MEASURE_COLUMNS]
+    parts = [p.task.name for p in result.parts for _ in range(len(p.per_query))] if result.parts else ""
+    per_query = result.per_query.assign(metric=result.task.metric, part=parts)[
+        ["query_id", "part", "metric", "value", "first_stage_value", *MEASURE_COLUMNS]
     ]
     atomic_write_parquet(folder / f"{result.task.name}.parquet", pa.Table.from_pandas(per_query, preserve_index=False))
     tag = model_dirname(model)

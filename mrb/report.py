@@ -211,7 +211,7 @@ def _summary_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def render_markdown(summary: Summary) -> str:
+def to_markdown(summary: Summary) -> str:
     """The summary table (paper layout, ×100), values per task, then CIs and the other measures."""
     header, rows = _summary_rows(summary)
     matrix = summary.matrix
@@ -243,6 +243,11 @@ def render_markdown(summary: Summary) -> str:
     return "\n\n".join([*sections, *notes])
 
 
+def render_markdown(board: pd.DataFrame) -> str:
+    """The markdown report of a leaderboard alone (what `mrb run` prints)."""
+    return to_markdown(summarise(board))
+
+
 # ── paired comparison ────────────────────────────────────────────────────────────────────
 
 
@@ -270,13 +275,16 @@ def compare_models(board: pd.DataFrame, a: str, b: str) -> Comparison:
         if (a, task) not in ok.index or (b, task) not in ok.index:
             skipped.append(task)
             continue
-        values = [read_per_query(ok.at[(m, task), "results_dir"], m, task)[["query_id", "value"]] for m in (a, b)]
-        merged = values[0].merge(values[1], on="query_id", suffixes=("_a", "_b"))
+        values = [read_per_query(ok.at[(m, task), "results_dir"], m, task)[["query_id", "part", "value"]] for m in (a, b)]
+        merged = values[0].merge(values[1], on=["query_id", "part"], suffixes=("_a", "_b"))
         if not len(merged) == len(values[0]) == len(values[1]):
             raise MRBError(f"{task}: {a!r} and {b!r} were scored on different queries")
-        diff = (merged["value_b"] - merged["value_a"]).to_numpy()
-        differences.append(diff)
-        rows.append([task, label, len(merged), merged["value_a"].mean(), merged["value_b"].mean(), diff.mean(), paired_randomisation([diff])])
+        merged["diff"] = merged["value_b"] - merged["value_a"]
+        parts = merged.groupby("part", sort=False)
+        strata = [group["diff"].to_numpy() for _, group in parts]
+        means = parts[["value_a", "value_b", "diff"]].mean().mean()  # over parts, as the task's score
+        differences.append(strata)
+        rows.append([task, label, len(merged), means["value_a"], means["value_b"], means["diff"], paired_randomisation([strata])])
     if not rows:
         raise MRBError(f"{a!r} and {b!r} have no task with results for both")
     table = pd.DataFrame(rows, columns=["task", "type", "queries", a, b, "delta", "p_value"])
@@ -321,7 +329,7 @@ def _wide(summary: Summary) -> pd.DataFrame:
     return wide.rename_axis("model").reset_index()
 
 
-def render_csv(summary: Summary) -> str:
+def to_csv(summary: Summary) -> str:
     """The summary and per-task values as one wide CSV (fractions, full precision)."""
     buffer = io.StringIO()
     _wide(summary).to_csv(buffer, index=False, lineterminator="\n")
@@ -332,7 +340,7 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def render_json(summary: Summary) -> str:
+def to_json(summary: Summary) -> str:
     """Summary rows, per-task details (CI, other measures), column task counts and notes (fractions)."""
     payload = {
         "metric": summary.metric,
@@ -344,7 +352,7 @@ def render_json(summary: Summary) -> str:
     return json.dumps(payload, indent=2, ensure_ascii=False)
 
 
-def render_png(summary: Summary, path: Path) -> None:
+def to_png(summary: Summary, path: Path) -> None:
     """Grouped bars: one group per type column the runs cover and ALL, one bar per measured row (×100)."""
     try:
         from matplotlib.figure import Figure

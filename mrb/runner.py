@@ -33,7 +33,7 @@ class TaskResult:
     task: TaskSpec
     status: str  # "ok" or "unsupported"
     pack_hash: str
-    per_query: pd.DataFrame | None = None  # query_id, value, first_stage_value, then metrics.MEASURE_COLUMNS
+    per_query: pd.DataFrame | None = None  # query_id, value, first_stage_value
     ranking: pd.DataFrame | None = None  # query_id, doc_id, score, first_stage_rank, rank
     n_no_qrels: int = 0  # candidate-list queries without judgements (not scorable)
     n_no_relevant: int = 0  # judged queries without any relevant document

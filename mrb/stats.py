@@ -26,43 +26,52 @@ def _chunks(total: int, width: int) -> Iterator[int]:
 
 
 def bootstrap_ci(
-    values: Sequence[float] | np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES, level: float = CONFIDENCE, seed: int = SEED
+    strata: Sequence[Sequence[float] | np.ndarray], *, resamples: int = BOOTSTRAP_RESAMPLES, level: float = CONFIDENCE, seed: int = SEED
 ) -> tuple[float, float]:
-    """The percentile bootstrap interval of the mean of `values` (queries resampled with replacement)."""
-    data = np.asarray(values, dtype=np.float64)
-    if data.size == 0:
+    """The percentile bootstrap interval of a task's score: the mean over `strata` of each one's mean.
+
+    A plain task is one stratum (its per-query values); a composite task has one per part,
+    each resampled on its own (queries drawn with replacement) so every part keeps its weight.
+    """
+    groups = [np.asarray(s, dtype=np.float64) for s in strata if len(s)]
+    if not groups:
         return float("nan"), float("nan")
     rng = np.random.Generator(np.random.PCG64(seed))
-    means = np.concatenate(
-        [data[rng.integers(0, data.size, size=(rows, data.size))].mean(axis=1) for rows in _chunks(resamples, data.size)]
-    )
+    means = np.zeros(resamples)
+    for group in groups:
+        done = 0
+        for rows in _chunks(resamples, group.size):
+            means[done : done + rows] += group[rng.integers(0, group.size, size=(rows, group.size))].mean(axis=1)
+            done += rows
+    means /= len(groups)
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
 
 
 def paired_randomisation(
-    differences: Sequence[Sequence[float] | np.ndarray], *, permutations: int = PERMUTATIONS, seed: int = SEED
+    tasks: Sequence[Sequence[Sequence[float] | np.ndarray]], *, permutations: int = PERMUTATIONS, seed: int = SEED
 ) -> float:
-    """Two-sided p-value that the mean over tasks of the per-task mean difference is 0.
+    """Two-sided p-value that the mean over tasks of the per-task score difference is 0.
 
-    `differences` holds one array per task of per-query differences (model B − model A on the
-    same queries). Under the null each difference is as likely negated, so every resample flips
-    the sign of each query's difference at random, within its task; the statistic is the mean
-    over tasks of the per-task means (the ALL column's difference). p = (1 + #{|T*| ≥ |T|}) / (1 + R).
+    `tasks` holds, per task, its strata (one for a plain task, one per part of a composite),
+    each an array of per-query differences (model B − model A on the same queries); a task's
+    difference is the mean over its strata of their means, as for its score. Under the null
+    each query's difference is as likely negated, so every resample flips each sign at random.
+    p = (1 + #{|T*| ≥ |T|}) / (1 + R), with a 1e-12 tolerance for floating-point ties.
     """
-    tasks = [np.asarray(d, dtype=np.float64) for d in differences if len(d)]
-    if not tasks:
+    weighted = [
+        np.asarray(stratum, dtype=np.float64) / (len(task) * len(stratum) * len(tasks))
+        for task in tasks
+        for stratum in task
+    ]
+    contributions = np.concatenate(weighted) if weighted else np.empty(0)
+    if contributions.size == 0:
         return float("nan")
-    observed = abs(np.mean([d.mean() for d in tasks]))
+    observed = abs(contributions.sum())
     rng = np.random.Generator(np.random.PCG64(seed))
-    statistic = np.zeros(permutations)
-    for d in tasks:
-        done = 0
-        for rows in _chunks(permutations, d.size):
-            signs = rng.integers(0, 2, size=(rows, d.size)) * 2 - 1
-            statistic[done : done + rows] += (signs * d).mean(axis=1)
-            done += rows
-    statistic /= len(tasks)
-    extreme = int(np.sum(np.abs(statistic) >= observed - 1e-12))
+    extreme = 0
+    for rows in _chunks(permutations, contributions.size):
+        signs = rng.integers(0, 2, size=(rows, contributions.size)) * 2 - 1
+        extreme += int(np.sum(np.abs(signs @ contributions) >= observed - 1e-12))
     return (1 + extreme) / (1 + permutations)

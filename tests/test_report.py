@@ -13,8 +13,8 @@ from mrb.cli import main
 from mrb.errors import MRBError
 from mrb.export import mteb_score_name
 from mrb.leaderboard import LEADERBOARD_COLUMNS, read_leaderboards
-from mrb.report import ALL, BORDA, GAIN, borda_ranks, load_reported, render_markdown, render_png, summarise
-from tests.packs import small_text_task, write_task
+from mrb.report import ALL, BORDA, GAIN, borda_ranks, load_reported, summarise, to_markdown, to_png
+from tests.packs import combo_task, small_text_task, write_task
 from mrb.data import Record
 
 
@@ -66,7 +66,7 @@ def test_borda_counts_wins_and_half_ties():
 
 
 def test_markdown_bold_best_and_borda(board):
-    text = render_markdown(summarise(board, borda=True))
+    text = to_markdown(summarise(board, borda=True))
     assert text.splitlines()[2:7] == [
         "| model       |   T→T (2) |   I→T (1) | IT→IT (1) | single-modal (2) | cross-modal (1) | fused-modal (1) |   ALL (4) | Δ first stage | Borda rank |",
         "|:------------|----------:|----------:|----------:|-----------------:|----------------:|----------------:|----------:|--------------:|-----------:|",
@@ -86,7 +86,7 @@ def test_reported_numbers_load_with_source_and_gaps():
 
 
 def test_reported_rows_render_beside_runs_never_bold(board):
-    text = render_markdown(summarise(board, load_reported()))
+    text = to_markdown(summarise(board, load_reported()))
     lines = text.splitlines()
     assert lines[2] == (
         "| model                        |   T→T (2) |  T→VD |   I→T (1) | IT→IT (1) | single-modal (2) | cross-modal (1) "
@@ -164,7 +164,7 @@ def test_compare_two_models(results, capsys):
         "|:----------|:-----|--------:|------------:|-------:|-------------------------:|-------:|",
         "| Other-T2T | T→T  |       2 |       65.03 | 100.00 |                   +34.97 | 0.4882 |",
         "| Small-T2T | T→T  |       2 |       65.03 | 100.00 |                   +34.97 | 0.4882 |",
-        "| ALL (2)   |      |       4 |       65.03 | 100.00 |                   +34.97 | 0.1244 |",
+        "| ALL (2)   |      |       4 |       65.03 | 100.00 |                   +34.97 | 0.1243 |",
     ]  # exact values: 2/4 per task (2 queries), 2/16 over both tasks
     assert main(["report", "--results", str(results), "--compare", "first-stage", "orakle"]) == 2
     assert capsys.readouterr().err == "mrb: error: model 'orakle' has no results here (models: oracle, first-stage, bm25)\n"
@@ -200,7 +200,7 @@ def test_png_without_matplotlib_names_the_extra(board, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(MRBError) as err:
-        render_png(summarise(board), tmp_path / "x.png")
+        to_png(summarise(board), tmp_path / "x.png")
     assert str(err.value) == "the PNG chart needs matplotlib: pip install 'mrb[plot]'"
 
 
@@ -231,3 +231,22 @@ def test_bootstrap_ci_stored_per_task(results):
     assert json.loads(row["metric_settings"])["bootstrap"] == {"level": 0.95, "resamples": 1000, "seed": 0}
     assert board.loc[("oracle", "Small-T2T"), ["ci_low", "ci_high"]].tolist() == [1.0, 1.0]
     assert np.isfinite(board["ci_low"]).all()
+
+
+def test_composite_task_measures_ci_and_comparison_weigh_parts_equally(tmp_path, capsys):
+    root, out = tmp_path / "tasks", tmp_path / "r"
+    combo_task(root)
+    for model in ("first-stage", "oracle"):
+        mrb.evaluate(model, "Combo", task_dirs=[root], quiet=True, output_dir=out)
+    board = read_leaderboards([out]).set_index("model")
+    fs = board.loc["first-stage"]
+    # Judged@10 by hand: part a 3/4 and 1/2 → 0.625; part b 1/2; mean of parts, not of the 3 queries (0.5833)
+    assert fs["Judged@10"] == 0.5625
+    assert (fs["RR@10"], fs["R@10"]) == (0.5, 1.0)
+    part_b = 1 / math.log2(3)
+    queries_a = pd.read_parquet(out / "first-stage" / "Combo.parquet").query("part == 'Combo-a'")["value"]
+    assert (queries_a.min() + part_b) / 2 <= fs["ci_low"] < fs["value"] < fs["ci_high"] <= (queries_a.max() + part_b) / 2
+    assert main(["report", "--results", str(out), "--compare", "first-stage", "oracle", "--format", "json"]) == 0
+    combo, _ = json.loads(capsys.readouterr().out)["rows"]
+    assert combo["first-stage"] == pytest.approx(fs["value"], abs=1e-12)
+    assert combo["delta"] == pytest.approx(1 - fs["value"], abs=1e-12) and combo["queries"] == 3
