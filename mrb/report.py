@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,6 @@ FIRST_STAGE = "first stage"
 ALL = "ALL"
 GAIN = "Δ first stage"
 BORDA = "Borda rank"
-FORMATS = ("markdown", "csv", "json", "png")
 MEASURE_HEADERS = {"RR@10": "MRR@10", "R@10": "R@10", "Judged@10": "Judged@10", "first_stage_R@100": "first-stage R@100"}
 
 
@@ -122,7 +122,7 @@ class Summary:
     notes: list[str] = field(default_factory=list)
 
 
-def summarise(board: pd.DataFrame, reported: list[Reported] = (), *, borda: bool = False) -> Summary:
+def summarise(board: pd.DataFrame, reported: Sequence[Reported] = (), *, borda: bool = False) -> Summary:
     """Means per type, per category and ALL over `board`'s tasks; gain over the first stage;
     reported rows appended under their own task counts."""
     matrix = value_matrix(board)
@@ -264,6 +264,8 @@ class Comparison:
 
 def compare_models(board: pd.DataFrame, a: str, b: str) -> Comparison:
     """Per-task and ALL differences B − A on per-query values (needs each row's `results_dir`)."""
+    if a == b:
+        raise MRBError(f"--compare needs two different models, got {a!r} twice")
     known = list(dict.fromkeys(board["model"]))
     for name in (a, b):
         if name not in known:
