@@ -98,9 +98,10 @@ def test_reported_rows_render_beside_runs_never_bold(board):
     assert "Their columns average the paper's tasks (T→T 14, T→VD 5, IT→IT 3, ALL 40)" in text
 
 
-@pytest.fixture
-def results(tmp_path):
-    """oracle, first-stage and bm25 run on Small-T2T and Other-T2T into one results folder."""
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """oracle, first-stage and bm25 run on Small-T2T and Other-T2T into one results folder (read only)."""
+    tmp_path = tmp_path_factory.mktemp("runs")
     tasks = tmp_path / "tasks"
     small_text_task(tasks)
     small_text_task(tasks, "Other-T2T")
@@ -170,9 +171,12 @@ def test_compare_two_models(results, capsys):
     assert capsys.readouterr().err == "mrb: error: model 'orakle' has no results here (models: oracle, first-stage, bm25)\n"
 
 
-def test_csv_and_json(results, capsys):
+def test_csv_and_json(results, tmp_path, capsys):
     assert main(["report", "--results", str(results), "--format", "csv", "--no-reported"]) == 0
-    frame = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    printed = capsys.readouterr().out
+    assert main(["report", "--results", str(results), "--format", "csv", "--no-reported", "--output", str(tmp_path / "r.csv")]) == 0
+    assert (tmp_path / "r.csv").read_text() == printed and capsys.readouterr().out == ""
+    frame = pd.read_csv(tmp_path / "r.csv")
     assert frame.columns.tolist() == ["model", "kind", "T→T", "single-modal", ALL, GAIN, "Other-T2T", "Small-T2T"]
     assert frame["kind"].tolist() == ["first stage", "run", "run", "run"]
     assert frame.loc[frame["model"] == "oracle", ALL].item() == 1.0
