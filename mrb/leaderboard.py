@@ -140,6 +140,12 @@ def read_leaderboards(results_dirs: list[str | Path]) -> pd.DataFrame:
     return board
 
 
+def _who_has(models: pd.Series, values: list[str]) -> str:
+    """'a (m1, m2) vs b (m3)': each distinct value with the models that hold it."""
+    groups = {v: [m for m, w in zip(models, values) if w == v] for v in dict.fromkeys(values)}
+    return " vs ".join(f"{v} ({', '.join(held)})" for v, held in groups.items())
+
+
 def mixed_results(board: pd.DataFrame) -> list[str]:
     """One line per task whose ok rows differ in pack hash or metric settings, naming what differs and for whom."""
     problems = []
@@ -149,11 +155,7 @@ def mixed_results(board: pd.DataFrame) -> list[str]:
         fields = {"pack_hash": list(rows["pack_hash"])}
         for key in sorted({k for s in settings for k in s}):
             fields[key] = [json.dumps(s.get(key), sort_keys=True) for s in settings]
-        differing = []
-        for key, values in fields.items():
-            if len(set(values)) > 1:
-                groups = {v: [m for m, w in zip(rows["model"], values) if w == v] for v in dict.fromkeys(values)}
-                differing.append(f"{key} " + " vs ".join(f"{v} ({', '.join(models)})" for v, models in groups.items()))
+        differing = [f"{key} {_who_has(rows['model'], values)}" for key, values in fields.items() if len(set(values)) > 1]
         if differing:
             problems.append(f"{task}: " + "; ".join(differing))
     return problems
@@ -161,7 +163,8 @@ def mixed_results(board: pd.DataFrame) -> list[str]:
 
 def guard_consistency(board: pd.DataFrame, *, allow_mixed: bool = False) -> list[str]:
     """Raise unless every task's results share one pack and one set of metric settings;
-    with `allow_mixed`, return the differences as notes instead."""
+    with `allow_mixed`, return the differences as notes instead. Rows from different MRB
+    versions are allowed, and noted."""
     problems = mixed_results(board)
     if problems and not allow_mixed:
         raise MRBError(
@@ -169,7 +172,11 @@ def guard_consistency(board: pd.DataFrame, *, allow_mixed: bool = False) -> list
             + "\n  ".join(problems)
             + "\nrerun the models on the same pack and settings, or pass --allow-mixed to report them anyway"
         )
-    return [f"Mixed results (--allow-mixed), first-stage value from the first row: {p}" for p in problems]
+    notes = [f"Mixed results (--allow-mixed), first-stage value from the first row: {p}" for p in problems]
+    models = board.drop_duplicates(["model", "mrb_version"])
+    if models["mrb_version"].nunique() > 1:
+        notes.append(f"Results come from several MRB versions: {_who_has(models['model'], list(models['mrb_version']))}.")
+    return notes
 
 
 def read_per_query(results_dir: str | Path, model: str, task: str) -> pd.DataFrame:

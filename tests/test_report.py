@@ -141,7 +141,7 @@ def test_guard_names_what_differs_and_allow_mixed(results, tmp_path, capsys):
         f"mrb: error: model 'first-stage' has results for task Small-T2T in both {results} and {other}; "
         "report those folders separately\n"
     )
-    board = pd.read_parquet(other / "leaderboard.parquet").assign(model="fs-elsewhere")
+    board = pd.read_parquet(other / "leaderboard.parquet").assign(model="fs-elsewhere", mrb_version="0.0.9")
     board.to_parquet(other / "leaderboard.parquet")
     assert main(["report", "--results", str(results), "--results", str(other), "--no-reported"]) == 2
     err = capsys.readouterr().err
@@ -154,6 +154,7 @@ def test_guard_names_what_differs_and_allow_mixed(results, tmp_path, capsys):
     assert main(["report", "--results", str(results), "--results", str(other), "--no-reported", "--allow-mixed"]) == 0
     out = capsys.readouterr().out
     assert f"Mixed results (--allow-mixed), first-stage value from the first row: Small-T2T: pack_hash {hashes[results]}" in out
+    assert f"Results come from several MRB versions: {mrb.__version__} (oracle, first-stage, bm25) vs 0.0.9 (fs-elsewhere)." in out
 
 
 def test_compare_two_models(results, capsys):
