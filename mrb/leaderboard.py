@@ -24,36 +24,11 @@ LEADERBOARD_COLUMNS = [
     "metric_settings", "n_queries", "status",
     "mrb_version", "timestamp", "depth", "pack_hash", "n_no_relevant", "n_no_qrels", "seconds", "settings",
 ]
-TIE_BREAK = "score desc, first-stage rank asc, doc id asc"
-
-
-def metric_settings(task: TaskSpec) -> dict[str, Any]:
-    """Everything besides the pack that decides a task's values; rows that differ here never mix."""
-    return {
-        "metric": task.metric,
-        "measures": MEASURE_COLUMNS,
-        "depth": task.depth,
-        "ignore_identical_ids": task.ignore_identical_ids,
-        "tie_break": TIE_BREAK,
-        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": CONFIDENCE, "seed": SEED},
-    }
 
 
 def model_dirname(model: str) -> str:
     """A file-system-safe folder name for a model label (hub ids and paths included)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "__", model).strip("_") or "model"
-
-
-def metric_fields(result: TaskResult) -> dict[str, Any]:
-    """The main metric's 95% bootstrap CI, the task-level value of every other measure, and the metric settings."""
-    units = result.parts or [result]
-    low, high = (None, None) if result.per_query is None else bootstrap_ci([u.per_query["value"] for u in units])
-    return {
-        "ci_low": low,
-        "ci_high": high,
-        **{m: result._mean(m) for m in MEASURE_COLUMNS},  # over queries, or over parts for a composite
-        "metric_settings": json.dumps(metric_settings(result.task), sort_keys=True),
-    }
 
 
 def leaderboard_row(model: str, result: TaskResult, settings: dict[str, Any], version: str) -> dict[str, Any]:
@@ -120,6 +95,36 @@ def update_leaderboard(results_dir: Path, rows: list[dict[str, Any]]) -> pd.Data
         new = pd.concat([old, new], ignore_index=True) if len(old) else new
     atomic_write_parquet(path, pa.Table.from_pandas(new, preserve_index=False))
     return new
+
+
+# ── metric fields of a leaderboard row ───────────────────────────────────────────────────
+
+
+TIE_BREAK = "score desc, first-stage rank asc, doc id asc"
+
+
+def metric_settings(task: TaskSpec) -> dict[str, Any]:
+    """Everything besides the pack that decides a task's values; rows that differ here never mix."""
+    return {
+        "metric": task.metric,
+        "measures": MEASURE_COLUMNS,
+        "depth": task.depth,
+        "ignore_identical_ids": task.ignore_identical_ids,
+        "tie_break": TIE_BREAK,
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": CONFIDENCE, "seed": SEED},
+    }
+
+
+def metric_fields(result: TaskResult) -> dict[str, Any]:
+    """The main metric's 95% bootstrap CI, the task-level value of every other measure, and the metric settings."""
+    units = result.parts or [result]
+    low, high = (None, None) if result.per_query is None else bootstrap_ci([u.per_query["value"] for u in units])
+    return {
+        "ci_low": low,
+        "ci_high": high,
+        **{m: result._mean(m) for m in MEASURE_COLUMNS},  # over queries, or over parts for a composite
+        "metric_settings": json.dumps(metric_settings(result.task), sort_keys=True),
+    }
 
 
 # ── reading several results folders, and the consistency guard ──────────────────────────
