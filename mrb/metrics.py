@@ -8,6 +8,7 @@ descending) never decides anything. See docs/metrics.md for every convention.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import ir_measures
 import numpy as np
@@ -62,7 +63,7 @@ def per_query_measures(
 ) -> dict[str, dict[str, float]]:
     """Measure → {query → value} for every query of `qrels`; a query absent from the run counts 0."""
     parsed = [ir_measures.parse_measure(m) for m in measures]
-    got: dict = {p: {} for p in parsed}
+    got: dict[Any, dict[str, float]] = {p: {} for p in parsed}
     for metric in ir_measures.iter_calc(list(got), qrels, run):
         got[metric.measure][metric.query_id] = float(metric.value)
     return {m: {qid: got[p].get(qid, 0.0) for qid in qrels} for m, p in zip(measures, parsed)}

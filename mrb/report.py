@@ -65,6 +65,9 @@ def load_reported(folder: Path | None = None) -> list[Reported]:
     out = []
     for path in sorted((folder or reported_dir()).glob("*.yaml")):
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        missing = [k for k in ("source", "url", "metric", "first_stage", "tasks", "models") if k not in data]
+        if missing:
+            raise MRBError(f"{path}: missing key(s) {', '.join(missing)}")
         rows = {}
         for entry in data["models"]:
             unknown = set(entry) - {"model", "parameters", *columns}

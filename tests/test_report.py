@@ -85,6 +85,22 @@ def test_reported_numbers_load_with_source_and_gaps():
     assert paper.task_counts[ALL] == 40
 
 
+def test_reported_files_are_checked(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("source: s\nurl: u\nmetric: nDCG@10\nfirst_stage: A\ntasks: {ALL: 2}\nmodels:\n  - {model: A, ALL: 50.0, T2T: 1}\n")
+    with pytest.raises(MRBError) as err:
+        load_reported(tmp_path)
+    assert str(err.value) == f"{path}: model 'A' has unknown column(s) T2T"
+    path.write_text("source: s\nmetric: nDCG@10\nmodels: []\n")
+    with pytest.raises(MRBError) as err:
+        load_reported(tmp_path)
+    assert str(err.value) == f"{path}: missing key(s) url, first_stage, tasks"
+    path.write_text("source: s\nurl: u\nmetric: nDCG@10\nfirst_stage: B\ntasks: {ALL: 2}\nmodels:\n  - {model: A, ALL: 50.0}\n")
+    with pytest.raises(MRBError) as err:
+        load_reported(tmp_path)
+    assert str(err.value) == f"{path}: first_stage 'B' is not one of its models"
+
+
 def test_reported_rows_render_beside_runs_never_bold(board):
     text = to_markdown(summarise(board, load_reported()))
     lines = text.splitlines()
