@@ -10,12 +10,12 @@ import pytest
 
 import mrb
 from mrb.cli import main
+from mrb.data import Record
 from mrb.errors import MRBError
 from mrb.export import mteb_score_name
 from mrb.leaderboard import LEADERBOARD_COLUMNS, read_leaderboards
 from mrb.report import ALL, BORDA, GAIN, borda_ranks, load_reported, summarise, to_markdown, to_png
 from tests.packs import combo_task, small_text_task, write_task
-from mrb.data import Record
 
 
 def board_row(model: str, task: str, type_: str, category: str, value: float | None, first: float, status: str = "ok") -> dict:
@@ -108,8 +108,10 @@ def test_reported_rows_render_beside_runs_never_bold(board):
         "| model                        |   T→T (2) |  T→VD |   I→T (1) | IT→IT (1) | single-modal (2) | cross-modal (1) "
         "| fused-modal (1) |   ALL (4) | Δ first stage |"
     )
-    assert "| GMR-7B (reported)            |     61.08 | 72.94 |           |     82.19 |                  |                 "
-    "|                 |     63.85 |        +11.31 |" in text
+    assert (
+        "| GMR-7B (reported)            |     61.08 | 72.94 |           |     82.19 |                  |                 "
+        "|                 |     63.85 |        +11.31 |"
+    ) in text
     assert "| GME-2B (reported)            |     49.59 | 66.39 |           |     66.89 |" in text
     assert "Their columns average the paper's tasks (T→T 14, T→VD 5, IT→IT 3, ALL 40)" in text
 
