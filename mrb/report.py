@@ -266,21 +266,31 @@ class Comparison:
 
 
 def compare_models(board: pd.DataFrame, a: str, b: str) -> Comparison:
-    """Per-task and ALL differences B − A on per-query values (needs each row's `results_dir`)."""
+    """Per-task and ALL differences B − A on per-query values (needs each row's `results_dir`).
+
+    Either side may be `first stage`: its per-query values are read beside the other model's.
+    """
     if a == b:
         raise MRBError(f"--compare needs two different models, got {a!r} twice")
     known = list(dict.fromkeys(board["model"]))
     for name in (a, b):
-        if name not in known:
-            raise MRBError(f"model {name!r} has no results here (models: {', '.join(known)})")
+        if name not in known and name != FIRST_STAGE:
+            raise MRBError(f"model {name!r} has no results here (models: {FIRST_STAGE!r}, {', '.join(map(repr, known))})")
     ok = board[board["status"] == "ok"].set_index(["model", "task"])
+    holder = {a: b if a == FIRST_STAGE else a, b: a if b == FIRST_STAGE else b}  # whose per-query file holds the values
+
+    def per_query_values(model: str, task: str) -> pd.DataFrame:
+        frame = read_per_query(ok.at[(holder[model], task), "results_dir"], holder[model], task)
+        column = "first_stage_value" if model == FIRST_STAGE else "value"
+        return frame[["query_id", "part", column]].rename(columns={column: "value"})
+
     tasks = _ordered_tasks(board)
     rows, differences, skipped = [], [], []
     for task, label in zip(tasks["task"], tasks["type"]):
-        if (a, task) not in ok.index or (b, task) not in ok.index:
+        if (holder[a], task) not in ok.index or (holder[b], task) not in ok.index:
             skipped.append(task)
             continue
-        values = [read_per_query(ok.at[(m, task), "results_dir"], m, task)[["query_id", "part", "value"]] for m in (a, b)]
+        values = [per_query_values(m, task) for m in (a, b)]
         merged = values[0].merge(values[1], on=["query_id", "part"], suffixes=("_a", "_b"))
         if not len(merged) == len(values[0]) == len(values[1]):
             raise MRBError(f"{task}: {a!r} and {b!r} were scored on different queries")

@@ -186,8 +186,12 @@ def test_compare_two_models(results, capsys):
         "| Small-T2T | T→T  |       2 |       65.03 | 100.00 |                   +34.97 | 0.4882 |",
         "| ALL (2)   |      |       4 |       65.03 | 100.00 |                   +34.97 | 0.1243 |",
     ]  # exact values: 2/4 per task (2 queries), 2/16 over both tasks
+    assert main(["report", "--results", str(results), "--compare", "first stage", "oracle"]) == 0
+    assert capsys.readouterr().out.splitlines()[4:7] == [line.replace("first-stage", "first stage") for line in lines[4:7]]
     assert main(["report", "--results", str(results), "--compare", "first-stage", "orakle"]) == 2
-    assert capsys.readouterr().err == "mrb: error: model 'orakle' has no results here (models: oracle, first-stage, bm25)\n"
+    assert capsys.readouterr().err == (
+        "mrb: error: model 'orakle' has no results here (models: 'first stage', 'oracle', 'first-stage', 'bm25')\n"
+    )
 
 
 def test_csv_and_json(results, tmp_path, capsys):
