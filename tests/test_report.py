@@ -29,10 +29,12 @@ def board_row(model: str, task: str, type_: str, category: str, value: float | N
 
 @pytest.fixture
 def board():
-    """Tasks A, B (T→T), C (I→T), D (IT→IT); model m1 has all, m2 lacks D (unsupported)."""
+    """Tasks A, B (T→T), F (I→I), C (I→T), D (IT→IT); model m1 has all, m2 lacks D (unsupported)."""
     rows = [
         board_row("m1", "A", "T→T", "single-modal", 0.50, 0.40),
         board_row("m1", "B", "T→T", "single-modal", 0.70, 0.60),
+        board_row("m1", "F", "I→I", "single-modal", 0.20, 0.10),
+        board_row("m2", "F", "I→I", "single-modal", 0.30, 0.10),
         board_row("m1", "C", "I→T", "cross-modal", 0.30, 0.20),
         board_row("m1", "D", "IT→IT", "fused-modal", 0.90, 0.80),
         board_row("m2", "A", "T→T", "single-modal", 0.60, 0.40),
@@ -45,11 +47,12 @@ def board():
 
 def test_means_per_type_category_and_all_with_gain(board):
     table = summarise(board).table
-    assert table.columns.tolist() == ["T→T", "I→T", "IT→IT", "single-modal", "cross-modal", "fused-modal", ALL, GAIN]
+    assert table.columns.tolist() == ["T→T", "I→I", "I→T", "IT→IT", "single-modal", "cross-modal", "fused-modal", ALL, GAIN]
+    # a category and ALL are means over tasks (single-modal of m1: (0.5 + 0.7 + 0.2) / 3, not (0.6 + 0.2) / 2)
     expected = {
-        "first stage": [0.50, 0.20, 0.80, 0.50, 0.20, 0.80, 0.50, 0.0],
-        "m1": [0.60, 0.30, 0.90, 0.60, 0.30, 0.90, 0.60, 0.10],
-        "m2": [0.65, 0.10, math.nan, 0.65, 0.10, math.nan, math.nan, math.nan],  # lacks D: empty, not partial
+        "first stage": [0.50, 0.10, 0.20, 0.80, 1.1 / 3, 0.20, 0.80, 0.42, 0.0],
+        "m1": [0.60, 0.20, 0.30, 0.90, 1.4 / 3, 0.30, 0.90, 0.52, 0.10],
+        "m2": [0.65, 0.30, 0.10, math.nan, 1.6 / 3, 0.10, math.nan, math.nan, math.nan],  # lacks D: empty, not partial
     }
     for label, values in expected.items():
         assert table.loc[label].tolist() == pytest.approx(values, nan_ok=True, abs=1e-12), label
@@ -68,11 +71,16 @@ def test_borda_counts_wins_and_half_ties():
 def test_markdown_bold_best_and_borda(board):
     text = to_markdown(summarise(board, borda=True))
     assert text.splitlines()[2:7] == [
-        "| model       |   T→T (2) |   I→T (1) | IT→IT (1) | single-modal (2) | cross-modal (1) | fused-modal (1) |   ALL (4) | Δ first stage | Borda rank |",
-        "|:------------|----------:|----------:|----------:|-----------------:|----------------:|----------------:|----------:|--------------:|-----------:|",
-        "| first stage |     50.00 |     20.00 |     80.00 |            50.00 |           20.00 |           80.00 |     50.00 |         +0.00 |          3 |",
-        "| m1          |     60.00 | **30.00** | **90.00** |            60.00 |       **30.00** |       **90.00** | **60.00** |    **+10.00** |      **1** |",
-        "| m2          | **65.00** |     10.00 |           |        **65.00** |           10.00 |                 |           |               |          2 |",
+        "| model       |   T→T (2) |   I→I (1) |   I→T (1) | IT→IT (1) | single-modal (3) | cross-modal (1) | fused-modal (1) "
+        "|   ALL (5) | Δ first stage | Borda rank |",
+        "|:------------|----------:|----------:|----------:|----------:|-----------------:|----------------:|----------------:"
+        "|----------:|--------------:|-----------:|",
+        "| first stage |     50.00 |     10.00 |     20.00 |     80.00 |            36.67 |           20.00 |           80.00 "
+        "|     42.00 |         +0.00 |          3 |",
+        "| m1          |     60.00 |     20.00 | **30.00** | **90.00** |            46.67 |       **30.00** |       **90.00** "
+        "| **52.00** |    **+10.00** |      **1** |",
+        "| m2          | **65.00** | **30.00** |     10.00 |           |        **53.33** |           10.00 |                 "
+        "|           |               |          2 |",
     ]
     assert "| B    | T→T   |       60.00 | **70.00** | **70.00** |" in text  # a tie: both bold
 
