@@ -113,14 +113,18 @@ def test_reported_rows_render_beside_runs_never_bold(board):
     text = to_markdown(summarise(board, load_reported()))
     lines = text.splitlines()
     assert lines[2] == (
-        "| model                        |   T→T (2) |  T→VD |   I→T (1) | IT→IT (1) | single-modal (2) | cross-modal (1) "
-        "| fused-modal (1) |   ALL (4) | Δ first stage |"
+        "| model                        |   T→T (2) |   I→I (1) |  T→VD |   I→T (1) | IT→IT (1) | single-modal (3) "
+        "| cross-modal (1) | fused-modal (1) |   ALL (5) | Δ first stage |"
     )
-    assert (
-        "| GMR-7B (reported)            |     61.08 | 72.94 |           |     82.19 |                  |                 "
-        "|                 |     63.85 |        +11.31 |"
-    ) in text
-    assert "| GME-2B (reported)            |     49.59 | 66.39 |           |     66.89 |" in text
+    assert lines[6] == (
+        "| m2                           | **65.00** | **30.00** |       |     10.00 |           |        **53.33** "
+        "|           10.00 |                 |           |               |"
+    )
+    assert lines[11] == (
+        "| GMR-7B (reported)            |     61.08 |           | 72.94 |           |     82.19 |                  "
+        "|                 |                 |     63.85 |        +11.31 |"
+    )
+    assert lines[7].startswith("| GME-2B (reported)            |     49.59 |           | 66.39 |           |     66.89 |")
     assert "Their columns average the paper's tasks (T→T 14, T→VD 5, IT→IT 3, ALL 40)" in text
 
 
