@@ -40,9 +40,10 @@ def _parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="leaderboard tables from results folders, beside the paper's numbers")
     report.add_argument("--results", action="append", help="results folder; repeat to combine several (default: results)")
-    report.add_argument("--format", choices=("markdown", "csv", "json", "png"), default="markdown")
+    report.add_argument("--format", choices=("markdown", "csv", "json", "png"), default="markdown",
+                        help="markdown (default), csv, json, or png: a chart, needs pip install 'mrb[plot]'")
     report.add_argument("--output", help="write to this file instead of printing (required for png)")
-    report.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired comparison of model B against model A")
+    report.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired comparison of model B against model A ('first stage' may be either)")
     report.add_argument("--borda", action="store_true", help="add a Borda rank over tasks")
     report.add_argument("--no-reported", action="store_true", help="leave out the paper's reported numbers")
     report.add_argument("--allow-mixed", action="store_true", help="report tasks scored on different packs or metric settings")
