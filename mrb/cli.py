@@ -191,6 +191,8 @@ def _candidates(args: argparse.Namespace) -> None:
         )
         units = {unit.name: unit for task in tasks for unit in task.units()}
         packs = [(units[result.task], result.pack) for result in built]
+    if not packs:  # a torchrun rank other than 0 only embeds
+        return
     stats = candidates.pack_stats(packs)
     for column in ("first_stage", "R@100"):
         stats[column] = stats[column].map(lambda v: f"{100 * v:.2f}")

@@ -199,7 +199,7 @@ def test_a_killed_build_resumes_from_its_shards(data_dir, minilm, facts_built, t
     killed = Counting(minilm, fail_after=3)  # shard 0 takes calls 1-2; the kill comes inside shard 1
     with pytest.raises(KeyboardInterrupt):
         build_pack(task, killed, data_dir=data_dir, out=tmp_path, work_dir=tmp_path / "work", **FACTS)
-    (folder,) = (tmp_path / "work" / "MiniFacts-T2T").iterdir()
+    (folder,) = (tmp_path / "work" / "mrb-mini" / "MiniFacts-T2T").iterdir()
     assert sorted(p.name for p in folder.glob("*.parquet")) == ["corpus-000000.parquet"]
     resumed = Counting(minilm)
     result = build_pack(task, resumed, data_dir=data_dir, out=tmp_path, work_dir=tmp_path / "work", **FACTS)
@@ -213,7 +213,7 @@ def test_ranks_share_the_corpus_shards(data_dir, minilm, facts_built, tmp_path):
     options = dict(data_dir=data_dir, out=tmp_path, work_dir=tmp_path / "work", **FACTS)
     second = Counting(minilm)
     assert build_pack(task, second, rank=Rank(1, 2), **options) is None
-    (folder,) = (tmp_path / "work" / "MiniFacts-T2T").iterdir()
+    (folder,) = (tmp_path / "work" / "mrb-mini" / "MiniFacts-T2T").iterdir()
     assert sorted(p.name for p in folder.glob("*.parquet")) == ["corpus-000001.parquet"]
     first = Counting(minilm)
     result = build_pack(task, first, rank=Rank(0, 2), **options)

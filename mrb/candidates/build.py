@@ -33,7 +33,7 @@ import torch
 
 from mrb.candidates.encoders import Encoder
 from mrb.candidates.search import TopK, sample_queries
-from mrb.data import Record, atomic_write_parquet, write_pack
+from mrb.data import Record, atomic_write_bytes, atomic_write_parquet, write_pack
 from mrb.errors import MRBError
 from mrb.metrics import judged_queries, per_query, run_from_ranking, strict_ranking
 from mrb.sources import SourceReader
@@ -62,7 +62,7 @@ class Rank:
 
 
 def work_root(data_dir: str | Path | None = None) -> Path:
-    """Where embedding shards live: ``<data dir>/embeddings``."""
+    """Where embedding shards live: ``<data dir>/embeddings/<hub repo>/<fingerprint>/``."""
     return resolve_data_dir(data_dir) / "embeddings"
 
 
@@ -212,9 +212,10 @@ def build_pack(
         "source": task.source.model_dump(), "type": task.type.value, "encoder": encoder.settings(),
         "shard_size": shard_size,
     }
-    folder = Path(work_dir or work_root(data_dir)) / task.name / _fingerprint(config)
+    # keyed by source and settings, not by task name: a sampled variant reuses the corpus shards
+    folder = Path(work_dir or work_root(data_dir)) / task.source.path / _fingerprint(config)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    atomic_write_bytes(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
 
     corpus_shards = embed_shards(reader.corpus(shard_size), encoder, None, folder, "corpus", batch_size=batch_size, rank=rank)
     if not rank.rank == 0:

@@ -12,6 +12,7 @@ Every encoder returns L2-normalised float32 rows on the CPU, so the first-stage 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -215,6 +216,8 @@ def get_encoder(name: str, checkpoint: str | None = None, **options: Any) -> Enc
     if name not in RETRIEVERS:
         raise MRBError(unknown_name_message("retriever", name, list(RETRIEVERS)))
     retriever = RETRIEVERS[name]
+    if "device" not in options and int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
+        options["device"] = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"  # one GPU per torchrun rank
     module, _, attr = retriever.encoder.partition(":")
     factory = getattr(importlib.import_module(module), attr)
     return build(factory, {"checkpoint": checkpoint or retriever.checkpoint, **options})
