@@ -178,17 +178,20 @@ def test_minilm_refuses_image_queries(data_dir, minilm, tmp_path):
 
 
 class Counting(Encoder):
-    """Wraps an encoder, counts its calls and raises KeyboardInterrupt (a kill) after `fail_after` of them."""
+    """Wraps an encoder, counts its forward passes and raises KeyboardInterrupt (a kill) after `fail_after` of them."""
 
     def __init__(self, inner: Encoder, fail_after: int | None = None) -> None:
         self.inner, self.fail_after, self.calls = inner, fail_after, 0
         self.name, self.sides, self.uses_instruction = inner.name, inner.sides, inner.uses_instruction
 
-    def embed(self, records, instruction):
+    def prepare(self, records, instruction):
+        return self.inner.prepare(records, instruction)
+
+    def forward(self, prepared):
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt
-        return self.inner.embed(records, instruction)
+        return self.inner.forward(prepared)
 
     def settings(self):
         return self.inner.settings()

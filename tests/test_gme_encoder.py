@@ -50,13 +50,13 @@ def test_rendered_prompts():
 
 
 def test_token_ids_of_a_document_and_an_image_query(gme):
-    doc = gme.inputs([Record("d1", "Hello world")], None)
+    doc = gme.prepare([Record("d1", "Hello world")], None)
     assert doc["input_ids"][0].tolist() == (
         SYSTEM + [2610, 525, 264, 10950, 17847, 13, IM_END, NEWLINE]  # "You are a helpful assistant."
         + USER + [9707, 1879, IM_END, NEWLINE]  # "Hello world"
         + ASSISTANT + [ENDOFTEXT]
     )
-    query = gme.inputs([Record("q1", "Who is this?", ASTRONAUT)], "Find the person.")
+    query = gme.prepare([Record("q1", "Who is this?", ASTRONAUT)], "Find the person.")
     # 512×512 shrinks to the 112×112 bound: 8×8 patches of 14 px, merged 2×2 into 16 image tokens
     assert query["image_grid_thw"].tolist() == [[1, 8, 8]]
     assert query["input_ids"][0].tolist() == (
@@ -75,19 +75,19 @@ def test_image_token_bounds():
 
 def test_a_small_image_grows_to_the_lower_bound(gme):
     tiny = png(np.full((20, 20, 3), 128, dtype=np.uint8))
-    assert gme.inputs([Record("d", None, tiny)], None)["image_grid_thw"].tolist() == [[1, 4, 4]]  # 56×56 px
+    assert gme.prepare([Record("d", None, tiny)], None)["image_grid_thw"].tolist() == [[1, 4, 4]]  # 56×56 px
 
 
 def test_final_token_pooling_with_right_padding_matches_each_record_alone(gme):
     records = [Record("a", "Hello world"), Record("b", "Who is this?", ASTRONAUT), Record("c", "a much longer text " * 5)]
-    batch = gme.inputs(records, "Find it.")
+    batch = gme.prepare(records, "Find it.")
     last = batch["attention_mask"].sum(1) - 1
     assert batch["input_ids"][torch.arange(3), last].tolist() == [ENDOFTEXT] * 3
     assert batch["attention_mask"][0, -1].item() == 0  # right padding
     embeddings = gme.embed(records, "Find it.")
     assert embeddings.norm(dim=1).tolist() == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
     for i, record in enumerate(records):
-        alone = gme.inputs([record], "Find it.")
+        alone = gme.prepare([record], "Find it.")
         with torch.inference_mode():
             hidden = gme.model.model(**alone).last_hidden_state[0, -1]
         assert embeddings[i].tolist() == pytest.approx(torch.nn.functional.normalize(hidden, dim=0).tolist(), abs=1e-5)

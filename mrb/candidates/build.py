@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -86,6 +87,20 @@ def _records(table: pa.Table) -> list[Record]:
     return [Record(r["id"], r["text"], r["image"]) for r in table.to_pylist()]
 
 
+def embed_prefetched(encoder: Encoder, records: list[Record], instruction: str | None, batch_size: int) -> torch.Tensor:
+    """Embed records in batches, preparing the next batch on a worker thread while the current one runs."""
+    batches = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
+    vectors = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(encoder.prepare, batches[0], instruction)
+        for following in [*batches[1:], None]:
+            prepared = ahead.result()
+            if following is not None:
+                ahead = pool.submit(encoder.prepare, following, instruction)
+            vectors.append(encoder.forward(prepared))
+    return torch.cat(vectors)
+
+
 def embed_shards(
     batches: Iterator[pa.Table], encoder: Encoder, instruction: str | None, folder: Path, prefix: str,
     *, batch_size: int, rank: Rank = Rank(),
@@ -101,8 +116,8 @@ def embed_shards(
             continue
         started = time.perf_counter()
         records = _records(table)
-        vectors = [encoder.embed(records[i : i + batch_size], instruction) for i in range(0, len(records), batch_size)]
-        atomic_write_parquet(path, _embeddings_table([r.id for r in records], torch.cat(vectors)))
+        vectors = embed_prefetched(encoder, records, instruction, batch_size)
+        atomic_write_parquet(path, _embeddings_table([r.id for r in records], vectors))
         LOG.info("%s: %d records embedded in %.1f s", path.name, len(records), time.perf_counter() - started)
     return paths
 

@@ -37,9 +37,17 @@ class Encoder:
     def supports(self, task_type: TaskType) -> bool:
         return task_type.query_side in self.sides and task_type.document_side in self.sides
 
-    def embed(self, records: Sequence[Record], instruction: str | None) -> torch.Tensor:
-        """L2-normalised float32 embeddings (one CPU row per record); `instruction` is None for documents."""
+    def prepare(self, records: Sequence[Record], instruction: str | None) -> Any:
+        """The CPU-side work for a batch (decoding, resizing, tokenising), run ahead of `forward`."""
+        return records, instruction
+
+    def forward(self, prepared: Any) -> torch.Tensor:
+        """L2-normalised float32 embeddings (one CPU row per record) of a prepared batch."""
         raise NotImplementedError
+
+    def embed(self, records: Sequence[Record], instruction: str | None) -> torch.Tensor:
+        """Embed records; `instruction` is the task instruction for queries, None for documents."""
+        return self.forward(self.prepare(records, instruction))
 
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -63,8 +71,8 @@ class MiniLMEncoder(Encoder):
     ) -> None:
         self.model = SentenceEmbedding(checkpoint, revision=revision, device=device, dtype=dtype, max_length=max_length)
 
-    def embed(self, records: Sequence[Record], instruction: str | None) -> torch.Tensor:
-        return self.model.embed([_text(r, self.name) for r in records]).float().cpu()
+    def forward(self, prepared: tuple[Sequence[Record], str | None]) -> torch.Tensor:
+        return self.model.embed([_text(r, self.name) for r in prepared[0]]).float().cpu()
 
     def settings(self) -> dict[str, Any]:
         return {**self.model.settings(), "name": self.name}
@@ -122,7 +130,7 @@ class GMEEncoder(Encoder):
         body = (GME_IMAGE if record.image_bytes is not None else "") + (record.text or "")
         return GME_TEMPLATE.format(instruction=instruction or GME_DOCUMENT_INSTRUCTION, input=body)
 
-    def inputs(self, records: Sequence[Record], instruction: str | None) -> dict[str, torch.Tensor]:
+    def prepare(self, records: Sequence[Record], instruction: str | None) -> dict[str, torch.Tensor]:
         """The processor's right-padded, truncated batch for `records`."""
         images = [r.image() for r in records if r.image_bytes is not None]
         return self.processor(
@@ -131,8 +139,8 @@ class GMEEncoder(Encoder):
         )
 
     @torch.inference_mode()
-    def embed(self, records: Sequence[Record], instruction: str | None) -> torch.Tensor:
-        batch = self.inputs(records, instruction).to(self.device)
+    def forward(self, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = prepared.to(self.device)
         hidden = self.model.model(**batch, use_cache=False).last_hidden_state
         last = batch["attention_mask"].sum(dim=1) - 1  # right padding: the final real token
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
@@ -167,21 +175,31 @@ class CLIPEncoder(Encoder):
         self.processor = AutoProcessor.from_pretrained(checkpoint, revision=revision)
         self.model = CLIPModel.from_pretrained(checkpoint, revision=revision, dtype=self.dtype).to(self.device).eval()
 
-    @torch.inference_mode()
-    def embed(self, records: Sequence[Record], instruction: str | None) -> torch.Tensor:
-        normalize = torch.nn.functional.normalize
-        out = torch.zeros(len(records), self.model.config.projection_dim)
+    def prepare(self, records: Sequence[Record], instruction: str | None) -> dict[str, Any]:
+        """Tokens of the records with text and pixels of those with an image, with their rows."""
         texted = [i for i, r in enumerate(records) if r.text]
-        if texted:
-            tokens = self.processor.tokenizer(
-                [records[i].text for i in texted], padding=True, truncation=True, return_tensors="pt"
-            ).to(self.device)
-            out[texted] += normalize(self.model.get_text_features(**tokens).pooler_output.float(), dim=-1).cpu()
         pictured = [i for i, r in enumerate(records) if r.image_bytes is not None]
+        prepared: dict[str, Any] = {"size": len(records), "texted": texted, "pictured": pictured}
+        if texted:
+            prepared["tokens"] = self.processor.tokenizer(
+                [records[i].text for i in texted], padding=True, truncation=True, return_tensors="pt"
+            )
         if pictured:
-            pixels = self.processor.image_processor([records[i].image() for i in pictured], return_tensors="pt")
-            features = self.model.get_image_features(pixel_values=pixels["pixel_values"].to(self.device, self.dtype))
-            out[pictured] += normalize(features.pooler_output.float(), dim=-1).cpu()
+            prepared["pixels"] = self.processor.image_processor(
+                [records[i].image() for i in pictured], return_tensors="pt"
+            )["pixel_values"]
+        return prepared
+
+    @torch.inference_mode()
+    def forward(self, prepared: dict[str, Any]) -> torch.Tensor:
+        normalize = torch.nn.functional.normalize
+        out = torch.zeros(prepared["size"], self.model.config.projection_dim)
+        if prepared["texted"]:
+            features = self.model.get_text_features(**prepared["tokens"].to(self.device)).pooler_output
+            out[prepared["texted"]] += normalize(features.float(), dim=-1).cpu()
+        if prepared["pictured"]:
+            features = self.model.get_image_features(pixel_values=prepared["pixels"].to(self.device, self.dtype))
+            out[prepared["pictured"]] += normalize(features.pooler_output.float(), dim=-1).cpu()
         return normalize(out, dim=-1)
 
     def settings(self) -> dict[str, Any]:
