@@ -13,12 +13,13 @@ from pathlib import Path
 import ir_measures
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 from ir_measures import R, nDCG
 
-from mrb.candidates import build_pack, get_encoder, sample_queries, search
-from mrb.candidates.build import Rank
+from mrb.candidates import build_pack, get_encoder, push_pack, sample_queries, search
+from mrb.candidates.build import Rank, embed_shards
 from mrb.candidates.encoders import Encoder
 from mrb.candidates.search import TopK, pack_scores, unpack_scores
 from mrb.data import read_pack, sha256_file
@@ -295,3 +296,59 @@ def test_mrb_lite_samples_each_of_the_40_tasks():
     (arguana,) = load_tasks("ArguAna-lite")
     assert arguana.pack_location("/data") == Path("/data/packs/ArguAna-lite")
     assert (arguana.source, arguana.ignore_identical_ids, arguana.instruction) == (full[0].source, True, full[0].instruction)
+
+
+class Fixed(Encoder):
+    """Vectors looked up by record id: a stand-in encoder for search tests."""
+
+    name = "fixed"
+
+    def __init__(self, vectors: dict[str, list[float]]) -> None:
+        self.vectors = vectors
+
+    def forward(self, prepared):
+        return torch.tensor([self.vectors[r.id] for r in prepared[0]])
+
+    def settings(self):
+        return {"name": self.name}
+
+
+def test_search_over_shards_breaks_ties_by_doc_id_and_skips_identical_ids(tmp_path):
+    vectors = {"b": [1.0, 0.0], "a": [1.0, 0.0], "q1": [1.0, 0.0], "c": [0.6, 0.8], "d": [0.0, 1.0]}
+    corpus = pa.table({"id": ["b", "q1", "c", "a", "d"], "text": ["x"] * 5, "image": pa.nulls(5, pa.binary())})
+    shards = embed_shards(iter(corpus.to_batches(2)), Fixed(vectors), None, tmp_path, "corpus", batch_size=1)
+    assert [p.name for p in shards] == ["corpus-000000.parquet", "corpus-000001.parquet", "corpus-000002.parquet"]
+    queries = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    found = search(["q1", "q2"], queries, shards, 3, ignore_identical_ids=True)
+    assert found.values.tolist() == [
+        ["q1", "a", 1, 1.0], ["q1", "b", 2, 1.0], ["q1", "c", 3, pytest.approx(0.6)],
+        ["q2", "d", 1, 1.0], ["q2", "c", 2, pytest.approx(0.8)], ["q2", "a", 3, 0.0],
+    ]
+    with_identical = search(["q1"], queries[:1], shards, 3)
+    assert with_identical["doc_id"].tolist() == ["a", "b", "q1"]
+
+
+def test_push_pack_uploads_the_folder_under_the_task_name(facts_built, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class Api:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo, **kwargs):
+            calls.append(("create", repo, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload", kwargs))
+            return "https://hub/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Api)
+    assert push_pack(facts_built.pack, "org/mrb-candidates") == "https://hub/commit/1"
+    assert calls == [
+        ("token", None),
+        ("create", "org/mrb-candidates", {"repo_type": "dataset", "exist_ok": True}),
+        ("upload", {"repo_id": "org/mrb-candidates", "repo_type": "dataset", "folder_path": str(facts_built.pack),
+                    "path_in_repo": "MiniFacts-T2T", "commit_message": "MRB candidate pack MiniFacts-T2T"}),
+    ]
