@@ -151,6 +151,7 @@ class TaskSpec(BaseModel):
     sample: SampleSpec | None = Field(default=None, description="build the pack on a seeded query sample")
     source_file: Path | None = Field(default=None, exclude=True)
     _composite: str | None = PrivateAttr(default=None)
+    _sampled_from: TaskSpec | None = PrivateAttr(default=None)
 
     @field_validator("metric")
     @classmethod
@@ -185,6 +186,11 @@ class TaskSpec(BaseModel):
         """For a part of a composite task, the composite's name; else None."""
         return self._composite
 
+    @property
+    def sampled_from(self) -> TaskSpec | None:
+        """For a sampled variant selected through a suite (``ArguAna-lite``), the full task; else None."""
+        return self._sampled_from
+
     def units(self) -> list[TaskSpec]:
         """The tasks that hold data and get scored: a composite's parts, or the task itself."""
         if self.parts is None:
@@ -193,7 +199,8 @@ class TaskSpec(BaseModel):
         sample = None
         if self.sample is not None:  # the parts share the sample: ceil(queries / parts) each
             sample = self.sample.model_copy(update={"queries": -(-self.sample.queries // len(self.parts))})
-        for part in self.parts:
+        full_units = self._sampled_from.units() if self._sampled_from is not None else [None] * len(self.parts)
+        for part, full in zip(self.parts, full_units):
             unit = self.model_copy(
                 update={
                     "name": f"{self.name}-{part.name}",
@@ -206,6 +213,7 @@ class TaskSpec(BaseModel):
                 }
             )
             unit._composite = self.name
+            unit._sampled_from = full
             units.append(unit)
         return units
 
@@ -357,7 +365,7 @@ class Catalogue:
             raise MRBError(f"suite {suite.suite!r} samples task {task.name!r}, which has no hub source to sample from")
         sample = suite.sample
         assert sample is not None
-        return task.model_copy(
+        variant = task.model_copy(
             update={
                 "name": f"{task.name}-{suite.suffix}",
                 "sample": sample,
@@ -365,6 +373,8 @@ class Catalogue:
                 "description": f"{task.name} on a seeded sample of {sample.queries} queries (seed {sample.seed})",
             }
         )
+        variant._sampled_from = task
+        return variant
 
     @staticmethod
     def _add(into: dict, name: str, item, path: Path) -> None:

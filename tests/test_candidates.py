@@ -8,6 +8,7 @@ equal the brute-force computation (full similarity matrix, sorted by score then 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import ir_measures
@@ -18,7 +19,7 @@ import pytest
 import torch
 from ir_measures import R, nDCG
 
-from mrb.candidates import build_pack, get_encoder, push_pack, sample_queries, search
+from mrb.candidates import build_candidates, build_pack, commands, get_encoder, push_pack, sample_queries, search
 from mrb.candidates.build import Rank, embed_shards
 from mrb.candidates.encoders import Encoder
 from mrb.candidates.search import TopK, pack_scores, unpack_scores
@@ -352,3 +353,32 @@ def test_push_pack_uploads_the_folder_under_the_task_name(facts_built, monkeypat
         ("upload", {"repo_id": "org/mrb-candidates", "repo_type": "dataset", "folder_path": str(facts_built.pack),
                     "path_in_repo": "MiniFacts-T2T", "commit_message": "MRB candidate pack MiniFacts-T2T"}),
     ]
+
+
+def test_a_lite_pack_is_cut_from_the_full_pack_exactly_as_a_sampled_build(data_dir, minilm, facts_built, tmp_path, monkeypatch):
+    (tmp_path / "data" / "packs").mkdir(parents=True)
+    (tmp_path / "data" / "sources").symlink_to(data_dir / "sources")
+    shutil.copytree(facts_built.pack, tmp_path / "data" / "packs" / "MiniFacts-T2T")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "facts.yaml").write_text(
+        "name: MiniFacts-T2T\ntype: t2t\ninstruction: Given a question, find the passage that answers it.\ndepth: 20\n"
+        f"first_stage: minilm\nsource: {{layout: beir, path: mrb-mini/MiniFacts-T2T, revision: {REV}}}\n"
+    )
+    (tmp_path / "tasks" / "lite.yaml").write_text("suite: facts-lite\nsample: {queries: 4, seed: 3}\nsuffix: lite\ntasks: [MiniFacts-T2T]\n")
+    (lite,) = load_tasks("facts-lite", task_dirs=[tmp_path / "tasks"])
+    assert (lite.name, lite.sampled_from.name) == ("MiniFacts-T2T-lite", "MiniFacts-T2T")
+    monkeypatch.setattr(commands, "get_encoder", lambda *a, **k: pytest.fail("no model is needed to cut a lite pack"))
+    (cut,) = build_candidates([lite], data_dir=tmp_path / "data")
+    assert cut.pack == tmp_path / "data" / "packs" / "MiniFacts-T2T-lite"
+    full = read_pack(facts_built.pack)
+    pack = read_pack(cut.pack)
+    ids = sample_queries([f"q{i:02d}" for i in range(1, 17)], 4, seed=3)
+    assert pack.candidates.equals(full.candidates[full.candidates["query_id"].isin(ids)].reset_index(drop=True))
+    assert pack.manifest["derived_from"] == {"task": "MiniFacts-T2T", "sha256": full.manifest["sha256"]}
+    assert pack.manifest["sample"] == {"seed": 3, "size": 4, "drawn": 4, "ids": ids}
+    # the same draw as a sampled build from the source; only the query embeddings' batching differs
+    built = build_pack(lite, minilm, data_dir=data_dir, out=tmp_path / "built", work_dir=facts_built.pack.parent / "work", **FACTS)
+    for name in ("queries", "documents", "qrels"):
+        assert sha256_file(cut.pack / f"{name}.parquet") == sha256_file(built.pack / f"{name}.parquet")
+    assert_matches(cut.pack, {q: list(zip(g["doc_id"], g["score"])) for q, g in read_pack(built.pack).candidates.groupby("query_id")})
+

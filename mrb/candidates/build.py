@@ -34,7 +34,7 @@ import torch
 
 from mrb.candidates.encoders import Encoder
 from mrb.candidates.search import TopK, sample_queries
-from mrb.data import Record, atomic_write_bytes, atomic_write_parquet, write_pack
+from mrb.data import Record, atomic_write_bytes, atomic_write_parquet, read_pack, write_pack
 from mrb.errors import MRBError
 from mrb.metrics import judged_queries, per_query, run_from_ranking, strict_ranking
 from mrb.sources import SourceReader
@@ -162,7 +162,7 @@ def search(
         for qid, hits in zip(query_ids, top.result())
         for rank, (score, key) in enumerate(hits, start=1)
     ]
-    return pd.DataFrame(rows, columns=["query_id", "doc_id", "rank", "score"])
+    return pd.DataFrame(rows, columns=["query_id", "doc_id", "rank", "score"]).astype({"rank": "int32"})
 
 
 def first_stage_metrics(candidates: pd.DataFrame, qrels: pd.DataFrame, metric: str = "nDCG@10") -> dict[str, Any]:
@@ -211,8 +211,6 @@ def build_pack(
     `work_root`); `depth` defaults to the task's and `sample` to the task's own sample setting. Returns None on a rank other than 0 (which only
     embeds its share of the corpus).
     """
-    from mrb import __version__
-
     started = time.perf_counter()
     rank = rank or Rank.from_env()
     depth = depth or task.depth
@@ -256,30 +254,72 @@ def build_pack(
         [batch.filter(pc.is_in(batch["id"], value_set=wanted)) for batch in reader.corpus(shard_size)]
     ).sort_by("id")
     qrels = reader.qrels[reader.qrels["query_id"].isin(set(query_table["id"].to_pylist()))]
+    provenance = {
+        "retriever": {"name": retriever, **encoder.settings()},
+        "source": task.source.model_dump(),
+        "source_report": reader.report.counts(),
+    }
+    return _write(task, _records(query_table), _records(documents), candidates, qrels, provenance,
+                  depth=depth, sample=sample, selected=selected, out=out, data_dir=data_dir, started=started)
+
+
+def _write(
+    task: TaskSpec, queries: list[Record], documents: list[Record], candidates: pd.DataFrame, qrels: pd.DataFrame,
+    provenance: dict[str, Any], *, depth: int, sample: SampleSpec | None, selected: list[str] | None,
+    out: str | Path | None, data_dir: str | Path | None, started: float,
+) -> BuildResult:
+    """Write a pack with its manifest (provenance, sample, counts, first-stage metrics, version, time)."""
+    from mrb import __version__
+
     qrels = qrels.sort_values(["query_id", "doc_id"]).reset_index(drop=True)
     metrics = first_stage_metrics(candidates, qrels, task.metric)
     manifest = {
         "task": task.name,
         "type": task.type.value,
         "instruction": task.instruction,
-        "retriever": {"name": retriever, **encoder.settings()},
         "depth": depth,
-        "source": task.source.model_dump(),
+        **provenance,
         "sample": None if sample is None else {
             "seed": sample.seed, "size": sample.queries, "drawn": len(selected or []), "ids": selected,
         },
         "ignore_identical_ids": task.ignore_identical_ids,
-        "counts": {"queries": query_table.num_rows, "documents": documents.num_rows, "candidates": len(candidates),
+        "counts": {"queries": len(queries), "documents": len(documents), "candidates": len(candidates),
                    "qrels": len(qrels)},
-        "source_report": reader.report.counts(),
         "first_stage": metrics,
         "mrb_version": __version__,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     pack = Path(out) / task.name if out is not None else task.pack_location(data_dir)
-    write_pack(pack, queries=_records(query_table), documents=_records(documents), candidates=candidates,
-               qrels=qrels, manifest=manifest)
+    write_pack(pack, queries=queries, documents=documents, candidates=candidates, qrels=qrels, manifest=manifest)
     seconds = time.perf_counter() - started
     LOG.info("%s: pack written to %s in %.1f s (%s %.4f, %s %.4f)", task.name, pack, seconds,
              task.metric, metrics[task.metric] or 0.0, RECALL, metrics[RECALL] or 0.0)
     return BuildResult(task.name, pack, metrics, seconds)
+
+
+def subset_pack(
+    full: str | Path, task: TaskSpec, sample: SampleSpec, *, retriever: str, depth: int | None = None,
+    out: str | Path | None = None, data_dir: str | Path | None = None,
+) -> BuildResult | None:
+    """A sampled task's pack cut from the full task's pack, with no model: the same draw as a
+    build from the source (`select_queries`), the same lists truncated to `depth`. None when the
+    full pack was built by another retriever, on a sample, or shallower than `depth`."""
+    started = time.perf_counter()
+    pack = read_pack(full)
+    depth = depth or task.depth
+    built_by = pack.manifest.get("retriever")
+    if (
+        pack.manifest.get("sample") is not None or pack.manifest.get("depth", 0) < depth
+        or not isinstance(built_by, dict) or built_by.get("name") != retriever
+    ):
+        return None
+    selected = sample_queries(pack.qrels.loc[pack.qrels["relevance"] > 0, "query_id"], sample.queries, sample.seed)
+    chosen = pack.candidates["query_id"].isin(selected) & (pack.candidates["rank"] <= depth)
+    candidates = pack.candidates[chosen].reset_index(drop=True)
+    documents = [pack.documents[d] for d in sorted(set(candidates["doc_id"]))]
+    provenance = {
+        key: pack.manifest.get(key) for key in ("retriever", "source", "source_report")
+    } | {"derived_from": {"task": pack.manifest.get("task"), "sha256": pack.manifest["sha256"]}}
+    return _write(task, [pack.queries[q] for q in sorted(selected)], documents, candidates,
+                  pack.qrels[pack.qrels["query_id"].isin(selected)], provenance, depth=depth, sample=sample,
+                  selected=selected, out=out, data_dir=data_dir, started=started)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from mrb.candidates.build import RECALL, BuildResult, build_pack, first_stage_metrics
+from mrb.candidates.build import RECALL, BuildResult, Rank, build_pack, first_stage_metrics, subset_pack
 from mrb.candidates.encoders import get_encoder
 from mrb.data import read_pack
 from mrb.errors import MRBError
@@ -29,7 +29,9 @@ def build_candidates(
 ) -> list[BuildResult]:
     """Build the pack of every unit of `tasks` with one retriever (default: each task's `first_stage`).
 
-    Each unit is checked before any model loads; the encoder is loaded once per retriever.
+    Each unit is checked before any model loads; the encoder is loaded once per retriever. A
+    sampled variant (``ArguAna-lite``) whose full task already has a pack by the same retriever
+    is cut from that pack (`subset_pack`) without loading a model.
     With `push_to_hub`, each finished pack is uploaded to that dataset repo (`push_pack`).
     """
     units = _units(tasks)
@@ -44,13 +46,19 @@ def build_candidates(
     encoders: dict[str, Any] = {}
     for unit in units:
         name = names[unit.name]
-        if name not in encoders:
-            encoders[name] = get_encoder(name, checkpoint, **encoder_options)
-        options = {"shard_size": shard_size} if shard_size else {}
-        result = build_pack(
-            unit, encoders[name], retriever=name, depth=depth, sample=sample, out=out, data_dir=data_dir,
-            batch_size=batch_size, **options,
-        )
+        result = None
+        full = unit.sampled_from
+        if sample is None and full is not None and full.pack_location(data_dir).is_dir() and Rank.from_env().rank == 0:
+            result = subset_pack(full.pack_path(data_dir), unit, unit.sample, retriever=name, depth=depth, out=out,
+                                 data_dir=data_dir)
+        if result is None:
+            if name not in encoders:
+                encoders[name] = get_encoder(name, checkpoint, **encoder_options)
+            options = {"shard_size": shard_size} if shard_size else {}
+            result = build_pack(
+                unit, encoders[name], retriever=name, depth=depth, sample=sample, out=out, data_dir=data_dir,
+                batch_size=batch_size, **options,
+            )
         if result is not None:
             results.append(result)
             if push_to_hub:
