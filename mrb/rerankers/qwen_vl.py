@@ -129,16 +129,16 @@ class QwenVLYesNo(TransformersReranker):
 
         self.base_checkpoint: str | None = None
         self.model, processor_source, processor_revision = self._load_model()
-        pixels = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
         self.processor = AutoProcessor.from_pretrained(
-            processor_source,
-            revision=processor_revision,
-            padding_side="left",
-            trust_remote_code=trust_remote_code,
-            **pixels,
+            processor_source, revision=processor_revision, padding_side="left", trust_remote_code=trust_remote_code
         )
+        # Pixel bounds go to each processor call as `size` (transformers deprecates min/max_pixels kwargs);
+        # a bound left at None keeps the checkpoint's own.
         size = self.processor.image_processor.size
-        self.min_pixels, self.max_pixels = size["shortest_edge"], size["longest_edge"]
+        self.min_pixels = min_pixels if min_pixels is not None else size["shortest_edge"]
+        self.max_pixels = max_pixels if max_pixels is not None else size["longest_edge"]
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise MRBError(f"pixel bounds must satisfy 0 < min_pixels <= max_pixels, got {self.min_pixels} and {self.max_pixels}")
         tokenizer = self.processor.tokenizer
         self.token_ids = (token_id(tokenizer, self.format.positive), token_id(tokenizer, self.format.negative))
         self.pad_id = tokenizer.pad_token_id
@@ -184,7 +184,8 @@ class QwenVLYesNo(TransformersReranker):
         conversations = self.conversations(pairs)
         texts = self.render(conversations)
         images = [img for conv in conversations for img in _images(conv)]
-        enc = self.processor(text=texts, images=images or None, padding=False)
+        size = {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}
+        enc = self.processor(text=texts, images=images or None, padding=False, size=size)
         rows = {k: v for k, v in enc.items() if isinstance(v, list)}
         if self.max_length is not None:
             for i, pair in enumerate(pairs):
