@@ -1,0 +1,5 @@
+import sys
+
+from mrb.cli import main
+
+sys.exit(main())

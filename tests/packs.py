@@ -1,0 +1,53 @@
+"""Builders for small task catalogues in a temp folder (used by several test modules)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mrb.data import Record, write_pack
+
+
+def write_task(
+    root: Path,
+    name: str,
+    *,
+    type_code: str = "t2t",
+    queries: list[Record],
+    documents: list[Record],
+    candidates: list[tuple[str, str, int, float]],
+    qrels: list[tuple[str, str, int]],
+    extra_yaml: str = "",
+) -> Path:
+    """Write `<root>/<name>.yaml` and its pack `<root>/packs/<name>/`; return the YAML path."""
+    write_pack(
+        root / "packs" / name,
+        queries=queries,
+        documents=documents,
+        candidates=pd.DataFrame(candidates, columns=["query_id", "doc_id", "rank", "score"]),
+        qrels=pd.DataFrame(qrels, columns=["query_id", "doc_id", "relevance"]),
+        manifest={"task": name, "retriever": "test", "depth": 10},
+    )
+    path = root / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\ntype: {type_code}\ninstruction: Find the answer.\ndepth: 10\npack: packs/{name}\n{extra_yaml}"
+    )
+    return path
+
+
+def small_text_task(root: Path, name: str = "Small-T2T", **kwargs) -> Path:
+    """Two queries over four text documents, with graded labels, a tie and a judged 0."""
+    docs = [Record(f"d{i}", f"document number {i} about {topic}") for i, topic in enumerate(["cats", "dogs", "cats and dogs", "boats"])]
+    return write_task(
+        root,
+        name,
+        queries=[Record("q1", "cats"), Record("q2", "boats")],
+        documents=docs,
+        candidates=[
+            ("q1", "d1", 1, 0.9), ("q1", "d0", 2, 0.8), ("q1", "d2", 3, 0.8), ("q1", "d3", 4, 0.1),
+            ("q2", "d0", 1, 0.5), ("q2", "d3", 2, 0.4),
+        ],
+        qrels=[("q1", "d0", 2), ("q1", "d2", 1), ("q1", "d1", 0), ("q2", "d3", 1)],
+        **kwargs,
+    )

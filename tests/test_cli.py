@@ -1,0 +1,54 @@
+"""The `mrb` command: exit codes, messages and what it prints."""
+
+import pytest
+
+from mrb.cli import main
+from tests.packs import small_text_task
+
+
+@pytest.fixture
+def tasks_dir(tmp_path):
+    small_text_task(tmp_path / "tasks")
+    return tmp_path / "tasks"
+
+
+def test_run_then_report(tasks_dir, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["run", "--model", "oracle", "--tasks", "all", "--task-dir", str(tasks_dir), "--output", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| oracle      |  100.00 |  100.00 |" in printed
+    assert main(["report", "--results", str(out)]) == 0
+    assert "| Small-T2T | T→T  |       65.03 | 100.00 |" in capsys.readouterr().out
+
+
+def test_unknown_model_exits_2_with_suggestion(tasks_dir, capsys):
+    assert main(["run", "--model", "bm52", "--task-dir", str(tasks_dir), "--tasks", "all", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mrb: error: unknown model 'bm52'. Did you mean: bm25?")
+
+
+def test_unknown_task_exits_2(tasks_dir, capsys):
+    assert main(["run", "--model", "oracle", "--task-dir", str(tasks_dir), "--tasks", "Smal-T2T", "--quiet"]) == 2
+    assert capsys.readouterr().err == "mrb: error: no task matches 'Smal-T2T'. Did you mean: Small-T2T?\n"
+
+
+def test_option_a_model_does_not_take(tasks_dir, capsys):
+    assert main(["run", "--model", "oracle", "--task-dir", str(tasks_dir), "--tasks", "all", "--dtype", "bf16", "--quiet"]) == 2
+    assert "Oracle does not take option(s) dtype" in capsys.readouterr().err
+
+
+def test_report_without_results(tmp_path, capsys):
+    assert main(["report", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"mrb: error: no results in {tmp_path}: leaderboard.parquet is missing (run `mrb run` first)\n"
+    )
+
+
+def test_tasks_and_models_listings(tasks_dir, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["tasks", "--task-dir", str(tasks_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Small-T2T" in out and "per type: T→T 1" in out
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "minilm" in out and "first-stage" in out and "oracle" in out

@@ -1,0 +1,78 @@
+"""MRB's ranking + ir_measures pipeline against an independent nDCG@10 with trec_eval semantics."""
+
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mrb.metrics import judged_queries, per_query, run_from_ranking, strict_ranking
+
+
+def reference_ndcg(ranked: list[str], labels: dict[str, int], k: int = 10) -> float:
+    """nDCG@k as trec_eval computes it: raw graded gain, log2 discount, ideal over all judged documents."""
+    dcg = sum(labels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]) if labels.get(d, 0) > 0)
+    ideal = sorted((g for g in labels.values() if g > 0), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def reference_order(cands: list[tuple[str, int, float]]) -> list[str]:
+    """Sort (doc id, first-stage rank, score) by score desc, then first-stage rank, then doc id."""
+    return [d for d, _, _ in sorted(cands, key=lambda c: (-c[2], c[1], c[0]))]
+
+
+def random_instance(rng: random.Random):
+    qrels, rows = {}, []
+    for q in range(rng.randint(1, 30)):
+        qid = f"q{q}"
+        docs = [f"d{rng.randint(0, 60)}" for _ in range(rng.randint(1, 25))]
+        docs = list(dict.fromkeys(docs))
+        judged = rng.sample(docs + [f"x{q}_{i}" for i in range(3)], k=min(len(docs), rng.randint(1, 8)))
+        qrels[qid] = {d: rng.choice([0, 1, 1, 2, 3]) for d in judged}
+        if rng.random() < 0.15:
+            continue  # a judged query missing from the run: must count 0
+        for rank, d in enumerate(docs, start=1):
+            rows.append((qid, d, rank, float(rng.choice([0.0, 0.5, 1.0, rng.random()]))))  # many ties
+    return qrels, pd.DataFrame(rows, columns=["query_id", "doc_id", "rank", "score"])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_ndcg_matches_independent_implementation(seed):
+    rng = random.Random(seed)
+    qrels, cands = random_instance(rng)
+    judged = judged_queries(qrels)
+    ranking = strict_ranking(cands, cands["score"].to_numpy())
+    got = per_query("nDCG@10", judged.qrels, run_from_ranking(ranking))
+    assert set(got) == set(judged.qrels)
+    for qid, labels in judged.qrels.items():
+        mine = cands[cands.query_id == qid]
+        expected = reference_ndcg(reference_order(list(zip(mine.doc_id, mine["rank"], mine.score))), labels)
+        assert got[qid] == pytest.approx(expected, abs=1e-9), qid
+    assert judged.no_relevant == sorted(q for q, labels in qrels.items() if not any(v > 0 for v in labels.values()))
+
+
+def test_ties_are_broken_by_first_stage_rank_then_doc_id():
+    cands = pd.DataFrame(
+        [("q", "b", 2, 1.0), ("q", "a", 3, 1.0), ("q", "c", 1, 0.5), ("q", "z", 4, 1.0), ("q", "y", 4, 1.0)],
+        columns=["query_id", "doc_id", "rank", "score"],
+    )
+    ranking = strict_ranking(cands, cands["score"].to_numpy())
+    assert ranking["doc_id"].tolist() == ["b", "a", "y", "z", "c"]
+    assert ranking["rank"].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_constant_scores_reproduce_first_stage_order():
+    rng = random.Random(7)
+    qrels, cands = random_instance(rng)
+    shuffled = cands.sample(frac=1.0, random_state=3)
+    ranking = strict_ranking(shuffled, np.full(len(shuffled), 0.25))
+    for qid, group in ranking.groupby("query_id"):
+        assert group["doc_id"].tolist() == cands[cands.query_id == qid].sort_values("rank")["doc_id"].tolist()
+
+
+def test_judged_query_absent_from_run_counts_zero():
+    qrels = {"q1": {"a": 1}, "q2": {"b": 2}}
+    got = per_query("nDCG@10", qrels, {"q1": {"a": -1.0}})
+    assert got == {"q1": 1.0, "q2": 0.0}

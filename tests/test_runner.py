@@ -1,0 +1,147 @@
+"""End-to-end runs on a small catalogue: values, outputs, reports and reranker faults."""
+
+import math
+
+import pandas as pd
+import pytest
+
+import mrb
+from mrb.errors import MRBError
+from mrb.leaderboard import read_leaderboard
+from mrb.report import render_markdown
+from tests.packs import small_text_task
+
+# Small-T2T by hand. q1 candidates (first-stage order): d1 (label 0), d0 (2), d2 (1), d3 (unjudged).
+IDCG_Q1 = 2 + 1 / math.log2(3)
+FIRST_STAGE_Q1 = (2 / math.log2(3) + 1 / math.log2(4)) / IDCG_Q1
+FIRST_STAGE_Q2 = 1 / math.log2(3)  # d3 (label 1) at rank 2
+
+
+@pytest.fixture
+def tasks_dir(tmp_path):
+    small_text_task(tmp_path / "tasks")
+    return tmp_path / "tasks"
+
+
+def run(model, tasks_dir, **kwargs):
+    return mrb.evaluate(model, "all", task_dirs=[tasks_dir], quiet=True, **kwargs)
+
+
+def test_first_stage_and_constant_scorer_equal_first_stage_column(tasks_dir):
+    for model in ("first-stage", lambda pairs: [0.0] * len(pairs)):
+        row = run(model, tasks_dir).iloc[0]
+        assert row["first_stage_value"] == pytest.approx((FIRST_STAGE_Q1 + FIRST_STAGE_Q2) / 2, abs=1e-12)
+        assert row["value"] == row["first_stage_value"]
+
+
+def test_oracle_reaches_the_ceiling(tasks_dir):
+    row = run("oracle", tasks_dir).iloc[0]
+    assert row["value"] == pytest.approx(1.0, abs=1e-12)  # every relevant document is in the lists
+    assert (row["status"], row["n_queries"], row["type"], row["category"]) == ("ok", 2, "T→T", "single-modal")
+
+
+def test_outputs_and_report_from_parquet_alone(tasks_dir, tmp_path):
+    out = tmp_path / "results"
+    run("oracle", tasks_dir, output_dir=out)
+    run("first-stage", tasks_dir, output_dir=out)
+    per_query = pd.read_parquet(out / "oracle" / "Small-T2T.parquet")
+    assert per_query.to_dict("list") == {
+        "query_id": ["q1", "q2"], "metric": ["nDCG@10"] * 2, "value": [1.0, 1.0],
+        "first_stage_value": [pytest.approx(FIRST_STAGE_Q1), pytest.approx(FIRST_STAGE_Q2)],
+    }
+    assert (out / "oracle" / "Small-T2T.trec").read_text().splitlines() == [
+        "q1 Q0 d0 1 2.0 oracle", "q1 Q0 d2 2 1.0 oracle", "q1 Q0 d1 3 0.0 oracle", "q1 Q0 d3 4 0.0 oracle",
+        "q2 Q0 d3 1 1.0 oracle", "q2 Q0 d0 2 0.0 oracle",
+    ]
+    board = read_leaderboard(out)
+    assert sorted(board["model"]) == ["first-stage", "oracle"]
+    text = render_markdown(board)
+    fs = f"{100 * (FIRST_STAGE_Q1 + FIRST_STAGE_Q2) / 2:.2f}"
+    assert f"| oracle      |  100.00 |  100.00 |" in text
+    assert f"| first stage |   {fs} |   {fs} |" in text
+    # re-running a model replaces its rows instead of adding more
+    run("oracle", tasks_dir, output_dir=out)
+    assert len(read_leaderboard(out)) == 2
+
+
+def test_unsupported_task_is_empty_never_zero(tasks_dir, tmp_path):
+    def images_only(pairs):
+        return [1.0] * len(pairs)
+
+    images_only.query_sides = {"i"}
+    row = run(images_only, tasks_dir).iloc[0]
+    assert row["status"] == "unsupported" and pd.isna(row["value"]) and row["n_queries"] == 0
+    small_text_task(tasks_dir, "Other-T2T")
+    out = tmp_path / "r"
+    run("oracle", tasks_dir, output_dir=out)
+    run(images_only, tasks_dir, output_dir=out)
+    text = render_markdown(read_leaderboard(out))
+    assert "| images_only |         |         |" in text
+
+
+def test_wrong_number_of_scores(tasks_dir):
+    with pytest.raises(MRBError) as err:
+        run(lambda pairs: [0.0] * (len(pairs) - 1), tasks_dir)
+    assert str(err.value) == "task Small-T2T: reranker '<lambda>' returned 5 scores for a batch of 6 pairs (first query 'q1')"
+
+
+def test_nan_score_names_query_and_document(tasks_dir):
+    def nan_on_d2(pairs):
+        return [float("nan") if p.document.id == "d2" else 0.0 for p in pairs]
+
+    with pytest.raises(MRBError) as err:
+        run(nan_on_d2, tasks_dir, batch_size=2)
+    assert str(err.value) == "task Small-T2T: reranker 'nan_on_d2' returned nan for query 'q1', document 'd2'"
+
+
+def test_scores_do_not_depend_on_batch_size(tasks_dir):
+    values = {bs: run("bm25", tasks_dir, batch_size=bs)["value"].iloc[0] for bs in (1, 3, 64)}
+    assert len(set(values.values())) == 1
+
+
+def test_unknown_model_suggests_presets():
+    with pytest.raises(MRBError) as err:
+        mrb.get_reranker("orakle")
+    assert str(err.value).startswith("unknown model 'orakle'. Did you mean: oracle? Known: ")
+
+
+def test_ignore_identical_ids(tmp_path):
+    from tests.packs import write_task
+    from mrb.data import Record
+
+    write_task(
+        tmp_path, "Self-T2T",
+        queries=[Record("a", "x")], documents=[Record("a", "x"), Record("b", "y")],
+        candidates=[("a", "a", 1, 1.0), ("a", "b", 2, 0.5)], qrels=[("a", "b", 1)],
+        extra_yaml="ignore_identical_ids: true\n",
+    )
+    row = mrb.evaluate("first-stage", "all", task_dirs=[tmp_path], quiet=True).iloc[0]
+    assert row["value"] == 1.0  # the query's own document is removed before ranking
+
+
+def test_composite_task_scores_the_mean_of_its_parts(tmp_path):
+    from mrb.data import Record
+    from tests.packs import write_task
+
+    root = tmp_path / "tasks"
+    small_text_task(root, "PartA")  # first stage: (FIRST_STAGE_Q1 + FIRST_STAGE_Q2) / 2 over two queries
+    write_task(  # one query, its only relevant document at rank 2
+        root, "PartB", queries=[Record("q1", "x")], documents=[Record("a", "x"), Record("b", "y")],
+        candidates=[("q1", "a", 1, 1.0), ("q1", "b", 2, 0.5)], qrels=[("q1", "b", 1)],
+    )
+    for name in ("PartA", "PartB"):
+        (root / f"{name}.yaml").unlink()  # the packs stay; only the composite is a task
+    source = "source: {layout: beir, path: org/data, revision: " + "a" * 40 + "}"
+    (root / "combo.yaml").write_text(
+        "name: Combo\ntype: t2t\ninstruction: Find it.\nparts:\n"
+        f"  - {{name: a, pack: packs/PartA, {source}}}\n"
+        f"  - {{name: b, pack: packs/PartB, {source}}}\n"
+    )
+    row = mrb.evaluate("first-stage", "Combo", task_dirs=[root], quiet=True).iloc[0]
+    part_a = (FIRST_STAGE_Q1 + FIRST_STAGE_Q2) / 2
+    part_b = 1 / math.log2(3)
+    assert row["value"] == pytest.approx((part_a + part_b) / 2, abs=1e-12)  # mean of parts, not of queries
+    assert row["n_queries"] == 3
+    out = tmp_path / "r"
+    mrb.evaluate("oracle", "Combo", task_dirs=[root], quiet=True, output_dir=out)
+    assert pd.read_parquet(out / "oracle" / "Combo.parquet")["query_id"].tolist() == ["Combo-a/q1", "Combo-a/q2", "Combo-b/q1"]
