@@ -13,7 +13,7 @@ from mrb.data import Pair, Record
 from mrb.errors import MRBError
 from mrb.rerankers.jina import JinaRerankerM0
 from mrb.tasks import TaskType
-from tiny_models import artefact, image_bytes
+from tests.tiny_models import artefact, image_bytes
 
 TEXT_Q = Record("q-text", "slm markdown")
 IMAGE_Q = Record("q-img", None, image_bytes("astronaut", (40, 40)))

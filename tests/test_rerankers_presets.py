@@ -10,7 +10,7 @@ from mrb.data import Pair, Record
 from mrb.errors import MRBError
 from mrb.rerankers import PRESETS, get_reranker
 from mrb.rerankers.base import resolve_adapter
-from tiny_models import artefact, image_bytes
+from tests.tiny_models import artefact, image_bytes
 
 # Presets sharing adapter and options load the same way: one tiny checkpoint per group.
 GROUPS = [

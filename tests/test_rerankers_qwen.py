@@ -13,7 +13,7 @@ from mrb.data import Pair, Record
 from mrb.errors import MRBError
 from mrb.rerankers.qwen_vl import MonoQwenVL, Qwen3VLReranker, QwenVLYesNo
 from mrb.tasks import TaskType
-from tiny_models import artefact, image_bytes
+from tests.tiny_models import artefact, image_bytes
 
 PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
 INSTRUCTION = "Retrieve the matching item."
@@ -208,3 +208,22 @@ def test_missing_optional_dependencies_name_the_install(tmp_path_factory, monkey
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "flash_attn" else object())
     with pytest.raises(MRBError, match="pip install flash-attn"):
         QwenVLYesNo(str(artefact(tmp_path_factory, "qwen2_5_vl")), attn_implementation="flash_attention_2")
+
+
+def test_cli_runs_a_checkpoint_folder_with_the_yes_no_adapter(tmp_path_factory, tmp_path) -> None:
+    """`mrb run --model DIR --adapter qwen-vl-yes-no` end to end, on the mini suite's text and fused tasks
+    (the whole suite takes minutes on a CPU with a VL model; its other tasks add no new path)."""
+    import json
+
+    from mrb.cli import main
+    from mrb.leaderboard import read_leaderboard
+
+    folder = str(artefact(tmp_path_factory, "qwen2_5_vl"))
+    argv = ["run", "--model", folder, "--adapter", "qwen-vl-yes-no", "--tasks", "MiniFacts-T2T,MiniPhotoQA-IT2T"]
+    argv += ["--min-pixels", "3136", "--max-pixels", "3136", "--output", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    board = read_leaderboard(tmp_path).set_index("task")
+    assert list(board["status"]) == ["ok", "ok"]
+    assert board["value"].between(0, 1).all()
+    settings = json.loads(board.at["MiniPhotoQA-IT2T", "settings"])
+    assert (settings["checkpoint"], settings["format"], settings["max_pixels"]) == (folder, "gmr", 3136)

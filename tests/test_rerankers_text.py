@@ -10,7 +10,7 @@ from mrb.errors import MRBError
 from mrb.rerankers.cross_encoder import CrossEncoder
 from mrb.rerankers.text_llm import Qwen3Reranker
 from mrb.tasks import TaskType
-from tiny_models import artefact, image_bytes
+from tests.tiny_models import artefact, image_bytes
 
 PREFIX_IDS = [
     151644, 8948, 198, 60256, 3425, 279, 11789, 20027, 279, 8502, 3118, 389, 279, 11361, 323, 279, 758, 1235,

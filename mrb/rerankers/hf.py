@@ -1,5 +1,5 @@
-"""Plumbing shared by the adapters that load a checkpoint with transformers: device, dtype and
-attention choice, optional dependencies, input checks, image decoding within bounds, left padding
+"""Plumbing shared by the adapters that load a checkpoint with transformers: runtime options (device
+and dtype from `devices`, attention here), optional dependencies, input checks, image decoding within bounds, left padding
 and the two-token score read at the last position."""
 
 from __future__ import annotations
@@ -18,17 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from mrb.data import Record
 from mrb.errors import MRBError
 from mrb.rerankers.base import Reranker
+from mrb.rerankers.devices import pick_device, pick_dtype
 
-DTYPES: dict[str, torch.dtype] = {
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "half": torch.float16,
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "float": torch.float32,
-}
 ATTENTION = ("sdpa", "flash_attention_2", "eager")
 
 
@@ -40,36 +31,11 @@ def require(module: str, pip_name: str) -> ModuleType:
         raise MRBError(f"this model needs the optional package {pip_name!r}: pip install {pip_name}") from exc
 
 
-def resolve_device(device: str | None) -> str:
-    """The torch device: as given (cuda, cuda:1, cpu, mps), else CUDA, then MPS, then CPU."""
-    if device is None:
-        if torch.cuda.is_available():
-            return "cuda"
-        return "mps" if torch.backends.mps.is_available() else "cpu"
-    kind = device.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise MRBError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA GPU")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise MRBError(f"device {device!r} asked for, but MPS is not available")
-    if kind not in ("cuda", "mps", "cpu"):
-        raise MRBError(f"unknown device {device!r}: use cuda, cuda:N, mps or cpu")
-    return device
-
-
-def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
-    """The weights' dtype: as given, else bfloat16 on a GPU and float32 on the CPU."""
-    if dtype is None or dtype == "auto":
-        return torch.float32 if device == "cpu" else torch.bfloat16
-    if dtype not in DTYPES:
-        raise MRBError(f"unknown dtype {dtype!r}: use one of {', '.join(sorted(DTYPES))} or auto")
-    return DTYPES[dtype]
-
-
-def resolve_attention(attn_implementation: str | None, device: str, dtype: torch.dtype) -> str:
+def resolve_attention(attn_implementation: str | None, device: torch.device, dtype: torch.dtype) -> str:
     """flash_attention_2 when asked for or, by default, when flash-attn is installed and usable; else sdpa."""
     flash_installed = importlib.util.find_spec("flash_attn") is not None
     if attn_implementation is None or attn_implementation == "auto":
-        usable = flash_installed and device.startswith("cuda") and dtype in (torch.bfloat16, torch.float16)
+        usable = flash_installed and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
         return "flash_attention_2" if usable else "sdpa"
     if attn_implementation not in ATTENTION:
         raise MRBError(f"unknown attention implementation {attn_implementation!r}: use one of {', '.join(ATTENTION)} or auto")
@@ -96,8 +62,8 @@ class TransformersReranker(Reranker):
             raise MRBError(f"max_length must be positive, got {max_length}")
         self.checkpoint = str(checkpoint)
         self.revision = revision
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
         self.attn_implementation = resolve_attention(attn_implementation, self.device, self.dtype)
         self.max_length = max_length
         self.trust_remote_code = trust_remote_code
@@ -120,7 +86,7 @@ class TransformersReranker(Reranker):
             "adapter": type(self).__name__,
             "checkpoint": self.checkpoint,
             "revision": self.revision,
-            "device": self.device,
+            "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "attn_implementation": self.attn_implementation,
             "max_length": self.max_length,

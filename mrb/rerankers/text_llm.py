@@ -52,13 +52,13 @@ class Qwen3Reranker(TransformersReranker):
         self.tokenizer = AutoTokenizer.from_pretrained(
             self.checkpoint, revision=revision, padding_side="left", trust_remote_code=trust_remote_code
         )
-        self.model = AutoModelForCausalLM.from_pretrained(self.checkpoint, **self.model_kwargs()).eval()
         self.prefix_ids = self.tokenizer.encode(PREFIX, add_special_tokens=False)
         self.suffix_ids = self.tokenizer.encode(SUFFIX, add_special_tokens=False)
         self.token_ids = (token_id(self.tokenizer, "yes"), token_id(self.tokenizer, "no"))
         template = len(self.prefix_ids) + len(self.suffix_ids)
         if max_length is not None and max_length <= template:
             raise MRBError(f"max_length {max_length} leaves no room for the pair: the template alone takes {template} tokens")
+        self.model = AutoModelForCausalLM.from_pretrained(self.checkpoint, **self.model_kwargs()).eval()
 
     def body(self, pair: Pair) -> str:
         query = side_text(pair.query, "query", self.name)
