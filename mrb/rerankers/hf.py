@@ -152,13 +152,16 @@ def two_token_scores(model: Any, inputs: Mapping[str, torch.Tensor], token_ids: 
     """p(first token) from the softmax over two tokens' logits at the last position (left-padded inputs).
 
     Only the last hidden state is projected, and only onto the two rows of the LM head the rule needs,
-    instead of computing full-vocabulary logits at every position; sigmoid(z₁ − z₂) is that softmax,
-    evaluated in float64 so that confident scores do not collapse into ties.
+    instead of computing full-vocabulary logits at every position (benchmarks/last_token_projection.py
+    measures the saving). The projection runs in float32 even for bf16 weights, so the two logits are not
+    rounded to bf16's coarse steps (which ties candidates); sigmoid(z₁ − z₂), that softmax, is taken in
+    float64 so that confident scores do not collapse into ties either.
     """
-    hidden = model.base_model(**inputs, use_cache=False).last_hidden_state[:, -1]
+    hidden = model.base_model(**inputs, use_cache=False).last_hidden_state[:, -1].float()
     head = model.get_output_embeddings()
-    logits = hidden @ head.weight[list(token_ids)].T
+    rows = list(token_ids)
+    logits = hidden @ head.weight[rows].float().T
     if getattr(head, "bias", None) is not None:
-        logits = logits + head.bias[list(token_ids)]
+        logits = logits + head.bias[rows].float()
     logits = logits.double()
     return torch.sigmoid(logits[:, 0] - logits[:, 1]).tolist()
