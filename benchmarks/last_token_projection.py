@@ -28,8 +28,8 @@ from mrb.rerankers.hf import two_token_scores
 
 YES, NO = 9693, 2152  # the Qwen vocabulary's "yes" and "no"
 SIZES = {  # language-model dimensions; the vision tower is kept small (text prompts do not use it)
-    "small": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2),
-    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4),
+    "small": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2},
+    "7b": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4},
 }
 
 
@@ -37,7 +37,7 @@ def build(size: str, device: str, dtype: torch.dtype):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     text = {**SIZES[size], "vocab_size": 152064, "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6}}
-    vision = dict(depth=1, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=SIZES[size]["hidden_size"])
+    vision = {"depth": 1, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "out_hidden_size": SIZES[size]["hidden_size"]}
     config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
     torch.manual_seed(0)
     with torch.device(device):

@@ -109,9 +109,11 @@ def test_gmr_prompt_golden(gmr: QwenVLYesNo, case: str) -> None:
 def test_monoqwen_prompt_golden(tmp_path_factory, monoqwen: MonoQwenVL) -> None:
     pair = PAIRS["t2i"]
     assert monoqwen.render(monoqwen.conversations([pair])) == [
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-        f"{IMAGE}Assert the relevance of the previous image document to the following query, answer True or False. "
-        f"The query is: a cat on a sofa{ASSISTANT}"
+        (
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+            f"{IMAGE}Assert the relevance of the previous image document to the following query, answer True or False. "
+            f"The query is: a cat on a sofa{ASSISTANT}"
+        )
     ]
     question = [8534, 279, 40861, 315, 279, 3681, 2168, 2197, 311, 279, 2701, 3239, 11, 4226, 3007, 476, 3557, 13, 576, 3239, 374, 25]
     assert monoqwen.encode([pair])["input_ids"][0].tolist() == [

@@ -45,7 +45,7 @@ QWEN_VL_CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-TEXT_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+TEXT_DIMS = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
 
 
 def build_qwen_tokenizer(folder: Path) -> Path:
@@ -73,8 +73,14 @@ def load_tokenizer(tokenizer_dir: Path):
 
 
 def _processor(kind: str, tokenizer_dir: Path):
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor, Qwen3VLProcessor
-    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor, Qwen3VLVideoProcessor
+    from transformers import (
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
 
     tokenizer = load_tokenizer(tokenizer_dir)
     if kind == "qwen3_vl":
@@ -96,15 +102,15 @@ def _vl_model(kind: str):
 
     rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}
     if kind == "qwen2_vl":
-        vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=4, mlp_ratio=2)
+        vision = {"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 4, "mlp_ratio": 2}
         config = Qwen2VLConfig(text_config={**TEXT_DIMS, "rope_parameters": rope}, vision_config=vision, tie_word_embeddings=True)
         return Qwen2VLForConditionalGeneration(config)
     if kind == "qwen2_5_vl":
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, fullatt_block_indexes=[1])
+        vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "out_hidden_size": 64, "fullatt_block_indexes": [1]}
         config = Qwen2_5_VLConfig(text_config={**TEXT_DIMS, "rope_parameters": rope}, vision_config=vision, tie_word_embeddings=True)
         return Qwen2_5_VLForConditionalGeneration(config)
     text = {**TEXT_DIMS, "head_dim": 16, "rope_parameters": {**rope, "mrope_interleaved": True}}
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64, deepstack_visual_indexes=[1], num_position_embeddings=64)
+    vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "out_hidden_size": 64, "deepstack_visual_indexes": [1], "num_position_embeddings": 64}
     return Qwen3VLForConditionalGeneration(Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True))
 
 
@@ -210,18 +216,22 @@ class FakeJinaRanker(PreTrainedModel):
 def build_fake_jina(folder: Path, broken: bool = False) -> Path:
     """A remote-code checkpoint (config auto_map → modeling file in the folder) mimicking jina-reranker-m0;
     `broken` makes its code import a name that transformers does not have, as outdated remote code does."""
-    import types
+    import importlib.util
 
-    module = types.ModuleType("modeling_fake_jina")
-    exec(FAKE_JINA_CODE, module.__dict__)
+    folder.mkdir(parents=True, exist_ok=True)
+    code_path = folder / "modeling_fake_jina.py"
+    code_path.write_text(FAKE_JINA_CODE)
+    spec = importlib.util.spec_from_file_location("modeling_fake_jina", code_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     config = module.FakeJinaConfig()
     config.auto_map = {"AutoConfig": "modeling_fake_jina.FakeJinaConfig", "AutoModel": "modeling_fake_jina.FakeJinaRanker"}
     torch.manual_seed(0)
     module.FakeJinaRanker(config).save_pretrained(folder)
-    code = FAKE_JINA_CODE
     if broken:
-        code = code.replace("import torch\n", "import torch\nfrom transformers.models.qwen2_vl.modeling_qwen2_vl import NoSuchName\n", 1)
-    (folder / "modeling_fake_jina.py").write_text(code)
+        code_path.write_text(FAKE_JINA_CODE.replace(
+            "import torch\n", "import torch\nfrom transformers.models.qwen2_vl.modeling_qwen2_vl import NoSuchName\n", 1
+        ))
     return folder
 
 

@@ -19,29 +19,12 @@ class CrossEncoder(TransformersReranker):
     query_sides: frozenset[Side] = TEXT_ONLY
     document_sides: frozenset[Side] = TEXT_ONLY
 
-    def __init__(
-        self,
-        checkpoint: str,
-        *,
-        revision: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        attn_implementation: str | None = None,
-        max_length: int | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        super().__init__(
-            checkpoint,
-            revision=revision,
-            device=device,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            max_length=max_length,
-            trust_remote_code=trust_remote_code,
-        )
+    def load(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(self.checkpoint, revision=revision, trust_remote_code=trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            self.checkpoint, revision=self.revision, trust_remote_code=self.trust_remote_code
+        )
         self.model = AutoModelForSequenceClassification.from_pretrained(self.checkpoint, **self.model_kwargs()).eval()
 
     @torch.inference_mode()

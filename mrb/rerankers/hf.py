@@ -45,18 +45,20 @@ def resolve_attention(attn_implementation: str | None, device: torch.device, dty
 
 
 class TransformersReranker(Reranker):
-    """Base of the adapters that load one checkpoint with transformers: runtime options and provenance."""
+    """Base of the adapters that load one checkpoint with transformers: the options every such adapter
+    takes (its signature is what `build` checks options against), provenance, and a `load` hook that
+    subclasses fill in to load their tokenizer or processor and model."""
 
     def __init__(
         self,
         checkpoint: str,
         *,
-        revision: str | None,
-        device: str | None,
-        dtype: str | None,
-        attn_implementation: str | None,
-        max_length: int | None,
-        trust_remote_code: bool,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        attn_implementation: str | None = None,
+        max_length: int | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         if max_length is not None and max_length <= 0:
             raise MRBError(f"max_length must be positive, got {max_length}")
@@ -67,6 +69,11 @@ class TransformersReranker(Reranker):
         self.attn_implementation = resolve_attention(attn_implementation, self.device, self.dtype)
         self.max_length = max_length
         self.trust_remote_code = trust_remote_code
+        self.load()
+
+    def load(self) -> None:
+        """Load the tokenizer or processor and the model (each adapter's own)."""
+        raise NotImplementedError
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `from_pretrained` for the model weights."""

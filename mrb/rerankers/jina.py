@@ -28,33 +28,14 @@ class JinaRerankerM0(TransformersReranker):
     query_sides: frozenset[Side] = frozenset({"t", "i"})
     document_sides: frozenset[Side] = frozenset({"t", "i"})
 
-    def __init__(
-        self,
-        checkpoint: str,
-        *,
-        revision: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        attn_implementation: str | None = None,
-        max_length: int | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        if not trust_remote_code:
-            raise MRBError(
-                f"{checkpoint} runs its own Python code from the checkpoint (jina-reranker-m0): "
-                "pass --trust-remote-code (trust_remote_code=True) to allow it"
-            )
-        super().__init__(
-            checkpoint,
-            revision=revision,
-            device=device,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            max_length=max_length,
-            trust_remote_code=True,
-        )
+    def load(self) -> None:
         import transformers
 
+        if not self.trust_remote_code:
+            raise MRBError(
+                f"{self.checkpoint} runs its own Python code from the checkpoint (jina-reranker-m0): "
+                "pass --trust-remote-code (trust_remote_code=True) to allow it"
+            )
         try:
             self.model = transformers.AutoModel.from_pretrained(self.checkpoint, **self.model_kwargs()).eval()
         except Exception as exc:  # remote code fails in many ways (moved modules, changed signatures)

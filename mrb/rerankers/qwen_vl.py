@@ -116,6 +116,8 @@ class QwenVLYesNo(TransformersReranker):
         max_pixels: int | None = None,
         trust_remote_code: bool = False,
     ) -> None:
+        self.requested_pixels = (min_pixels, max_pixels)
+        self.base_checkpoint: str | None = None
         super().__init__(
             checkpoint,
             revision=revision,
@@ -125,16 +127,18 @@ class QwenVLYesNo(TransformersReranker):
             max_length=max_length,
             trust_remote_code=trust_remote_code,
         )
+
+    def load(self) -> None:
         from transformers import AutoProcessor
 
-        self.base_checkpoint: str | None = None
         self.model, processor_source, processor_revision = self._load_model()
         self.processor = AutoProcessor.from_pretrained(
-            processor_source, revision=processor_revision, padding_side="left", trust_remote_code=trust_remote_code
+            processor_source, revision=processor_revision, padding_side="left", trust_remote_code=self.trust_remote_code
         )
         # Pixel bounds go to each processor call as `size` (transformers deprecates min/max_pixels kwargs);
         # a bound left at None keeps the checkpoint's own.
         size = self.processor.image_processor.size
+        min_pixels, max_pixels = self.requested_pixels
         self.min_pixels = min_pixels if min_pixels is not None else size["shortest_edge"]
         self.max_pixels = max_pixels if max_pixels is not None else size["longest_edge"]
         if not 0 < self.min_pixels <= self.max_pixels:

@@ -27,37 +27,18 @@ class Qwen3Reranker(TransformersReranker):
     query_sides: frozenset[Side] = TEXT_ONLY
     document_sides: frozenset[Side] = TEXT_ONLY
 
-    def __init__(
-        self,
-        checkpoint: str,
-        *,
-        revision: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        attn_implementation: str | None = None,
-        max_length: int | None = None,
-        trust_remote_code: bool = False,
-    ) -> None:
-        super().__init__(
-            checkpoint,
-            revision=revision,
-            device=device,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            max_length=max_length,
-            trust_remote_code=trust_remote_code,
-        )
+    def load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(
-            self.checkpoint, revision=revision, padding_side="left", trust_remote_code=trust_remote_code
+            self.checkpoint, revision=self.revision, padding_side="left", trust_remote_code=self.trust_remote_code
         )
         self.prefix_ids = self.tokenizer.encode(PREFIX, add_special_tokens=False)
         self.suffix_ids = self.tokenizer.encode(SUFFIX, add_special_tokens=False)
         self.token_ids = (token_id(self.tokenizer, "yes"), token_id(self.tokenizer, "no"))
         template = len(self.prefix_ids) + len(self.suffix_ids)
-        if max_length is not None and max_length <= template:
-            raise MRBError(f"max_length {max_length} leaves no room for the pair: the template alone takes {template} tokens")
+        if self.max_length is not None and self.max_length <= template:
+            raise MRBError(f"max_length {self.max_length} leaves no room for the pair: the template alone takes {template} tokens")
         self.model = AutoModelForCausalLM.from_pretrained(self.checkpoint, **self.model_kwargs()).eval()
 
     def body(self, pair: Pair) -> str:
