@@ -25,7 +25,7 @@ class CrossEncoder(TransformersReranker):
         self.tokenizer = AutoTokenizer.from_pretrained(
             self.checkpoint, revision=self.revision, trust_remote_code=self.trust_remote_code
         )
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.checkpoint, **self.model_kwargs()).eval()
+        self.model = self.load_model(AutoModelForSequenceClassification, self.checkpoint)
 
     @torch.inference_mode()
     def score(self, pairs: Sequence[Pair]) -> list[float]:

@@ -75,15 +75,17 @@ class TransformersReranker(Reranker):
         """Load the tokenizer or processor and the model (each adapter's own)."""
         raise NotImplementedError
 
-    def model_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of `from_pretrained` for the model weights."""
-        return {
+    def load_model(self, auto_class: Any, source: str, **overrides: Any) -> Any:
+        """`auto_class.from_pretrained(source)` with this adapter's revision, dtype, attention and remote-code
+        choice, moved to the device (no `device_map`, which would need accelerate), in eval mode."""
+        kwargs = {
             "revision": self.revision,
             "dtype": self.dtype,
             "attn_implementation": self.attn_implementation,
             "trust_remote_code": self.trust_remote_code,
-            "device_map": self.device,
+            **overrides,
         }
+        return auto_class.from_pretrained(source, **kwargs).to(self.device).eval()
 
     def settings(self) -> dict[str, Any]:
         import transformers

@@ -37,7 +37,7 @@ class JinaRerankerM0(TransformersReranker):
                 "pass --trust-remote-code (trust_remote_code=True) to allow it"
             )
         try:
-            self.model = transformers.AutoModel.from_pretrained(self.checkpoint, **self.model_kwargs()).eval()
+            self.model = self.load_model(transformers.AutoModel, self.checkpoint)
         except Exception as exc:  # remote code fails in many ways (moved modules, changed signatures)
             raise MRBError(
                 f"the remote code of {self.checkpoint} did not load with transformers {transformers.__version__} "

@@ -154,14 +154,12 @@ class QwenVLYesNo(TransformersReranker):
         from transformers import AutoModelForImageTextToText
         from transformers.utils import find_adapter_config_file
 
-        kwargs = self.model_kwargs()
         if find_adapter_config_file(self.checkpoint, revision=self.revision) is None:
-            model = AutoModelForImageTextToText.from_pretrained(self.checkpoint, **kwargs)
-            return model.eval(), self.checkpoint, self.revision
+            return self.load_model(AutoModelForImageTextToText, self.checkpoint), self.checkpoint, self.revision
         peft = require("peft", "peft")
         base = peft.PeftConfig.from_pretrained(self.checkpoint, revision=self.revision).base_model_name_or_path
         self.base_checkpoint = base
-        model = AutoModelForImageTextToText.from_pretrained(base, **{**kwargs, "revision": None})
+        model = self.load_model(AutoModelForImageTextToText, base, revision=None)
         model = peft.PeftModel.from_pretrained(model, self.checkpoint, revision=self.revision).merge_and_unload()
         return model.eval(), base, None
 

@@ -39,7 +39,7 @@ class Qwen3Reranker(TransformersReranker):
         template = len(self.prefix_ids) + len(self.suffix_ids)
         if self.max_length is not None and self.max_length <= template:
             raise MRBError(f"max_length {self.max_length} leaves no room for the pair: the template alone takes {template} tokens")
-        self.model = AutoModelForCausalLM.from_pretrained(self.checkpoint, **self.model_kwargs()).eval()
+        self.model = self.load_model(AutoModelForCausalLM, self.checkpoint)
 
     def body(self, pair: Pair) -> str:
         query = side_text(pair.query, "query", self.name)
