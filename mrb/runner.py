@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mrb.data import Pack, Pair, read_pack
 from mrb.errors import MRBError
-from mrb.metrics import judged_queries, per_query, run_from_ranking, strict_ranking
+from mrb.metrics import judged_queries, per_query_table, strict_ranking
 from mrb.rerankers.base import Reranker
 from mrb.tasks import TaskSpec
 
@@ -132,11 +132,7 @@ def run_task(
 
     ranking = strict_ranking(candidates, scores)
     first_stage = strict_ranking(candidates, np.zeros(len(candidates)))  # ties → first-stage order
-    values = per_query(task.metric, judged.qrels, run_from_ranking(ranking))
-    baseline = per_query(task.metric, judged.qrels, run_from_ranking(first_stage))
-    table = pd.DataFrame(
-        {"query_id": list(values), "value": list(values.values()), "first_stage_value": [baseline[q] for q in values]}
-    )
+    table = per_query_table(task.metric, judged.qrels, ranking, first_stage)
     return TaskResult(
         task, "ok", fingerprint, table, ranking, n_no_qrels, len(judged.no_relevant), n_identical,
         time.perf_counter() - started,
