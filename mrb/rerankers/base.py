@@ -84,6 +84,12 @@ _ADAPTERS: dict[str, str | type[Reranker]] = {
     "oracle": "mrb.rerankers.baselines:Oracle",
     "bm25": "mrb.rerankers.baselines:BM25",
     "sentence-embedding": "mrb.rerankers.bi_encoder:SentenceEmbedding",
+    "qwen-vl-yes-no": "mrb.rerankers.qwen_vl:QwenVLYesNo",
+    "qwen3-vl-reranker": "mrb.rerankers.qwen_vl:Qwen3VLReranker",
+    "monoqwen-vl": "mrb.rerankers.qwen_vl:MonoQwenVL",
+    "jina-reranker-m0": "mrb.rerankers.jina:JinaRerankerM0",
+    "qwen3-reranker": "mrb.rerankers.text_llm:Qwen3Reranker",
+    "cross-encoder": "mrb.rerankers.cross_encoder:CrossEncoder",
 }
 
 
