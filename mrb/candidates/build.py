@@ -156,11 +156,13 @@ def search(
         _, vectors = _read_embeddings(path)
         top.add(torch.from_numpy(vectors), torch.from_numpy(keys[offset : offset + len(vectors)]))
         offset += len(vectors)
-    sorted_ids = pc.take(doc_ids, pa.array(order)).to_pylist()
+    hits = top.result()
+    found = np.array([key for row in hits for _, key in row], dtype=np.int64)
+    names = iter(pc.take(doc_ids, pa.array(order[found])).to_pylist())  # only the ids retrieved
     rows = [
-        (qid, sorted_ids[key], rank, score)
-        for qid, hits in zip(query_ids, top.result())
-        for rank, (score, key) in enumerate(hits, start=1)
+        (qid, next(names), rank, score)
+        for qid, row in zip(query_ids, hits)
+        for rank, (score, _) in enumerate(row, start=1)
     ]
     return pd.DataFrame(rows, columns=["query_id", "doc_id", "rank", "score"]).astype({"rank": "int32"})
 
@@ -191,11 +193,10 @@ class BuildResult:
     seconds: float
 
 
-def select_queries(reader: SourceReader, sample: SampleSpec | None) -> list[str] | None:
-    """The sampled query ids (sample order), drawn among the queries with a relevant document; None for all."""
+def select_queries(qrels: pd.DataFrame, sample: SampleSpec | None) -> list[str] | None:
+    """The sampled query ids (draw order), drawn among the queries with a relevant document; None for all."""
     if sample is None:
         return None
-    qrels = reader.qrels
     return sample_queries(qrels.loc[qrels["relevance"] > 0, "query_id"], sample.queries, sample.seed)
 
 
@@ -208,18 +209,19 @@ def build_pack(
     """Build the pack of one task unit (not a composite) and return where it went.
 
     The pack goes to `out` or the task's pack location, embedding shards to `work_dir` (default
-    `work_root`); `depth` defaults to the task's and `sample` to the task's own sample setting. Returns None on a rank other than 0 (which only
-    embeds its share of the corpus).
+    `work_root`); `depth` defaults to the task's and `sample` to the task's own sample setting.
+    Returns None on a rank other than 0, which only embeds its share of the corpus.
     """
     started = time.perf_counter()
     rank = rank or Rank.from_env()
     depth = depth or task.depth
     sample = sample or task.sample
     if not encoder.supports(task.type):
-        raise MRBError(f"task {task.name!r} is {task.type.label}: the {retriever} encoder embeds only {', '.join(sorted(encoder.sides))} sides")
+        sides = ", ".join(sorted(encoder.sides))
+        raise MRBError(f"task {task.name!r} is {task.type.label}: the {retriever} encoder embeds only {sides} sides")
     reader = SourceReader(task, data_dir)
     reader.check()
-    selected = select_queries(reader, sample)
+    selected = select_queries(reader.qrels, sample)
     assert task.source is not None
     config = {
         "source": task.source.model_dump(), "type": task.type.value, "encoder": encoder.settings(),
@@ -231,7 +233,7 @@ def build_pack(
     atomic_write_bytes(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
 
     corpus_shards = embed_shards(reader.corpus(shard_size), encoder, None, folder, "corpus", batch_size=batch_size, rank=rank)
-    if not rank.rank == 0:
+    if rank.rank != 0:
         return None
     _wait_for(corpus_shards)
     query_table = pa.concat_tables(reader.queries(shard_size))
@@ -313,7 +315,8 @@ def subset_pack(
         or not isinstance(built_by, dict) or built_by.get("name") != retriever
     ):
         return None
-    selected = sample_queries(pack.qrels.loc[pack.qrels["relevance"] > 0, "query_id"], sample.queries, sample.seed)
+    selected = select_queries(pack.qrels, sample)
+    assert selected is not None
     chosen = pack.candidates["query_id"].isin(selected) & (pack.candidates["rank"] <= depth)
     candidates = pack.candidates[chosen].reset_index(drop=True)
     documents = [pack.documents[d] for d in sorted(set(candidates["doc_id"]))]
