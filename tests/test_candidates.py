@@ -44,9 +44,10 @@ def mini_task(name: str, layout: str, **extra) -> TaskSpec:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    """Raw hub-layout mirrors of three mini tasks (text, image → text, image+text → text)."""
+    """Raw hub-layout mirrors of the five mini tasks (older BEIR for text, M-BEIR for the rest)."""
     root = tmp_path_factory.mktemp("data")
-    for name, layout in (("MiniFacts-T2T", "beir"), ("MiniPhotos-I2T", "mbeir"), ("MiniPhotoQA-IT2T", "mbeir")):
+    for name, layout in (("MiniFacts-T2T", "beir"), ("MiniPhotos-I2T", "mbeir"), ("MiniPhotos-T2I", "mbeir"),
+                         ("MiniPhotos-I2I", "mbeir"), ("MiniPhotoQA-IT2T", "mbeir")):
         mirror_repo(root, mini_task(name, layout), pack_as_repo(read_pack(MINI / name), layout))
     return root
 
@@ -169,11 +170,11 @@ def test_minilm_rebuilds_the_mini_text_pack_as_brute_force(facts_built, facts_ex
     assert manifest["sha256"] == {f.name: sha256_file(f) for f in sorted(result.pack.glob("*.parquet"))}
 
 
-def test_clip_builds_an_image_to_text_pack_as_brute_force(data_dir, tiny_clip, tmp_path):
+@pytest.mark.parametrize("name", ["MiniPhotos-I2T", "MiniPhotos-T2I", "MiniPhotos-I2I"])
+def test_clip_rebuilds_the_mini_image_packs_as_brute_force(data_dir, tiny_clip, tmp_path, name):
     clip = get_encoder("clip", checkpoint=str(tiny_clip))
-    task = mini_task("MiniPhotos-I2T", "mbeir")
-    result = build_pack(task, clip, retriever="clip", data_dir=data_dir, out=tmp_path, depth=5, batch_size=16, shard_size=32)
-    assert_matches(result.pack, brute_force(clip, "MiniPhotos-I2T", None, 5))
+    result = build_pack(mini_task(name, "mbeir"), clip, retriever="clip", data_dir=data_dir, out=tmp_path, depth=5, batch_size=16, shard_size=32)
+    assert_matches(result.pack, brute_force(clip, name, None, 5))
     assert read_pack(result.pack).manifest["retriever"]["checkpoint"] == str(tiny_clip)
 
 
