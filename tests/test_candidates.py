@@ -185,6 +185,15 @@ def test_gme_builds_a_fused_pack_as_brute_force_with_the_instruction(data_dir, t
     assert_matches(result.pack, brute_force(gme, "MiniPhotoQA-IT2T", task.instruction, 5))
 
 
+def test_an_unloadable_retriever_is_named(tmp_path):
+    with pytest.raises(MRBError) as err:
+        get_encoder("clip", checkpoint=str(tmp_path / "missing"))
+    assert str(err.value).startswith(f"cannot load the clip retriever from {tmp_path}/missing: ")
+    with pytest.raises(MRBError) as err:
+        get_encoder("gme2b")
+    assert str(err.value) == "unknown retriever 'gme2b'. Did you mean: gme-qwen2-vl-2b? Known: clip, gme-qwen2-vl-2b, minilm."
+
+
 def test_minilm_refuses_image_queries(data_dir, minilm, tmp_path):
     with pytest.raises(MRBError) as err:
         build_pack(mini_task("MiniPhotos-I2T", "mbeir"), minilm, retriever="minilm", data_dir=data_dir, out=tmp_path)

@@ -238,4 +238,8 @@ def get_encoder(name: str, checkpoint: str | None = None, **options: Any) -> Enc
         options["device"] = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"  # one GPU per torchrun rank
     module, _, attr = retriever.encoder.partition(":")
     factory = getattr(importlib.import_module(module), attr)
-    return build(factory, {"checkpoint": checkpoint or retriever.checkpoint, **options})
+    source = checkpoint or retriever.checkpoint
+    try:
+        return build(factory, {"checkpoint": source, **options})
+    except OSError as exc:  # transformers' error for a missing folder or an unreachable hub repo
+        raise MRBError(f"cannot load the {name} retriever from {source}: {exc}") from exc
