@@ -76,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--shard-size", type=int, help="records per embedding shard, the unit of resumption (default 4096)")
     build.add_argument("--device")
     build.add_argument("--dtype")
-    for action in (build, actions.add_parser("verify", help="re-hash the packs of tasks against their manifests"),
+    pull = actions.add_parser("pull", help="fetch published packs from a hub dataset repo into the data dir")
+    pull.add_argument("--repo", required=True, help="the dataset repo the packs were pushed to")
+    pull.add_argument("--revision", help="a commit, branch or tag of that repo")
+    for action in (build, pull, actions.add_parser("verify", help="re-hash the packs of tasks against their manifests"),
                    actions.add_parser("stats", help="first-stage nDCG@10, Recall@100 and pair counts of packs")):
         action.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
         action.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
@@ -183,6 +186,10 @@ def _candidates(args: argparse.Namespace) -> None:
     from mrb.tasks import SampleSpec, load_tasks
 
     tasks = load_tasks(args.tasks, task_dirs=args.task_dir)
+    if args.action == "pull":
+        for unit, folder in candidates.pull_packs(tasks, args.repo, data_dir=args.data_dir, revision=args.revision):
+            print(f"{unit.name}: {folder}")
+        return
     if args.action == "verify":
         for unit, folder in candidates.verify_packs(tasks, args.data_dir):
             print(f"{unit.name}: ok ({folder})")

@@ -262,12 +262,18 @@ def test_a_sampled_build_reuses_the_corpus_shards_and_records_its_queries(data_d
 # ---------------------------------------------------------------- the command line
 
 
-def test_cli_builds_a_missing_pack_for_a_run_then_verifies_and_summarises_it(data_dir, tmp_path, capsys):
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "facts.yaml").write_text(
+def facts_yaml(folder: Path) -> Path:
+    """A task folder holding MiniFacts-T2T with its raw source and MiniLM as its first stage."""
+    folder.mkdir()
+    (folder / "facts.yaml").write_text(
         "name: MiniFacts-T2T\ntype: t2t\ninstruction: Given a question, find the passage that answers it.\ndepth: 20\n"
         f"first_stage: minilm\nsource: {{layout: beir, path: mrb-mini/MiniFacts-T2T, revision: {REV}}}\n"
     )
+    return folder
+
+
+def test_cli_builds_a_missing_pack_for_a_run_then_verifies_and_summarises_it(data_dir, tmp_path, capsys):
+    facts_yaml(tmp_path / "tasks")
     where = ["--tasks", "MiniFacts-T2T", "--task-dir", str(tmp_path / "tasks"), "--data-dir", str(data_dir)]
     run = ["run", "--model", "first-stage", "--output", str(tmp_path / "results"), "--quiet", *where]
     assert main(run) == 2
@@ -380,11 +386,7 @@ def test_a_lite_pack_is_cut_from_the_full_pack_exactly_as_a_sampled_build(data_d
     (tmp_path / "data" / "packs").mkdir(parents=True)
     (tmp_path / "data" / "sources").symlink_to(data_dir / "sources")
     shutil.copytree(facts_built.pack, tmp_path / "data" / "packs" / "MiniFacts-T2T")
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "facts.yaml").write_text(
-        "name: MiniFacts-T2T\ntype: t2t\ninstruction: Given a question, find the passage that answers it.\ndepth: 20\n"
-        f"first_stage: minilm\nsource: {{layout: beir, path: mrb-mini/MiniFacts-T2T, revision: {REV}}}\n"
-    )
+    facts_yaml(tmp_path / "tasks")
     (tmp_path / "tasks" / "lite.yaml").write_text("suite: facts-lite\nsample: {queries: 4, seed: 3}\nsuffix: lite\ntasks: [MiniFacts-T2T]\n")
     (lite,) = load_tasks("facts-lite", task_dirs=[tmp_path / "tasks"])
     assert (lite.name, lite.sampled_from.name) == ("MiniFacts-T2T-lite", "MiniFacts-T2T")
@@ -403,3 +405,32 @@ def test_a_lite_pack_is_cut_from_the_full_pack_exactly_as_a_sampled_build(data_d
         assert sha256_file(cut.pack / f"{name}.parquet") == sha256_file(built.pack / f"{name}.parquet")
     assert_matches(cut.pack, {q: list(zip(g["doc_id"], g["score"])) for q, g in read_pack(built.pack).candidates.groupby("query_id")})
 
+
+
+def test_cli_pulls_published_packs_and_verifies_them_before_replacing(facts_built, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    calls, corrupt = [], []
+
+    def snapshot_download(repo_id, *, repo_type, revision, local_dir, allow_patterns):
+        calls.append((repo_id, repo_type, revision, allow_patterns))
+        target = Path(local_dir) / "MiniFacts-T2T"
+        shutil.copytree(facts_built.pack, target)
+        if corrupt:
+            data = bytearray((target / "candidates.parquet").read_bytes())
+            data[-100] ^= 0xFF
+            (target / "candidates.parquet").write_bytes(bytes(data))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    pull = ["candidates", "pull", "--repo", "org/mrb-candidates", "--tasks", "MiniFacts-T2T",
+            "--task-dir", str(facts_yaml(tmp_path / "tasks")), "--data-dir", str(tmp_path / "data")]
+    assert main(pull) == 0
+    pack = tmp_path / "data" / "packs" / "MiniFacts-T2T"
+    assert capsys.readouterr().out == f"MiniFacts-T2T: {pack}\n"
+    assert calls == [("org/mrb-candidates", "dataset", None, ["MiniFacts-T2T/*"])]
+    assert sha256_file(pack / "candidates.parquet") == sha256_file(facts_built.pack / "candidates.parquet")
+    corrupt.append(True)
+    assert main(pull) == 2
+    assert "candidates.parquet does not match manifest.json" in capsys.readouterr().err
+    read_pack(pack)  # the good copy is still in place
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["packs"]  # no download left behind

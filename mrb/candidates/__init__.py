@@ -2,12 +2,12 @@
 
 from mrb.candidates.build import BuildResult, build_pack, first_stage_metrics, search
 from mrb.candidates.commands import (
-    build_candidates, ensure_packs, pack_folders, pack_stats, push_pack, verify_packs,
+    build_candidates, ensure_packs, pack_folders, pack_stats, pull_packs, push_pack, verify_packs,
 )
 from mrb.candidates.encoders import RETRIEVERS, Encoder, get_encoder
 from mrb.candidates.search import TopK, sample_queries
 
 __all__ = [
     "RETRIEVERS", "BuildResult", "Encoder", "TopK", "build_candidates", "build_pack", "ensure_packs",
-    "first_stage_metrics", "get_encoder", "pack_folders", "pack_stats", "push_pack", "sample_queries", "search", "verify_packs",
+    "first_stage_metrics", "get_encoder", "pack_folders", "pack_stats", "pull_packs", "push_pack", "sample_queries", "search", "verify_packs",
 ]

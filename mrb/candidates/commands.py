@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from mrb.candidates.build import RECALL, BuildResult, Rank, build_pack, first_st
 from mrb.candidates.encoders import get_encoder
 from mrb.data import read_pack
 from mrb.errors import MRBError
-from mrb.tasks import SampleSpec, TaskSpec
+from mrb.tasks import SampleSpec, TaskSpec, resolve_data_dir
 
 LOG = logging.getLogger(__name__)
 
@@ -111,6 +113,37 @@ def pack_stats(packs: list[tuple[TaskSpec, Path]]) -> pd.DataFrame:
             RECALL: metrics[RECALL],
         })
     return pd.DataFrame(rows)
+
+
+def pull_packs(
+    tasks: list[TaskSpec], repo: str, *, data_dir: str | Path | None = None, revision: str | None = None,
+) -> list[tuple[TaskSpec, Path]]:
+    """Fetch every unit's pack from a hub dataset repo laid out by `push_pack` (``<task>/``), verify
+    it, and move it into the data dir (replacing an older copy). Returns (unit, pack folder) pairs."""
+    from huggingface_hub import snapshot_download
+
+    units = _units(tasks)
+    declared = [u.name for u in units if u.pack is not None]
+    if declared:
+        raise MRBError(f"task(s) {', '.join(declared)} ship their own pack; nothing to pull")
+    root = resolve_data_dir(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    pulled = []
+    with tempfile.TemporaryDirectory(dir=root, prefix=".pull-") as tmp:
+        snapshot_download(repo, repo_type="dataset", revision=revision, local_dir=tmp,
+                          allow_patterns=[f"{u.name}/*" for u in units])
+        for unit in units:
+            fetched = Path(tmp) / unit.name
+            if not fetched.is_dir():
+                raise MRBError(f"{repo} has no pack for task {unit.name!r} (no folder {unit.name}/)")
+            read_pack(fetched)  # re-hash and check before it replaces anything
+            target = unit.pack_location(data_dir)
+            if target.exists():
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(fetched, target)
+            pulled.append((unit, target))
+    return pulled
 
 
 def push_pack(folder: str | Path, repo: str, *, token: str | None = None) -> str:
