@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import math
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -25,28 +25,50 @@ CHARS_PER_TOKEN = 4
 
 
 class ImageCache:
-    """A thread-safe LRU of decoded images, bounded by decoded size in bytes; counts decodes and hits."""
+    """A thread-safe LRU of decoded images, bounded by decoded size in bytes; counts requests and decodes.
+
+    With `expect`, the cache also knows how many requests each image will get in this task and
+    drops an image after its last one, so it holds only images still to be used.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[str, str], Image.Image] = OrderedDict()
+        self._uses: dict[tuple[str, str], int] = {}
         self._size = 0
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], threading.Event] = {}
         self.decodes = 0
-        self.hits = 0
+        self.requests = 0
+
+    def expect(self, uses: Counter[tuple[str, str]]) -> None:
+        """How many times each (role, id) will be requested from now on."""
+        with self._lock:
+            self._uses = dict(uses)
 
     def get(self, role: str, record: Record) -> Image.Image | None:
         """The decoded image of `record` (as role ``q`` or ``d``); decoded at most once while cached."""
+        return self._fetch(role, record, use=True)
+
+    def warm(self, role: str, record: Record) -> None:
+        """Decode ahead of use (prefetch); not counted as a request."""
+        self._fetch(role, record, use=False)
+
+    def _fetch(self, role: str, record: Record, use: bool) -> Image.Image | None:
         if record.image_bytes is None:
             return None
         key = (role, record.id)
+        if use:
+            with self._lock:
+                self.requests += 1
         while True:
             with self._lock:
                 if key in self._items:
+                    image = self._items[key]
                     self._items.move_to_end(key)
-                    self.hits += 1
-                    return self._items[key]
+                    if use:
+                        self._used(key)
+                    return image
                 waiting = self._pending.get(key)
                 if waiting is None:
                     self._pending[key] = threading.Event()
@@ -58,20 +80,38 @@ class ImageCache:
             with self._lock:
                 self.decodes += 1
                 self._put(key, image)
+                if use:
+                    self._used(key)
             return image
         finally:
             with self._lock:
                 self._pending.pop(key).set()
 
+    def _used(self, key: tuple[str, str]) -> None:
+        left = self._uses.get(key)
+        if left is None:
+            return
+        if left > 1:
+            self._uses[key] = left - 1
+            return
+        del self._uses[key]
+        image = self._items.pop(key, None)
+        if image is not None:
+            self._size -= _nbytes(image)
+
     def _put(self, key: tuple[str, str], image: Image.Image) -> None:
-        size = image.width * image.height * len(image.getbands())
+        size = _nbytes(image)
         if size > self.max_bytes:
             return
         self._items[key] = image
         self._size += size
         while self._size > self.max_bytes:
             _, old = self._items.popitem(last=False)
-            self._size -= old.width * old.height * len(old.getbands())
+            self._size -= _nbytes(old)
+
+
+def _nbytes(image: Image.Image) -> int:
+    return image.width * image.height * len(image.getbands())
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ class RunStats:
     cache_hits: int = 0  # pairs whose score came from the score cache
     batches: int = 0
     decodes: int = 0  # images decoded
-    image_hits: int = 0  # image requests served by the decoded-image cache
+    image_requests: int = 0  # images the reranker asked for
     oom_retries: int = 0  # out-of-memory errors answered by halving the batch
     retries: int = 0  # failed batches retried
     prep_seconds: float = 0.0  # decoding images ahead of the model (in prefetch threads)
@@ -46,7 +46,7 @@ class RunStats:
             f"{self.pairs} pairs: {self.scored} scored, {self.cache_hits} from the cache; "
             f"model {self.model_seconds:.1f} s ({self.pairs_per_second:,.0f} pairs/s), "
             f"preparation {self.prep_seconds:.1f} s, total {self.seconds:.1f} s; "
-            f"{self.decodes} image decodes ({self.image_hits} cache hits); "
+            f"{self.decodes} image decodes for {self.image_requests} requests; "
             f"{self.oom_retries} out-of-memory retries, {self.retries} failed batches retried"
         )
 

@@ -7,8 +7,9 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -114,6 +115,7 @@ class TaskScorer:
         self.task, self.reranker, self.options, self.cache = task, reranker, options, cache
         self.images, self.stats, self.progress = images, stats, progress
         self.cap = options.batch_size  # lowered after an out-of-memory error, for the rest of the task
+        self._prep_lock = threading.Lock()
 
     def run(self, pairs: Sequence[Pair]) -> np.ndarray:
         """Scores aligned with `pairs`; cached scores are reused, the rest computed and appended."""
@@ -132,6 +134,8 @@ class TaskScorer:
         estimate = getattr(self.reranker, "estimate_tokens", None) or token_estimator(getattr(self.reranker, "max_pixels", None))
         lengths = pair_tokens([pairs[i] for i in todo], estimate)
         plan = [[todo[j] for j in batch] for batch in plan_batches(lengths, self.options.batch_size, self.options.max_batch_tokens)]
+        sides = (("q", pairs[i].query) for i in todo), (("d", pairs[i].document) for i in todo)
+        self.images.expect(Counter((role, r.id) for side in sides for role, r in side if r.image_bytes is not None))
         try:
             for batch in self._prepared(pairs, plan):
                 self._score_batch(pairs, batch, scores)
@@ -150,7 +154,7 @@ class TaskScorer:
             ahead: deque[Future[None]] = deque()
             submitted = 1
             yield plan[0]  # the first batch runs inline: it tells whether this reranker reads images
-            reads_images = self.images.decodes + self.images.hits > 0
+            reads_images = self.images.requests > 0
             for k in range(1, len(plan)):
                 while reads_images and submitted < min(len(plan), k + self.options.workers + 1):
                     ahead.append(pool.submit(self._decode, pairs, plan[submitted]))
@@ -162,9 +166,10 @@ class TaskScorer:
     def _decode(self, pairs: Sequence[Pair], batch: list[int]) -> None:
         started = time.perf_counter()
         for i in batch:
-            pairs[i].query.image()
-            pairs[i].document.image()
-        self.stats.prep_seconds += time.perf_counter() - started
+            self.images.warm("q", pairs[i].query)
+            self.images.warm("d", pairs[i].document)
+        with self._prep_lock:
+            self.stats.prep_seconds += time.perf_counter() - started
 
     def _score_batch(self, pairs: Sequence[Pair], batch: list[int], scores: np.ndarray) -> None:
         pending = deque(batch[s : s + self.cap] for s in range(0, len(batch), self.cap))
@@ -260,7 +265,7 @@ def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, candidates:
     stats.pairs += len(pairs)
     local = TaskScorer(task, reranker, options, cache, images, stats, progress).run(pairs)
     stats.decodes += images.decodes
-    stats.image_hits += images.hits
+    stats.image_requests += images.requests
     parts = world.gather((rows, local, stats))
     if parts is None:
         return None
