@@ -159,24 +159,35 @@ def token_estimator(max_pixels: int | None) -> Callable[[Record], int]:
     return estimate
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None) -> list[list[int]]:
-    """Indices of `lengths` in batches, longest first (ties keep their order).
+def length_bucket(tokens: int) -> int:
+    """`tokens` rounded up to a step of 1/16 to 1/8 of it (16 → 16, 300 → 320, 1025 → 1152)."""
+    step = 1 << max(0, tokens.bit_length() - 4)
+    return -(-tokens // step) * step
 
-    A batch holds at most `batch_size` pairs and, with a budget, at most `max_batch_tokens` padded
-    tokens (its pair count times its longest pair); a pair longer than the budget goes alone.
+
+def plan_batches(
+    lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None, groups: Sequence[str] | None = None
+) -> list[list[int]]:
+    """Indices of `lengths` in batches, longest first.
+
+    Pairs are ordered by length bucket (within ~10%), longest first, then by `groups` (the id of the
+    image that the pairs share most, so each image's uses sit together and it can leave the image
+    cache early), then by index. A batch holds at most `batch_size` pairs and, with a budget, at most
+    `max_batch_tokens` padded tokens (its pair count times its longest pair); a pair longer than the
+    budget goes alone.
     """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    order = sorted(range(len(lengths)), key=lambda i: (-length_bucket(lengths[i]), groups[i] if groups else "", i))
     batches: list[list[int]] = []
     current: list[int] = []
+    longest = 0
     for i in order:
-        longest = lengths[current[0]] if current else lengths[i]
-        full = len(current) >= batch_size or (
-            max_batch_tokens is not None and (len(current) + 1) * longest > max_batch_tokens
-        )
+        wider = max(longest, lengths[i])
+        full = len(current) >= batch_size or (max_batch_tokens is not None and (len(current) + 1) * wider > max_batch_tokens)
         if current and full:
             batches.append(current)
-            current = []
+            current, wider = [], lengths[i]
         current.append(i)
+        longest = wider
     if current:
         batches.append(current)
     return batches
@@ -193,3 +204,15 @@ def pair_tokens(pairs: Sequence[Pair], estimate: Callable[[Record], int]) -> lis
         return memo[key]
 
     return [math.ceil(len(p.instruction) / CHARS_PER_TOKEN) + side(0, p.query) + side(1, p.document) for p in pairs]
+
+
+def image_groups(pairs: Sequence[Pair]) -> list[str] | None:
+    """Per pair, the id on the side with more distinct images (documents for T→I, queries for I→T);
+    None for text-only pairs."""
+    query_images = {p.query.id for p in pairs if p.query.image_bytes is not None}
+    doc_images = {p.document.id for p in pairs if p.document.image_bytes is not None}
+    if not query_images and not doc_images:
+        return None
+    if len(doc_images) >= len(query_images):
+        return [p.document.id for p in pairs]
+    return [p.query.id for p in pairs]

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from mrb.batching import ImageCache, cached, pair_tokens, plan_batches, token_estimator
+from mrb.batching import ImageCache, cached, image_groups, pair_tokens, plan_batches, token_estimator
 from mrb.cache import ScoreCache, model_key, task_key
 from mrb.data import Pack, Pair, read_pack
 from mrb.distributed import World
@@ -133,7 +133,8 @@ class TaskScorer:
             self.progress.start_task(self.task.name, len(pairs), done=len(pairs) - len(todo))
         estimate = getattr(self.reranker, "estimate_tokens", None) or token_estimator(getattr(self.reranker, "max_pixels", None))
         lengths = pair_tokens([pairs[i] for i in todo], estimate)
-        plan = [[todo[j] for j in batch] for batch in plan_batches(lengths, self.options.batch_size, self.options.max_batch_tokens)]
+        groups = image_groups([pairs[i] for i in todo])
+        plan = [[todo[j] for j in batch] for batch in plan_batches(lengths, self.options.batch_size, self.options.max_batch_tokens, groups)]
         sides = (("q", pairs[i].query) for i in todo), (("d", pairs[i].document) for i in todo)
         self.images.expect(Counter((role, r.id) for side in sides for role, r in side if r.image_bytes is not None))
         try:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import mrb
-from mrb.batching import ImageCache, cached, pair_tokens, plan_batches, token_estimator
+from mrb.batching import ImageCache, cached, length_bucket, pair_tokens, plan_batches, token_estimator
 from mrb.data import Pair, Record, read_pack
 from mrb.errors import MRBError
 from mrb.runner import RunOptions, run_task
@@ -26,6 +26,9 @@ def test_plan_is_longest_first_under_the_budget_with_ties_in_order():
     # 20 tokens: 9+9 fits (2 × 9) but not a third (27); 5+5+1 pads to 15; the 30-token pair goes alone
     assert plan_batches(lengths, 32, 20) == [[3], [1, 4], [0, 2, 5]]
     assert plan_batches([], 4, 10) == []
+    # within a length bucket, pairs sharing an image go together
+    assert plan_batches([40, 39, 40, 39], 2, None, groups=["b", "a", "a", "b"]) == [[1, 2], [0, 3]]
+    assert [length_bucket(n) for n in (1, 15, 16, 17, 300, 1000, 1025)] == [1, 15, 16, 18, 320, 1024, 1152]
 
 
 def test_token_estimate_counts_text_and_image_patches_from_the_header_only():
@@ -55,12 +58,12 @@ def test_order_is_restored_whatever_the_batches(options):
     estimate = token_estimator(None)
     lengths = {(q, d): n for (q, d), n in zip(scored, pair_tokens(
         [Pair(task.instruction, pack.queries[q], pack.documents[d]) for q, d in scored], estimate))}
-    flat = [lengths[k] for batch in reranker.batches for k in batch]
+    flat = [length_bucket(lengths[k]) for batch in reranker.batches for k in batch]
     assert flat == sorted(flat, reverse=True)
     budget = options.get("max_batch_tokens")
     assert all(len(b) <= options["batch_size"] for b in reranker.batches)
     if budget:
-        assert all(len(b) == 1 or len(b) * lengths[b[0]] <= budget for b in reranker.batches)
+        assert all(len(b) == 1 or len(b) * max(lengths[k] for k in b) <= budget for b in reranker.batches)
 
 
 def test_minilm_scores_do_not_depend_on_batch_size_or_order(tmp_path):
