@@ -12,8 +12,15 @@ import pandas as pd
 from mrb.cache import ResultsLock
 from mrb.distributed import World, init_world
 from mrb.errors import MRBError
-from mrb.leaderboard import LEADERBOARD_COLUMNS, LEADERBOARD_FILE, leaderboard_row, provenance, read_leaderboard
-from mrb.leaderboard import update_leaderboard, write_task_outputs
+from mrb.leaderboard import (
+    LEADERBOARD_COLUMNS,
+    LEADERBOARD_FILE,
+    leaderboard_row,
+    provenance,
+    read_leaderboard,
+    update_leaderboard,
+    write_task_outputs,
+)
 from mrb.progress import RunProgress, RunStats
 from mrb.rerankers import as_reranker, get_reranker
 from mrb.runner import Overwrite, RunOptions, run_task

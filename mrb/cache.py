@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import pyarrow as pa
 
@@ -109,7 +109,7 @@ class ScoreCache:
             atomic_write_bytes(meta, (json.dumps({"model": self.model, "task": self.task}, indent=2, sort_keys=True, default=str) + "\n").encode())
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self.segment = self.folder / f"{stamp}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.arrows"
-        self._file = open(self.segment, "xb")  # noqa: SIM115 (closed in close())
+        self._file = open(self.segment, "xb")  # noqa: SIM115
         self._writer = pa.ipc.new_stream(self._file, SCHEMA)
 
     def _abandon(self) -> None:
@@ -154,7 +154,7 @@ class ResultsLock:
         self.path = Path(folder) / LOCK_FILE
         self._fd: int | None = None
 
-    def __enter__(self) -> ResultsLock:
+    def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

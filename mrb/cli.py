@@ -57,9 +57,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     from mrb.api import evaluate
-    from mrb.report import render_markdown
-
     from mrb.distributed import close_world, init_world
+    from mrb.report import render_markdown
 
     options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k) is not None}
     world = init_world()

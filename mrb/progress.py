@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Self
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 
@@ -75,7 +83,7 @@ class RunProgress:
     def _overall_label(self) -> str:
         return f"all ({self.done_tasks}/{self.n_tasks} tasks)"
 
-    def __enter__(self) -> RunProgress:
+    def __enter__(self) -> Self:
         self.bars.start()
         return self
 

@@ -19,7 +19,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from mrb.batching import ImageCache, cached, image_groups, pair_tokens, plan_batches, token_estimator
+from mrb.batching import (
+    ImageCache,
+    cached,
+    image_groups,
+    pair_tokens,
+    plan_batches,
+    token_estimator,
+)
 from mrb.cache import ScoreCache, model_key, task_key
 from mrb.data import Pack, Pair, read_pack
 from mrb.distributed import World
@@ -260,8 +267,7 @@ def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, candidates:
     if options.cache_dir is not None:
         cache = ScoreCache(options.cache_dir, model_key(reranker), task_key(task, pack))
         if options.overwrite == "always":
-            if world.is_main:
-                cache.clear()
+            cache.clear()  # on every rank: without a shared file system each has its own cache
             world.barrier()
     stats.pairs += len(pairs)
     local = TaskScorer(task, reranker, options, cache, images, stats, progress).run(pairs)

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 import mrb
-from mrb.batching import ImageCache, cached, length_bucket, pair_tokens, plan_batches, token_estimator
+from mrb.batching import (
+    ImageCache,
+    cached,
+    length_bucket,
+    pair_tokens,
+    plan_batches,
+    token_estimator,
+)
 from mrb.data import Pair, Record, read_pack
 from mrb.errors import MRBError
 from mrb.runner import RunOptions, run_task
@@ -44,7 +51,7 @@ def run_recording(task, reranker, **options):
     return run_task(task, reranker, options=RunOptions(**options))
 
 
-@pytest.mark.parametrize("options", [dict(batch_size=1), dict(batch_size=7, workers=0), dict(batch_size=64, max_batch_tokens=300, workers=3)])
+@pytest.mark.parametrize("options", [{"batch_size": 1}, {"batch_size": 7, "workers": 0}, {"batch_size": 64, "max_batch_tokens": 300, "workers": 3}])
 def test_order_is_restored_whatever_the_batches(options):
     task = MINI["MiniPhotoQA-IT2T"]
     reference = run_recording(task, Recording(), batch_size=32)

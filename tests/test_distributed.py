@@ -27,7 +27,7 @@ def test_two_process_torchrun_equals_one_process(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                "-m", "mrb", "run", "--model", "random", "--tasks", "mini", "--output", str(out), "--quiet", "--batch-size", "8"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("## nDCG@10 by type") == 1  # only rank 0 prints
     board = pd.read_parquet(out / "leaderboard.parquet")

@@ -150,9 +150,8 @@ def test_no_space_left_while_caching_is_a_clear_error_and_the_cache_stays_readab
 
 def test_a_second_run_on_a_locked_results_folder_refuses_naming_the_holder(tasks_dir, tmp_path):
     out = tmp_path / "out"
-    with ResultsLock(out):
-        with pytest.raises(MRBError) as err:
-            mrb.evaluate("oracle", "all", task_dirs=[tasks_dir], output_dir=out, quiet=True)
+    with ResultsLock(out), pytest.raises(MRBError) as err:
+        mrb.evaluate("oracle", "all", task_dirs=[tasks_dir], output_dir=out, quiet=True)
     assert re.fullmatch(
         rf"results folder {re.escape(str(out))} is in use by pid {os.getpid()} on host {re.escape(socket.gethostname())} "
         r"\(started [0-9T:+-]+\); wait for that run to finish or use another --output", str(err.value)
@@ -162,7 +161,7 @@ def test_a_second_run_on_a_locked_results_folder_refuses_naming_the_holder(tasks
 
 def test_overwrite_modes(tasks_dir, tmp_path):
     out = tmp_path / "out"
-    run = lambda reranker, mode: mrb.evaluate(reranker, "all", task_dirs=[tasks_dir], output_dir=out, overwrite=mode, quiet=True)  # noqa: E731
+    run = lambda reranker, mode: mrb.evaluate(reranker, "all", task_dirs=[tasks_dir], output_dir=out, overwrite=mode, quiet=True)
     run(Recording(), "missing")
     for mode, expected in (("missing", 0), ("never", 0), ("always", 6)):
         reranker = Recording()
