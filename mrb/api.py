@@ -42,6 +42,7 @@ def evaluate(
     image_cache_mb: int = 1024,
     adapter: str | None = None,
     task_dirs: list[str | Path] | None = None,
+    data_dir: str | Path | None = None,
     quiet: bool = False,
     **options: Any,
 ) -> pd.DataFrame:
@@ -54,6 +55,7 @@ def evaluate(
     (or `cache_dir`) so that an interrupted run resumes. `overwrite`: ``never`` keeps tasks that
     already have results, ``missing`` scores only pairs the cache lacks, ``always`` rescores.
     Under ``torchrun`` the queries are split across the processes; rank 0 returns the rows.
+    Packs of hub tasks are looked up in `data_dir` (default ``$MRB_DATA_DIR``, else ``~/.cache/mrb``).
     """
     from mrb import __version__
 
@@ -83,7 +85,7 @@ def evaluate(
                 log.info("%s on %s: kept from %s (--overwrite never)", reranker.name, spec.name, results_dir)
                 rows.append(finished[spec.name])
                 continue
-            result = run_task(spec, reranker, options=run_options, progress=progress, world=world)
+            result = run_task(spec, reranker, options=run_options, progress=progress, world=world, data_dir=data_dir)
             total.add(result.stats)
             if progress is not None:
                 progress.finish_task()

@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--adapter", help="adapter that loads a checkpoint folder given as --model")
     run.add_argument("--tasks", default="mini", help="all, names, globs, type codes, categories or suites (comma-separated)")
     run.add_argument("--task-dir", action="append", help="read task YAML from this folder instead of the bundled catalogue")
+    run.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
     run.add_argument("--output", default="results", help="results folder (default: results)")
     run.add_argument("--batch-size", type=int, default=32, help="most pairs in one batch (default: 32)")
     run.add_argument("--max-batch-tokens", type=int, help="most padded tokens in one batch (pairs × longest pair; default: no budget)")
@@ -43,8 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-remote-code", action="store_true", default=None, help="allow a model's own code from its repo")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    report = sub.add_parser("report", help="markdown tables from a results folder")
-    report.add_argument("--results", default="results")
+    report = sub.add_parser("report", help="leaderboard tables from results folders, beside the paper's numbers")
+    report.add_argument("--results", action="append", help="results folder; repeat to combine several (default: results)")
+    report.add_argument("--format", choices=("markdown", "csv", "json", "png"), default="markdown",
+                        help="markdown (default), csv, json, or png: a chart, needs pip install 'mrb[plot]'")
+    report.add_argument("--output", help="write to this file instead of printing (required for png)")
+    report.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired comparison of model B against model A ('first stage' may be either)")
+    report.add_argument("--borda", action="store_true", help="add a Borda rank over tasks")
+    report.add_argument("--no-reported", action="store_true", help="leave out the paper's reported numbers")
+    report.add_argument("--allow-mixed", action="store_true", help="report tasks scored on different packs or metric settings")
+    report.add_argument("--export-mteb", metavar="DIR", help="also write MTEB-style per-task results JSON under DIR")
 
     tasks = sub.add_parser("tasks", help="list the task catalogue")
     tasks.add_argument("--tasks", default="all", help="selection, as for `mrb run`")
@@ -52,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     tasks.add_argument("--task-dir", action="append")
 
     sub.add_parser("models", help="list the model presets")
+
+    download = sub.add_parser("download", help="mirror the hub data of tasks for offline runs")
+    download.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
+    download.add_argument("--dir", help="data dir to mirror into (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
+    download.add_argument("--task-dir", action="append")
     return parser
 
 
@@ -66,7 +80,7 @@ def _run(args: argparse.Namespace) -> None:
         board = evaluate(
             args.model, args.tasks, output_dir=args.output, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
             workers=args.workers, overwrite=args.overwrite, cache_dir=args.cache_dir, image_cache_mb=args.image_cache_mb,
-            adapter=args.adapter, task_dirs=args.task_dir, quiet=args.quiet, **options,
+            adapter=args.adapter, task_dirs=args.task_dir, data_dir=args.data_dir, quiet=args.quiet, **options,
         )
     finally:
         close_world(world)
@@ -77,10 +91,33 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from mrb.leaderboard import read_leaderboard
-    from mrb.report import render_markdown
+    from pathlib import Path
 
-    print(render_markdown(read_leaderboard(args.results)))
+    from mrb.export import export_mteb
+    from mrb.leaderboard import guard_consistency, read_leaderboards
+    from mrb.report import compare_models, load_reported, render_comparison, summarise, to_csv, to_json, to_markdown, to_png
+
+    if args.format == "png" and (args.compare or not args.output):
+        raise MRBError("--format png draws the leaderboard chart into a file: give --output FILE.png (and no --compare)")
+    board = read_leaderboards(args.results or ["results"])
+    notes = guard_consistency(board, allow_mixed=args.allow_mixed)
+    if args.export_mteb:
+        written = export_mteb(board, args.export_mteb)
+        print(f"MTEB-style results: {len(written)} file(s) under {args.export_mteb}/", file=sys.stderr)
+    if args.compare:
+        text = render_comparison(compare_models(board, *args.compare), args.format)
+    else:
+        summary = summarise(board, [] if args.no_reported else load_reported(), borda=args.borda)
+        summary.notes.extend(notes)
+        if args.format == "png":
+            to_png(summary, Path(args.output))
+            print(f"chart written to {args.output}", file=sys.stderr)
+            return
+        text = {"markdown": to_markdown, "csv": to_csv, "json": to_json}[args.format](summary)
+    if args.output:
+        Path(args.output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
 
 
 def _tasks(args: argparse.Namespace) -> None:
@@ -110,10 +147,18 @@ def _models(args: argparse.Namespace) -> None:
     Console().print(table)
 
 
+def _download(args: argparse.Namespace) -> None:
+    from mrb.sources import download
+    from mrb.tasks import load_tasks
+
+    for folder in download(load_tasks(args.tasks, task_dirs=args.task_dir), args.dir):
+        print(folder)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handler = {"run": _run, "report": _report, "tasks": _tasks, "models": _models}[args.command]
+    handler = {"run": _run, "report": _report, "tasks": _tasks, "models": _models, "download": _download}[args.command]
     try:
         handler(args)
     except MRBError as exc:

@@ -18,11 +18,15 @@ import pyarrow as pa
 
 from mrb.data import atomic_write_bytes, atomic_write_parquet
 from mrb.errors import MRBError
+from mrb.metrics import MEASURE_COLUMNS
 from mrb.runner import TaskResult
+from mrb.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, SEED, bootstrap_ci
+from mrb.tasks import TaskSpec
 
 LEADERBOARD_FILE = "leaderboard.parquet"
 LEADERBOARD_COLUMNS = [
-    "model", "task", "type", "category", "metric", "value", "first_stage_value", "n_queries", "status",
+    "model", "task", "type", "category", "metric", "value", "first_stage_value", "ci_low", "ci_high", *MEASURE_COLUMNS,
+    "metric_settings", "n_queries", "status",
     "mrb_version", "timestamp", "depth", "pack_hash", "n_no_relevant", "n_no_qrels", "seconds", "settings",
     "provenance",
 ]
@@ -89,6 +93,7 @@ def leaderboard_row(
         "metric": task.metric,
         "value": result.value,
         "first_stage_value": result.first_stage_value,
+        **metric_fields(result),
         "n_queries": 0 if result.per_query is None else len(result.per_query),
         "status": result.status,
         "mrb_version": version,
@@ -108,7 +113,10 @@ def write_task_outputs(results_dir: Path, model: str, result: TaskResult) -> Non
     if result.per_query is None or result.ranking is None:
         return
     folder = results_dir / model_dirname(model)
-    per_query = result.per_query.assign(metric=result.task.metric)[["query_id", "metric", "value", "first_stage_value"]]
+    parts = [p.task.name for p in result.parts for _ in range(len(p.per_query))] if result.parts else ""
+    per_query = result.per_query.assign(metric=result.task.metric, part=parts)[
+        ["query_id", "part", "metric", "value", "first_stage_value", *MEASURE_COLUMNS]
+    ]
     atomic_write_parquet(folder / f"{result.task.name}.parquet", pa.Table.from_pandas(per_query, preserve_index=False))
     tag = model_dirname(model)
     lines = [
@@ -140,3 +148,98 @@ def update_leaderboard(results_dir: Path, rows: list[dict[str, Any]]) -> pd.Data
         new = pd.concat([old, new], ignore_index=True) if len(old) else new
     atomic_write_parquet(path, pa.Table.from_pandas(new, preserve_index=False))
     return new
+
+
+# ── metric fields of a leaderboard row ───────────────────────────────────────────────────
+
+
+TIE_BREAK = "score desc, first-stage rank asc, doc id asc"
+
+
+def metric_settings(task: TaskSpec) -> dict[str, Any]:
+    """Everything besides the pack that decides a task's values; rows that differ here never mix."""
+    return {
+        "metric": task.metric,
+        "measures": MEASURE_COLUMNS,
+        "depth": task.depth,
+        "ignore_identical_ids": task.ignore_identical_ids,
+        "tie_break": TIE_BREAK,
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": CONFIDENCE, "seed": SEED},
+    }
+
+
+def metric_fields(result: TaskResult) -> dict[str, Any]:
+    """The main metric's 95% bootstrap CI, the task-level value of every other measure, and the metric settings."""
+    units = result.parts or [result]
+    low, high = (None, None) if result.per_query is None else bootstrap_ci([u.per_query["value"] for u in units])
+    return {
+        "ci_low": low,
+        "ci_high": high,
+        **{m: result._mean(m) for m in MEASURE_COLUMNS},  # over queries, or over parts for a composite
+        "metric_settings": json.dumps(metric_settings(result.task), sort_keys=True),
+    }
+
+
+# ── reading several results folders, and the consistency guard ──────────────────────────
+
+
+def read_leaderboards(results_dirs: list[str | Path]) -> pd.DataFrame:
+    """The leaderboards of several results folders in one frame, with a `results_dir` column.
+
+    A (model, task) pair found in two folders is an error: which one to report is not ours to guess.
+    """
+    frames = [read_leaderboard(d).assign(results_dir=str(d)) for d in results_dirs]
+    board = pd.concat(frames, ignore_index=True)
+    twice = board[board.duplicated(["model", "task"], keep=False)]
+    if len(twice):
+        first = twice.iloc[0]
+        where = " and ".join(twice.loc[(twice["model"] == first["model"]) & (twice["task"] == first["task"]), "results_dir"])
+        raise MRBError(f"model {first['model']!r} has results for task {first['task']} in both {where}; report those folders separately")
+    return board
+
+
+def _who_has(models: pd.Series, values: list[str]) -> str:
+    """'a (m1, m2) vs b (m3)': each distinct value with the models that hold it."""
+    groups = {v: [m for m, w in zip(models, values) if w == v] for v in dict.fromkeys(values)}
+    return " vs ".join(f"{v} ({', '.join(held)})" for v, held in groups.items())
+
+
+def mixed_results(board: pd.DataFrame) -> list[str]:
+    """One line per task whose ok rows differ in pack hash or metric settings, naming what differs and for whom."""
+    problems = []
+    ok = board[board["status"] == "ok"]
+    for task, rows in ok.groupby("task", sort=True):
+        settings = [json.loads(s) for s in rows["metric_settings"]]
+        fields = {"pack_hash": list(rows["pack_hash"])}
+        for key in sorted({k for s in settings for k in s}):
+            fields[key] = [json.dumps(s.get(key), sort_keys=True) for s in settings]
+        differing = [f"{key} {_who_has(rows['model'], values)}" for key, values in fields.items() if len(set(values)) > 1]
+        if differing:
+            problems.append(f"{task}: " + "; ".join(differing))
+    return problems
+
+
+def guard_consistency(board: pd.DataFrame, *, allow_mixed: bool = False) -> list[str]:
+    """Raise unless every task's results share one pack and one set of metric settings;
+    with `allow_mixed`, return the differences as notes instead. Rows from different MRB
+    versions are allowed, and noted."""
+    problems = mixed_results(board)
+    if problems and not allow_mixed:
+        raise MRBError(
+            "results computed on different packs or with different metric settings would be mixed:\n  "
+            + "\n  ".join(problems)
+            + "\nrerun the models on the same pack and settings, or pass --allow-mixed to report them anyway"
+        )
+    notes = [f"Mixed results (--allow-mixed), first-stage value from the first row: {p}" for p in problems]
+    models = board.drop_duplicates(["model", "mrb_version"])
+    if models["mrb_version"].nunique() > 1:
+        notes.append(f"Results come from several MRB versions: {_who_has(models['model'], list(models['mrb_version']))}.")
+    return notes
+
+
+def read_per_query(results_dir: str | Path, model: str, task: str) -> pd.DataFrame:
+    """The per-query Parquet of one (model, task), as written by `write_task_outputs`."""
+    path = Path(results_dir) / model_dirname(model) / f"{task}.parquet"
+    if not path.is_file():
+        raise MRBError(f"{path} is missing: per-query values of {model!r} on {task} are needed")
+    return pd.read_parquet(path)

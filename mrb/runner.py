@@ -31,7 +31,7 @@ from mrb.cache import ScoreCache, model_key, task_key
 from mrb.data import Pack, Pair, read_pack
 from mrb.distributed import World
 from mrb.errors import MRBError
-from mrb.metrics import judged_queries, per_query, run_from_ranking, strict_ranking
+from mrb.metrics import judged_queries, per_query_table, strict_ranking
 from mrb.progress import RunProgress, RunStats
 from mrb.rerankers.base import Reranker
 from mrb.tasks import TaskSpec
@@ -52,15 +52,24 @@ class TaskResult:
     n_no_relevant: int = 0  # judged queries without any relevant document
     n_identical_ids: int = 0  # candidates dropped because doc id == query id
     seconds: float = 0.0
+    parts: list[TaskResult] = field(default_factory=list)  # a composite task's part results
     stats: RunStats = field(default_factory=lambda: RunStats())
+
+    def _mean(self, column: str) -> float | None:
+        if self.per_query is None:
+            return None
+        if self.parts:
+            return self.task.aggregate({p.task.name: p._mean(column) for p in self.parts})
+        return float(self.per_query[column].mean())
 
     @property
     def value(self) -> float | None:
-        return None if self.per_query is None else float(self.per_query["value"].mean())
+        """The task's score: the mean over queries, or over parts for a composite task."""
+        return self._mean("value")
 
     @property
     def first_stage_value(self) -> float | None:
-        return None if self.per_query is None else float(self.per_query["first_stage_value"].mean())
+        return self._mean("first_stage_value")
 
 
 def pack_fingerprint(pack: Pack) -> str:
@@ -286,7 +295,7 @@ def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, candidates:
 
 def run_task(
     task: TaskSpec, reranker: Reranker, *, batch_size: int = 32, options: RunOptions | None = None,
-    progress: RunProgress | None = None, world: World | None = None,
+    progress: RunProgress | None = None, world: World | None = None, data_dir: str | Path | None = None,
 ) -> TaskResult:
     """Rerank one task's candidate lists and compute per-query metrics beside the first stage's.
 
@@ -294,15 +303,17 @@ def run_task(
     torch.distributed (`world`), every rank scores its share and rank 0 alone gets the metrics
     (other ranks get status ``shard``).
     """
-    started = time.perf_counter()
     options = options or RunOptions(batch_size=batch_size)
     world = world or World()
     stats = RunStats()
-    pack = read_pack(task.pack_path())
-    fingerprint = pack_fingerprint(pack)
     if not reranker.supports(task.type):
         log.info("%s: %s does not take %s pairs; marked unsupported", task.name, reranker.name, task.type.label)
-        return TaskResult(task, "unsupported", fingerprint, stats=stats)
+        return TaskResult(task, "unsupported", "")
+    if task.parts:
+        return run_composite(task, reranker, options=options, progress=progress, world=world, data_dir=data_dir)
+    started = time.perf_counter()
+    pack = read_pack(task.pack_path(data_dir))
+    fingerprint = pack_fingerprint(pack)
 
     judged = judged_queries(pack.qrels_dict())
     candidates = pack.candidates
@@ -328,12 +339,34 @@ def run_task(
 
     ranking = strict_ranking(candidates, scores)
     first_stage = strict_ranking(candidates, np.zeros(len(candidates)))  # ties → first-stage order
-    values = per_query(task.metric, judged.qrels, run_from_ranking(ranking))
-    baseline = per_query(task.metric, judged.qrels, run_from_ranking(first_stage))
-    table = pd.DataFrame(
-        {"query_id": list(values), "value": list(values.values()), "first_stage_value": [baseline[q] for q in values]}
-    )
+    table = per_query_table(task.metric, judged.qrels, ranking, first_stage)
     return TaskResult(
         task, "ok", fingerprint, table, ranking, n_no_qrels, len(judged.no_relevant), n_identical,
-        time.perf_counter() - started, stats,
+        time.perf_counter() - started, stats=stats,
+    )
+
+
+def run_composite(task: TaskSpec, reranker: Reranker, **options: Any) -> TaskResult:
+    """Run each part of a composite task; per-query rows and runs are kept with ids ``<part>/<query id>``."""
+    parts = [run_task(unit, reranker, **options) for unit in task.units()]
+    stats = RunStats()
+    for part in parts:
+        stats.add(part.stats)
+    if any(p.status == "shard" for p in parts):
+        return TaskResult(task, "shard", "", seconds=stats.seconds, stats=stats)
+
+    def prefixed(frame: pd.DataFrame, part: TaskResult) -> pd.DataFrame:
+        return frame.assign(query_id=part.task.name + "/" + frame["query_id"])
+
+    return TaskResult(
+        task, "ok",
+        hashlib.sha256(" ".join(p.pack_hash for p in parts).encode()).hexdigest()[:16],
+        per_query=pd.concat([prefixed(p.per_query, p) for p in parts], ignore_index=True),
+        ranking=pd.concat([prefixed(p.ranking, p) for p in parts], ignore_index=True),
+        n_no_qrels=sum(p.n_no_qrels for p in parts),
+        n_no_relevant=sum(p.n_no_relevant for p in parts),
+        n_identical_ids=sum(p.n_identical_ids for p in parts),
+        seconds=sum(p.seconds for p in parts),
+        parts=parts,
+        stats=stats,
     )

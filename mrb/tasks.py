@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import fnmatch
+import os
+import statistics
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from mrb.errors import MRBError
 
@@ -61,21 +64,83 @@ class TaskType(StrEnum):
         return "i" if doc == "vd" else doc  # type: ignore[return-value]
 
 
-class TaskSpec(BaseModel):
-    """One task as declared in YAML. Unknown keys are rejected."""
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+# The four hub layouts MRB's source sets come in (see docs/tasks.md and mrb/sources.py):
+# older BEIR text sets, the newer MTEB layout, M-BEIR / UMRB, and ViDoRe BEIR.
+Layout = Literal["beir", "mteb", "mbeir", "vidore"]
+
+DATA_DIR_ENV = "MRB_DATA_DIR"
+BENCHMARK_SUITE = "mrb"  # the suite that ``all``, type codes and categories select from
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
+    """MRB's data folder (source mirrors, packs): the argument, else ``$MRB_DATA_DIR``, else ``~/.cache/mrb``."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home) / "mrb"
+
+
+class SourceSpec(BaseModel):
+    """A task's raw data on the Hugging Face hub, pinned to one commit."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    layout: Layout
+    path: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    revision: str = Field(pattern=r"^[0-9a-f]{40}$", description="full commit sha of the dataset repo")
+    split: str = Field(default="test", min_length=1, description="evaluation split")
+
+
+class Sizes(BaseModel):
+    """Declared size of a task's full data: queries, corpus documents and qrels rows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queries: int = Field(gt=0)
+    documents: int = Field(gt=0)
+    qrels: int = Field(gt=0)
+
+
+class PartSpec(BaseModel):
+    """One part of a composite task (e.g. a CQADupStack sub-forum): its own source and pack."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    source: SourceSpec
+    pack: str | None = None
+
+
+class TaskSpec(BaseModel):
+    """One task as declared in YAML. Unknown keys are rejected.
+
+    A task takes its data from a hub ``source`` (its candidate pack is then built into the
+    data dir, or read from ``pack`` when given), from a ``pack`` folder alone, or, for a
+    composite task, from its ``parts``: each part is scored on its own and the task's
+    score is the mean of the part scores (`TaskSpec.aggregate`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
     type: TaskType
     instruction: str = Field(min_length=1)
     metric: str = "nDCG@10"
     depth: int = Field(default=100, gt=0)
-    pack: str = Field(description="pack folder, relative to the YAML file or absolute")
+    first_stage: str | None = Field(default=None, description="retriever whose top-`depth` lists form the pack")
+    source: SourceSpec | None = None
+    parts: tuple[PartSpec, ...] | None = Field(default=None, min_length=2)
+    pack: str | None = Field(default=None, description="pack folder, relative to the YAML file or absolute")
+    sizes: Sizes | None = None
     description: str = ""
     reference: str = ""
     ignore_identical_ids: bool = False
     source_file: Path | None = Field(default=None, exclude=True)
+    _composite: str | None = PrivateAttr(default=None)
 
     @field_validator("metric")
     @classmethod
@@ -88,15 +153,84 @@ class TaskSpec(BaseModel):
             raise ValueError(f"unknown metric {value!r} (ir_measures syntax, e.g. nDCG@10)") from exc
         return value
 
+    @model_validator(mode="after")
+    def _one_data_origin(self) -> TaskSpec:
+        if self.parts is not None:
+            if self.source is not None or self.pack is not None:
+                raise ValueError("a composite task (parts) takes its source and pack from each part, not from the task")
+            names = [part.name for part in self.parts]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"part name(s) {', '.join(repeated)} repeated")
+        elif self.source is None and self.pack is None:
+            raise ValueError("a task needs a hub source, a pack folder or parts")
+        return self
+
     @property
     def category(self) -> Category:
         return self.type.category
 
-    def pack_path(self) -> Path:
+    @property
+    def composite(self) -> str | None:
+        """For a part of a composite task, the composite's name; else None."""
+        return self._composite
+
+    def units(self) -> list[TaskSpec]:
+        """The tasks that hold data and get scored: a composite's parts, or the task itself."""
+        if self.parts is None:
+            return [self]
+        units = []
+        for part in self.parts:
+            unit = self.model_copy(
+                update={
+                    "name": f"{self.name}-{part.name}",
+                    "parts": None,
+                    "source": part.source,
+                    "pack": part.pack,
+                    "sizes": None,
+                    "description": f"the {part.name} part of {self.name}",
+                }
+            )
+            unit._composite = self.name
+            units.append(unit)
+        return units
+
+    def aggregate(self, unit_scores: Mapping[str, float]) -> float:
+        """The task's score from the scores of its `units` (by name): the plain mean of its parts."""
+        names = [unit.name for unit in self.units()]
+        missing = [n for n in names if n not in unit_scores]
+        extra = sorted(set(unit_scores) - set(names))
+        if missing or extra:
+            problems = [f"missing {', '.join(missing)}"] if missing else []
+            problems += [f"unexpected {', '.join(extra)}"] if extra else []
+            raise MRBError(f"task {self.name!r}: cannot aggregate part scores ({'; '.join(problems)})")
+        return statistics.fmean(unit_scores[n] for n in names)
+
+    def pack_location(self, data_dir: str | Path | None = None) -> Path:
+        """Where this task's pack lives: ``pack`` (relative to the YAML), else ``<data dir>/packs/<name>``."""
+        if self.parts is not None:
+            raise MRBError(
+                f"task {self.name!r} is a composite of {len(self.parts)} parts, each with its own pack: "
+                "use TaskSpec.units()"
+            )
+        if self.pack is None:
+            return resolve_data_dir(data_dir) / "packs" / self.name
         path = Path(self.pack)
         if not path.is_absolute() and self.source_file is not None:
             path = self.source_file.parent / path
         return path
+
+    def pack_path(self, data_dir: str | Path | None = None) -> Path:
+        """The existing pack folder of this task; an `MRBError` saying how to build it when there is none."""
+        path = self.pack_location(data_dir)
+        if path.is_dir():
+            return path
+        if self.pack is not None:
+            raise MRBError(f"task {self.name!r}: pack folder {path} does not exist (declared as pack: {self.pack!r})")
+        raise MRBError(
+            f"task {self.name!r} has no candidate pack yet (looked in {path}): build it with "
+            f"`mrb candidates build --tasks {self.composite or self.name}`"
+        )
 
 
 class SuiteSpec(BaseModel):
@@ -146,6 +280,7 @@ def _format_validation(path: Path, exc: ValidationError) -> str:
 
 
 def load_task_file(path: str | Path) -> TaskSpec:
+    """Read and validate one task YAML file."""
     path = Path(path)
     data = _load_yaml(path)
     try:
@@ -200,18 +335,25 @@ class Catalogue:
                 chosen.setdefault(task.name, task)
         return list(chosen.values())
 
+    def scope(self) -> list[TaskSpec]:
+        """What ``all``, type codes and categories range over: the suite named
+        `BENCHMARK_SUITE` (the paper's 40) when the catalogue has it, else every task."""
+        if BENCHMARK_SUITE in self.suites:
+            return self.select(",".join(self.suites[BENCHMARK_SUITE].tasks))
+        return list(self.tasks.values())
+
     def _match(self, term: str) -> list[TaskSpec]:
         lowered = term.lower()
-        if lowered == "all":
-            return list(self.tasks.values())
         if term in self.tasks:
             return [self.tasks[term]]
         if term in self.suites:
             return self.select(",".join(self.suites[term].tasks))
+        if lowered == "all":
+            return self.scope()
         if lowered in {t.value for t in TaskType}:
-            return [t for t in self.tasks.values() if t.type.value == lowered]
+            return [t for t in self.scope() if t.type.value == lowered]
         if lowered in {c.value for c in Category} or lowered in {c.value.split("-")[0] for c in Category}:
-            return [t for t in self.tasks.values() if t.category.value.startswith(lowered)]
+            return [t for t in self.scope() if t.category.value.startswith(lowered)]
         return [t for name, t in self.tasks.items() if fnmatch.fnmatchcase(name, term)]
 
     def _unknown_message(self, term: str) -> str:

@@ -51,3 +51,21 @@ def small_text_task(root: Path, name: str = "Small-T2T", **kwargs) -> Path:
         qrels=[("q1", "d0", 2), ("q1", "d2", 1), ("q1", "d1", 0), ("q2", "d3", 1)],
         **kwargs,
     )
+
+
+def combo_task(root: Path) -> None:
+    """Composite task Combo: part a = Small-T2T (two queries), part b = one query whose only
+    relevant document is at first-stage rank 2 (first stage 1/log2(3))."""
+    small_text_task(root, "PartA")
+    write_task(
+        root, "PartB", queries=[Record("q1", "x")], documents=[Record("a", "x"), Record("b", "y")],
+        candidates=[("q1", "a", 1, 1.0), ("q1", "b", 2, 0.5)], qrels=[("q1", "b", 1)],
+    )
+    for name in ("PartA", "PartB"):
+        (root / f"{name}.yaml").unlink()  # the packs stay; only the composite is a task
+    source = "source: {layout: beir, path: org/data, revision: " + "a" * 40 + "}"
+    (root / "combo.yaml").write_text(
+        "name: Combo\ntype: t2t\ninstruction: Find it.\nparts:\n"
+        f"  - {{name: a, pack: packs/PartA, {source}}}\n"
+        f"  - {{name: b, pack: packs/PartB, {source}}}\n"
+    )

@@ -16,9 +16,9 @@ def test_run_then_report(tasks_dir, tmp_path, capsys):
     out = tmp_path / "results"
     assert main(["run", "--model", "oracle", "--tasks", "all", "--task-dir", str(tasks_dir), "--output", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "| oracle      |  100.00 |  100.00 |" in printed
+    assert "| oracle      | **100.00** |       **100.00** | **100.00** |    **+34.97** |" in printed
     assert main(["report", "--results", str(out)]) == 0
-    assert "| Small-T2T | T→T  |       65.03 | 100.00 |" in capsys.readouterr().out
+    assert "| Small-T2T | T→T  |       65.03 | **100.00** |" in capsys.readouterr().out
 
 
 def test_unknown_model_exits_2_with_suggestion(tasks_dir, capsys):

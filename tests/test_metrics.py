@@ -1,4 +1,4 @@
-"""MRB's ranking + ir_measures pipeline against an independent nDCG@10 with trec_eval semantics."""
+"""MRB's ranking + ir_measures pipeline against independent implementations with trec_eval semantics."""
 
 import math
 import random
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrb.metrics import judged_queries, per_query, run_from_ranking, strict_ranking
+from mrb.metrics import MEASURE_COLUMNS, judged_queries, per_query, per_query_table, run_from_ranking, strict_ranking
 
 
 def reference_ndcg(ranked: list[str], labels: dict[str, int], k: int = 10) -> float:
@@ -16,6 +16,23 @@ def reference_ndcg(ranked: list[str], labels: dict[str, int], k: int = 10) -> fl
     ideal = sorted((g for g in labels.values() if g > 0), reverse=True)[:k]
     idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
     return dcg / idcg if idcg > 0 else 0.0
+
+
+def reference_rr(ranked: list[str], labels: dict[str, int], k: int = 10) -> float:
+    """Reciprocal rank of the first document of label ≥ 1 in the top k, else 0."""
+    return next((1 / (i + 1) for i, d in enumerate(ranked[:k]) if labels.get(d, 0) > 0), 0.0)
+
+
+def reference_recall(ranked: list[str], labels: dict[str, int], k: int) -> float:
+    """Relevant (label ≥ 1) documents in the top k over all relevant documents of the query."""
+    relevant = {d for d, g in labels.items() if g > 0}
+    return len(relevant & set(ranked[:k])) / len(relevant)
+
+
+def reference_judged(ranked: list[str], labels: dict[str, int], k: int = 10) -> float:
+    """Judged documents (any label, 0 included) among the top k, over the number retrieved up to k."""
+    top = ranked[:k]
+    return sum(d in labels for d in top) / len(top) if top else 0.0
 
 
 def reference_order(cands: list[tuple[str, int, float]]) -> list[str]:
@@ -51,6 +68,45 @@ def test_ndcg_matches_independent_implementation(seed):
         expected = reference_ndcg(reference_order(list(zip(mine.doc_id, mine["rank"], mine.score))), labels)
         assert got[qid] == pytest.approx(expected, abs=1e-9), qid
     assert judged.no_relevant == sorted(q for q, labels in qrels.items() if not any(v > 0 for v in labels.values()))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_every_measure_matches_independent_implementations(seed):
+    rng = random.Random(1000 + seed)
+    qrels, cands = random_instance(rng)
+    judged = judged_queries(qrels)
+    cands["score"] = [rng.choice([0.0, 1.0]) for _ in range(len(cands))]  # heavy ties
+    ranking = strict_ranking(cands, cands["score"].to_numpy())
+    first_stage = strict_ranking(cands, np.zeros(len(cands)))
+    table = per_query_table("nDCG@10", judged.qrels, ranking, first_stage).set_index("query_id")
+    assert table.columns.tolist() == ["value", "first_stage_value", *MEASURE_COLUMNS]
+    assert sorted(table.index) == sorted(judged.qrels)
+    for qid, labels in judged.qrels.items():
+        mine = cands[cands.query_id == qid]
+        order = reference_order(list(zip(mine.doc_id, mine["rank"], mine.score)))
+        first = mine.sort_values("rank")["doc_id"].tolist()
+        expected = {
+            "value": reference_ndcg(order, labels),
+            "first_stage_value": reference_ndcg(first, labels),
+            "RR@10": reference_rr(order, labels),
+            "R@10": reference_recall(order, labels, 10),
+            "Judged@10": reference_judged(order, labels),
+            "first_stage_R@100": reference_recall(first, labels, 100),
+        }
+        assert table.loc[qid].to_dict() == pytest.approx(expected, abs=1e-9), qid
+
+
+def test_measures_by_hand_with_a_query_missing_from_the_run():
+    qrels = {"q1": {"a": 0, "b": 2, "c": 1, "z": 1}, "q2": {"y": 1}}
+    ranking = strict_ranking(
+        pd.DataFrame([("q1", d, r, 0.0) for r, d in enumerate("xyzabcdefghijk", 1)], columns=["query_id", "doc_id", "rank", "score"]),
+        np.zeros(14),
+    )  # q1: x y z a b c d … (b at 5, c at 6, z at 3); q2 absent
+    table = per_query_table("nDCG@10", qrels, ranking, ranking).set_index("query_id")
+    assert table.loc["q1", "RR@10"] == 1 / 3
+    assert table.loc["q1", "R@10"] == 1.0 and table.loc["q1", "first_stage_R@100"] == 1.0
+    assert table.loc["q1", "Judged@10"] == 0.4  # z, a, b, c among the top 10
+    assert table.loc["q2"].tolist() == [0.0] * 6
 
 
 def test_ties_are_broken_by_first_stage_rank_then_doc_id():

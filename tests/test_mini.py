@@ -2,10 +2,12 @@
 
 import math
 
+import pandas as pd
 import pytest
 
 import mrb
 from mrb.data import read_pack
+from mrb.metrics import MEASURE_COLUMNS
 from mrb.tasks import load_tasks
 from tests.test_metrics import reference_ndcg
 
@@ -77,3 +79,10 @@ def test_bm25_on_mini_text_task():
     assert board.at["MiniFacts-T2T", "status"] == "ok"
     assert set(board.loc[board["status"] == "unsupported"].index) == {t.name for t in MINI} - {"MiniFacts-T2T"}
     assert math.isnan(board.at["MiniPhotos-T2I", "value"])
+
+
+def test_constant_scorer_equals_the_first_stage_on_every_measure(boards):
+    constant = mrb.evaluate(lambda pairs: [0.5] * len(pairs), "mini", quiet=True).set_index("task")
+    columns = ["value", "first_stage_value", "ci_low", "ci_high", *MEASURE_COLUMNS]
+    pd.testing.assert_frame_equal(constant[columns], boards["first-stage"][columns])
+    assert (constant["value"] == constant["first_stage_value"]).all()

@@ -46,8 +46,10 @@ def test_outputs_and_report_from_parquet_alone(tasks_dir, tmp_path):
     run("first-stage", tasks_dir, output_dir=out)
     per_query = pd.read_parquet(out / "oracle" / "Small-T2T.parquet")
     assert per_query.to_dict("list") == {
-        "query_id": ["q1", "q2"], "metric": ["nDCG@10"] * 2, "value": [1.0, 1.0],
+        "query_id": ["q1", "q2"], "part": ["", ""], "metric": ["nDCG@10"] * 2, "value": [1.0, 1.0],
         "first_stage_value": [pytest.approx(FIRST_STAGE_Q1), pytest.approx(FIRST_STAGE_Q2)],
+        # by hand: q1 ranks d0 (2), d2 (1), d1 (0), d3 (unjudged); q2 ranks d3 (1), d0 (unjudged)
+        "RR@10": [1.0, 1.0], "R@10": [1.0, 1.0], "Judged@10": [0.75, 0.5], "first_stage_R@100": [1.0, 1.0],
     }
     assert (out / "oracle" / "Small-T2T.trec").read_text().splitlines() == [
         "q1 Q0 d0 1 2.0 oracle", "q1 Q0 d2 2 1.0 oracle", "q1 Q0 d1 3 0.0 oracle", "q1 Q0 d3 4 0.0 oracle",
@@ -57,8 +59,8 @@ def test_outputs_and_report_from_parquet_alone(tasks_dir, tmp_path):
     assert sorted(board["model"]) == ["first-stage", "oracle"]
     text = render_markdown(board)
     fs = f"{100 * (FIRST_STAGE_Q1 + FIRST_STAGE_Q2) / 2:.2f}"
-    assert f"| oracle      |  100.00 |  100.00 |" in text
-    assert f"| first stage |   {fs} |   {fs} |" in text
+    assert "| oracle      | **100.00** |       **100.00** | **100.00** |    **+34.97** |" in text
+    assert f"| first stage |      {fs} |            {fs} |      {fs} |         +0.00 |" in text
     # re-running a model replaces its rows instead of adding more
     run("oracle", tasks_dir, output_dir=out)
     assert len(read_leaderboard(out)) == 2
@@ -76,7 +78,7 @@ def test_unsupported_task_is_empty_never_zero(tasks_dir, tmp_path):
     run("oracle", tasks_dir, output_dir=out)
     run(images_only, tasks_dir, output_dir=out)
     text = render_markdown(read_leaderboard(out))
-    assert "| images_only |         |         |" in text
+    assert "| images_only |            |                  |            |               |" in text
 
 
 def test_wrong_number_of_scores(tasks_dir):
@@ -117,3 +119,18 @@ def test_ignore_identical_ids(tmp_path):
     )
     row = mrb.evaluate("first-stage", "all", task_dirs=[tmp_path], quiet=True).iloc[0]
     assert row["value"] == 1.0  # the query's own document is removed before ranking
+
+
+def test_composite_task_scores_the_mean_of_its_parts(tmp_path):
+    from tests.packs import combo_task
+
+    root = tmp_path / "tasks"
+    combo_task(root)
+    row = mrb.evaluate("first-stage", "Combo", task_dirs=[root], quiet=True).iloc[0]
+    part_a = (FIRST_STAGE_Q1 + FIRST_STAGE_Q2) / 2
+    part_b = 1 / math.log2(3)
+    assert row["value"] == pytest.approx((part_a + part_b) / 2, abs=1e-12)  # mean of parts, not of queries
+    assert row["n_queries"] == 3
+    out = tmp_path / "r"
+    mrb.evaluate("oracle", "Combo", task_dirs=[root], quiet=True, output_dir=out)
+    assert pd.read_parquet(out / "oracle" / "Combo.parquet")["query_id"].tolist() == ["Combo-a/q1", "Combo-a/q2", "Combo-b/q1"]

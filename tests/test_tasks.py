@@ -31,7 +31,7 @@ def test_defaults_and_pack_path(tmp_path):
     path.write_text(TASK.format(name="A", type="t2i"))
     spec = load_task_file(path)
     assert (spec.metric, spec.depth, spec.category) == ("nDCG@10", 100, Category.CROSS)
-    assert spec.pack_path() == tmp_path / "packs" / "A"
+    assert spec.pack_location() == tmp_path / "packs" / "A"
 
 
 def test_selection_by_name_glob_type_category_suite_and_all(tmp_path):
@@ -113,3 +113,10 @@ def test_duplicate_task_name(tmp_path):
 def test_load_tasks_from_a_folder(tmp_path):
     small_text_task(tmp_path)
     assert [t.name for t in load_tasks("all", task_dirs=[tmp_path])] == ["Small-T2T"]
+
+
+def test_all_types_and_categories_range_over_the_mrb_suite_names_reach_everything():
+    assert len(load_tasks("all")) == 40
+    assert [t.name for t in load_tasks("t2i")] == ["VisualNews-T2I", "Fashion200K-T2I", "MSCOCO-T2I", "Flickr30K-T2I"]
+    assert all(not t.name.startswith("Mini") for t in load_tasks("cross-modal"))
+    assert len(load_tasks("mini")) == 5 and len(load_tasks("Mini*")) == 5
