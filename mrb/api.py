@@ -22,8 +22,8 @@ from mrb.leaderboard import (
     write_task_outputs,
 )
 from mrb.progress import RunProgress, RunStats
-from mrb.rerankers import as_reranker, get_reranker
-from mrb.runner import Overwrite, RunOptions, run_task
+from mrb.rerankers import Reranker, as_reranker, get_reranker
+from mrb.runner import Overwrite, RunOptions, TaskResult, run_task
 from mrb.tasks import load_tasks
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,6 @@ def evaluate(
     Under ``torchrun`` the queries are split across the processes; rank 0 returns the rows.
     Packs of hub tasks are looked up in `data_dir` (default ``$MRB_DATA_DIR``, else ``~/.cache/mrb``).
     """
-    from mrb import __version__
-
     run_options = RunOptions(
         batch_size=batch_size, max_batch_tokens=max_batch_tokens, workers=workers, overwrite=overwrite,
         cache_dir=Path(cache_dir) if cache_dir is not None else Path(output_dir) / "cache" if output_dir is not None else None,
@@ -84,24 +82,30 @@ def evaluate(
             if spec.name in finished:
                 log.info("%s on %s: kept from %s (--overwrite never)", reranker.name, spec.name, results_dir)
                 rows.append(finished[spec.name])
-                continue
-            result = run_task(spec, reranker, options=run_options, progress=progress, world=world, data_dir=data_dir)
-            total.add(result.stats)
+            else:
+                result = run_task(spec, reranker, options=run_options, progress=progress, world=world, data_dir=data_dir)
+                total.add(result.stats)
+                if world.is_main:
+                    rows.append(_record(results_dir, reranker, settings, result, world))
             if progress is not None:
                 progress.finish_task()
-            if not world.is_main:
-                continue
-            row = leaderboard_row(reranker.name, result, settings, __version__, provenance(reranker, settings, result, world.size))
-            rows.append(row)
-            if results_dir is not None:
-                write_task_outputs(results_dir, reranker.name, result)
-                update_leaderboard(results_dir, [row])
-            log.info("%s on %s: %s", reranker.name, spec.name, row["value"] if result.status == "ok" else result.status)
     if world.is_main:
         log.info("%s: %s", reranker.name, total.summary())
         if progress is not None:
-            progress.console.print(f"[bold]{reranker.name}[/bold]: {total.summary()}")
+            progress.console.print(f"[bold]{reranker.name}[/bold]: {total.summary()}", soft_wrap=True)
     return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
+
+
+def _record(results_dir: Path | None, reranker: Reranker, settings: dict[str, Any], result: TaskResult, world: World) -> dict[str, Any]:
+    """The task's leaderboard row, written with the task's outputs when there is a results folder."""
+    from mrb import __version__
+
+    row = leaderboard_row(reranker.name, result, settings, __version__, provenance(reranker, settings, result, world.size))
+    if results_dir is not None:
+        write_task_outputs(results_dir, reranker.name, result)
+        update_leaderboard(results_dir, [row])
+    log.info("%s on %s: %s", reranker.name, result.task.name, row["value"] if result.status == "ok" else result.status)
+    return row
 
 
 def _lock(stack: ExitStack, results_dir: Path | None, world: World) -> None:

@@ -191,3 +191,23 @@ def test_a_changed_setting_or_function_misses_the_cache(tasks_dir, tmp_path):
     mrb.evaluate("random", "all", task_dirs=[tasks_dir], output_dir=out, quiet=True, seed=1)
     hits = json.loads(mrb.evaluate("random", "all", task_dirs=[tasks_dir], output_dir=out, quiet=True, seed=2)["provenance"].iloc[0])
     assert hits["cache_hits"] == 0
+
+
+def test_cli_run_options_summary_and_provenance(tasks_dir, tmp_path, capsys):
+    from mrb import __version__
+    from mrb.cli import main
+
+    out = tmp_path / "out"
+    command = ["run", "--model", "oracle", "--tasks", "all", "--task-dir", str(tasks_dir), "--output", str(out),
+               "--max-batch-tokens", "40", "--workers", "0", "--batch-size", "4"]
+    assert main(command) == 0
+    assert "oracle: 6 pairs: 6 scored, 0 from the cache; model " in capsys.readouterr().err
+    assert main([*command, "--overwrite", "missing", "--quiet"]) == 0
+    provenance = json.loads(read_leaderboard(out)["provenance"].iloc[0])
+    assert {k: provenance[k] for k in ("mrb_version", "processes", "pairs", "scored", "cache_hits", "batches", "oom_retries")} == {
+        "mrb_version": __version__, "processes": 1, "pairs": 6, "scored": 0, "cache_hits": 6, "batches": 0, "oom_retries": 0,
+    }
+    assert set(provenance) >= {"git_sha", "python", "torch", "transformers", "device", "dtype", "model_seconds", "prep_seconds", "seconds", "decodes"}
+    capsys.readouterr()
+    assert main([*command, "--workers", "-1"]) == 2
+    assert capsys.readouterr().err == "mrb: error: --workers must be 0 or more, got -1\n"
