@@ -107,7 +107,7 @@ class RunOptions:
 def _is_oom(exc: BaseException) -> bool:
     """CUDA (or other accelerator) out-of-memory; torch is only consulted when already imported."""
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
+    return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
 def _free_accelerator_memory() -> None:
@@ -265,13 +265,13 @@ def check_scores(task: TaskSpec, reranker: Reranker, batch: Sequence[Pair], got:
 def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, candidates: pd.DataFrame, options: RunOptions,
                      progress: RunProgress | None, world: World, stats: RunStats) -> np.ndarray | None:
     """Scores aligned with `candidates` on rank 0 (None on other ranks), each rank scoring its share of the queries."""
-    mine = world.shard(candidates["query_id"]) if world.size > 1 else None
-    rows = [i for i, q in enumerate(candidates["query_id"]) if mine is None or q in mine]
+    query_ids, doc_ids = candidates["query_id"].tolist(), candidates["doc_id"].tolist()
+    mine = world.shard(query_ids) if world.size > 1 else None
+    rows = [i for i, q in enumerate(query_ids) if mine is None or q in mine]
     images = ImageCache(options.image_cache_mb << 20)
-    queries = {q: cached(pack.queries[q], "q", images) for q in candidates["query_id"].iloc[rows].unique()}
-    documents = {d: cached(pack.documents[d], "d", images) for d in candidates["doc_id"].iloc[rows].unique()}
-    pairs = [Pair(task.instruction, queries[q], documents[d])
-             for q, d in zip(candidates["query_id"].iloc[rows], candidates["doc_id"].iloc[rows])]
+    queries = {q: cached(pack.queries[q], "q", images) for q in {query_ids[i] for i in rows}}
+    documents = {d: cached(pack.documents[d], "d", images) for d in {doc_ids[i] for i in rows}}
+    pairs = [Pair(task.instruction, queries[query_ids[i]], documents[doc_ids[i]]) for i in rows]
     cache = None
     if options.cache_dir is not None:
         cache = ScoreCache(options.cache_dir, model_key(reranker), task_key(task, pack))
