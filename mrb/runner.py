@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -79,7 +79,7 @@ def pack_fingerprint(pack: Pack) -> str:
 
 
 Overwrite = Literal["never", "missing", "always"]
-OVERWRITE_MODES: tuple[str, ...] = ("never", "missing", "always")
+OVERWRITE_MODES: tuple[str, ...] = get_args(Overwrite)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class RunOptions:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    """CUDA (or other accelerator) out-of-memory; torch is only consulted when already imported."""
+    """torch's out-of-memory error; torch is only consulted when something has imported it."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
 
