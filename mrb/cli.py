@@ -138,14 +138,25 @@ def _tasks(args: argparse.Namespace) -> None:
 def _models(args: argparse.Namespace) -> None:
     from mrb.rerankers.presets import PRESETS
 
-    table = Table(title="MRB model presets")
-    for column in ("name", "adapter", "checkpoint", "revision", "modalities", "params", "licence", "description"):
+    table = Table(title="MRB model presets (settings left 'auto': bf16 on GPU / fp32 on CPU, flash-attn when installed)")
+    for column in ("name", "adapter", "checkpoint", "revision", "modalities", "params", "licence", "settings"):
         table.add_column(column, overflow="fold")
+    unverified = []
     for p in PRESETS.values():
         revision = p.revision or ("not pinned" if p.hub_id else "")
-        table.add_row(p.name, p.adapter, p.hub_id or "", revision, p.modalities, p.parameters, p.license, p.description)
-    Console().print(table)
-
+        pixels = f"{p.min_pixels}–{p.max_pixels}" if p.min_pixels or p.max_pixels else "checkpoint's"
+        settings = "" if not p.hub_id else (
+            f"dtype {p.dtype or 'auto'}, attention {p.attn_implementation or 'auto'}, pixels {pixels}, "
+            f"max length {p.max_length or 'none'}"
+        )
+        name = f"{p.name} *" if p.unverified else p.name
+        table.add_row(name, p.adapter, p.hub_id or "", revision, p.modalities, p.parameters, p.license, settings)
+        if p.unverified:
+            unverified.append(f"* {p.name}: unverified — {p.unverified}")
+    console = Console()
+    console.print(table)
+    for line in unverified:
+        console.print(line, highlight=False)
 
 def _download(args: argparse.Namespace) -> None:
     from mrb.sources import download

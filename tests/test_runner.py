@@ -134,3 +134,11 @@ def test_composite_task_scores_the_mean_of_its_parts(tmp_path):
     out = tmp_path / "r"
     mrb.evaluate("oracle", "Combo", task_dirs=[root], quiet=True, output_dir=out)
     assert pd.read_parquet(out / "oracle" / "Combo.parquet")["query_id"].tolist() == ["Combo-a/q1", "Combo-a/q2", "Combo-b/q1"]
+
+
+def test_adapter_name_without_checkpoint_says_what_is_missing():
+    with pytest.raises(MRBError) as err:
+        mrb.get_reranker("qwen-vl-yes-no")
+    assert str(err.value) == (
+        "QwenVLYesNo needs checkpoint (give a checkpoint folder or hub id as --model and this adapter as --adapter)"
+    )

@@ -84,6 +84,12 @@ _ADAPTERS: dict[str, str | type[Reranker]] = {
     "oracle": "mrb.rerankers.baselines:Oracle",
     "bm25": "mrb.rerankers.baselines:BM25",
     "sentence-embedding": "mrb.rerankers.bi_encoder:SentenceEmbedding",
+    "qwen-vl-yes-no": "mrb.rerankers.qwen_vl:QwenVLYesNo",
+    "qwen3-vl-reranker": "mrb.rerankers.qwen_vl:Qwen3VLReranker",
+    "monoqwen-vl": "mrb.rerankers.qwen_vl:MonoQwenVL",
+    "jina-reranker-m0": "mrb.rerankers.jina:JinaRerankerM0",
+    "qwen3-reranker": "mrb.rerankers.text_llm:Qwen3Reranker",
+    "cross-encoder": "mrb.rerankers.cross_encoder:CrossEncoder",
 }
 
 
@@ -123,13 +129,19 @@ def resolve_adapter(name: str) -> Callable[..., Reranker]:
 def build(factory: Callable[..., Reranker], options: dict[str, Any]) -> Reranker:
     """Instantiate an adapter, rejecting options it does not take with a clear message."""
     params = inspect.signature(factory).parameters
+    name = getattr(factory, "__name__", factory)
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(options) - set(params))
         if unknown:
             raise MRBError(
-                f"{getattr(factory, '__name__', factory)} does not take option(s) {', '.join(unknown)}; "
+                f"{name} does not take option(s) {', '.join(unknown)}; "
                 f"it takes: {', '.join(p for p in params if p != 'self') or 'none'}"
             )
+    required = [p for p, spec in params.items() if spec.default is spec.empty and spec.kind in (spec.POSITIONAL_OR_KEYWORD, spec.KEYWORD_ONLY)]
+    missing = [p for p in required if p not in options]
+    if missing:
+        hint = " (give a checkpoint folder or hub id as --model and this adapter as --adapter)" if "checkpoint" in missing else ""
+        raise MRBError(f"{name} needs {', '.join(missing)}{hint}")
     return factory(**options)
 
 

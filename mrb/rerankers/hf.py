@@ -1,0 +1,176 @@
+"""Plumbing shared by the adapters that load a checkpoint with transformers: runtime options (device
+and dtype from `devices`, attention here), optional dependencies, input checks, image decoding within bounds, left padding
+and the two-token score read at the last position."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import math
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from mrb.data import Record
+from mrb.errors import MRBError
+from mrb.rerankers.base import Reranker
+from mrb.rerankers.devices import pick_device, pick_dtype
+
+ATTENTION = ("sdpa", "flash_attention_2", "eager")
+
+
+def require(module: str, pip_name: str) -> ModuleType:
+    """Import an optional dependency, or fail with the `pip install` that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MRBError(f"this model needs the optional package {pip_name!r}: pip install {pip_name}") from exc
+
+
+def resolve_attention(attn_implementation: str | None, device: torch.device, dtype: torch.dtype) -> str:
+    """flash_attention_2 when asked for or, by default, when flash-attn is installed and usable; else sdpa."""
+    flash_installed = importlib.util.find_spec("flash_attn") is not None
+    if attn_implementation is None or attn_implementation == "auto":
+        usable = flash_installed and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+        return "flash_attention_2" if usable else "sdpa"
+    if attn_implementation not in ATTENTION:
+        raise MRBError(f"unknown attention implementation {attn_implementation!r}: use one of {', '.join(ATTENTION)} or auto")
+    if attn_implementation == "flash_attention_2" and not flash_installed:
+        raise MRBError("attn_implementation flash_attention_2 needs flash-attn: pip install flash-attn --no-build-isolation")
+    return attn_implementation
+
+
+class TransformersReranker(Reranker):
+    """Base of the adapters that load one checkpoint with transformers: the options every such adapter
+    takes (its signature is what `build` checks options against), provenance, and a `load` hook that
+    subclasses fill in to load their tokenizer or processor and model."""
+
+    def __init__(
+        self,
+        checkpoint: str,
+        *,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        attn_implementation: str | None = None,
+        max_length: int | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        if max_length is not None and max_length <= 0:
+            raise MRBError(f"max_length must be positive, got {max_length}")
+        self.checkpoint = str(checkpoint)
+        self.revision = revision
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.attn_implementation = resolve_attention(attn_implementation, self.device, self.dtype)
+        self.max_length = max_length
+        self.trust_remote_code = trust_remote_code
+        self.load()
+
+    def load(self) -> None:
+        """Load the tokenizer or processor and the model (each adapter's own)."""
+        raise NotImplementedError
+
+    def load_model(self, auto_class: Any, source: str, **overrides: Any) -> Any:
+        """`auto_class.from_pretrained(source)` with this adapter's revision, dtype, attention and remote-code
+        choice, moved to the device (no `device_map`, which would need accelerate), in eval mode."""
+        kwargs = {
+            "revision": self.revision,
+            "dtype": self.dtype,
+            "attn_implementation": self.attn_implementation,
+            "trust_remote_code": self.trust_remote_code,
+            **overrides,
+        }
+        return auto_class.from_pretrained(source, **kwargs).to(self.device).eval()
+
+    def settings(self) -> dict[str, Any]:
+        import transformers
+
+        return {
+            "name": self.name,
+            "adapter": type(self).__name__,
+            "checkpoint": self.checkpoint,
+            "revision": self.revision,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "attn_implementation": self.attn_implementation,
+            "max_length": self.max_length,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        }
+
+
+def check_side(record: Record, role: str) -> None:
+    """A query or document must carry text or an image."""
+    if not record.text and record.image_bytes is None:
+        raise MRBError(f"{role} {record.id!r} has neither text nor image")
+
+
+def side_text(record: Record, role: str, model: str) -> str:
+    """The text of a side that a text-only model reads."""
+    check_side(record, role)
+    if not record.text:
+        raise MRBError(f"{role} {record.id!r} has no text, and {model} reads text only")
+    return record.text
+
+
+def decode_image(record: Record, role: str, max_pixels: int) -> Image.Image:
+    """Decode a record's image as RGB.
+
+    An image within PIL's decompression-bomb limit is returned as stored (the model's processor resizes
+    it); a larger one is decoded at reduced size (JPEG draft mode, then box reduction) to about
+    `max_pixels`, so a 20000×20000 page neither trips PIL's guard nor fills memory.
+    """
+    assert record.image_bytes is not None
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the bound is enforced below instead
+    try:
+        with Image.open(io.BytesIO(record.image_bytes)) as img:
+            if limit is not None and img.width * img.height > limit:
+                scale = math.sqrt(max_pixels / (img.width * img.height))
+                img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+                return img.reduce(max(1, math.floor(math.sqrt(img.width * img.height / max_pixels)))).convert("RGB")
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise MRBError(f"{role} {record.id!r}: image does not decode ({exc})") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def left_pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """Stack rows of different lengths into one tensor, padding on the left."""
+    return torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(r, dtype=torch.long) for r in rows], batch_first=True, padding_value=value, padding_side="left"
+    )
+
+
+def token_id(tokenizer: Any, token: str) -> int:
+    """The vocabulary id of `token` (e.g. "yes"), as the reference code looks it up."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or tokenizer.convert_ids_to_tokens(tid) != token:
+        raise MRBError(f"the tokenizer has no single token {token!r}, which the scoring rule reads")
+    return tid
+
+
+@torch.inference_mode()
+def two_token_scores(model: Any, inputs: Mapping[str, torch.Tensor], token_ids: tuple[int, int]) -> list[float]:
+    """p(first token) from the softmax over two tokens' logits at the last position (left-padded inputs).
+
+    Only the last hidden state is projected, and only onto the two rows of the LM head the rule needs,
+    instead of computing full-vocabulary logits at every position (benchmarks/last_token_projection.py
+    measures the saving). The projection runs in float32 even for bf16 weights, so the two logits are not
+    rounded to bf16's coarse steps (which ties candidates); sigmoid(z₁ − z₂), that softmax, is taken in
+    float64 so that confident scores do not collapse into ties either.
+    """
+    hidden = model.base_model(**inputs, use_cache=False).last_hidden_state[:, -1].float()
+    head = model.get_output_embeddings()
+    rows = list(token_ids)
+    logits = hidden @ head.weight[rows].float().T
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias[rows].float()
+    logits = logits.double()
+    return torch.sigmoid(logits[:, 0] - logits[:, 1]).tolist()

@@ -1,0 +1,68 @@
+"""jina-reranker-m0 through its own remote code (`model.compute_score`), loaded only on the user's say-so."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+
+from mrb.data import Pair, Record
+from mrb.errors import MRBError
+from mrb.rerankers.hf import TransformersReranker, check_side, decode_image
+from mrb.tasks import Side
+
+# jina's processor bounds (min_pixels 3136, max_pixels 602112): only used here to bound the decoding of
+# oversized images before its own processor sees them.
+JINA_MAX_PIXELS = 602112
+
+
+class JinaRerankerM0(TransformersReranker):
+    """Maps each MRB side onto jina's "text" or "image" type and calls its `compute_score` per type pair.
+
+    jina takes a text or an image on each side, never both: image+text sides are unsupported.
+    """
+
+    name = "jina-reranker-m0"
+    query_sides: frozenset[Side] = frozenset({"t", "i"})
+    document_sides: frozenset[Side] = frozenset({"t", "i"})
+
+    def load(self) -> None:
+        import transformers
+
+        if not self.trust_remote_code:
+            raise MRBError(
+                f"{self.checkpoint} runs its own Python code from the checkpoint (jina-reranker-m0): "
+                "pass --trust-remote-code (trust_remote_code=True) to allow it"
+            )
+        try:
+            self.model = self.load_model(transformers.AutoModel, self.checkpoint)
+        except Exception as exc:  # remote code fails in many ways (moved modules, changed signatures)
+            raise MRBError(
+                f"the remote code of {self.checkpoint} did not load with transformers {transformers.__version__} "
+                f"({type(exc).__name__}: {exc}); it was written for transformers 4.x"
+            ) from exc
+
+    def _side(self, record: Record, role: str) -> tuple[str, str | Image.Image]:
+        check_side(record, role)
+        if record.image_bytes is not None and record.text:
+            raise MRBError(f"{role} {record.id!r} has both text and an image; jina-reranker-m0 takes one of them")
+        if record.image_bytes is not None:
+            return "image", decode_image(record, role, JINA_MAX_PIXELS)
+        return "text", record.text  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def score(self, pairs: Sequence[Pair]) -> list[float]:
+        groups: dict[tuple[str, str], list[tuple[int, list[Any]]]] = {}
+        for i, pair in enumerate(pairs):
+            qtype, query = self._side(pair.query, "query")
+            dtype, doc = self._side(pair.document, "document")
+            groups.setdefault((qtype, dtype), []).append((i, [query, doc]))
+        limit = {} if self.max_length is None else {"max_length": self.max_length}
+        scores = [0.0] * len(pairs)
+        for (qtype, dtype), members in groups.items():
+            out = self.model.compute_score([m[1] for m in members], query_type=qtype, doc_type=dtype, **limit)
+            for (i, _), value in zip(members, torch.as_tensor(out, dtype=torch.float64).reshape(-1).tolist(), strict=True):
+                scores[i] = value
+        return scores

@@ -1,0 +1,63 @@
+"""Qwen3-Reranker: a causal LM scored by p(yes) over ("yes", "no") after a fixed prefix/body/suffix template."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mrb.data import Pair
+from mrb.errors import MRBError
+from mrb.rerankers.base import TEXT_ONLY
+from mrb.rerankers.hf import TransformersReranker, left_pad, side_text, token_id, two_token_scores
+from mrb.tasks import Side
+
+PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+BODY = "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
+SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+class Qwen3Reranker(TransformersReranker):
+    """Prefix + body + suffix token ids, left-padded; only the body is truncated, so the template survives."""
+
+    name = "qwen3-reranker"
+    query_sides: frozenset[Side] = TEXT_ONLY
+    document_sides: frozenset[Side] = TEXT_ONLY
+
+    def load(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            self.checkpoint, revision=self.revision, padding_side="left", trust_remote_code=self.trust_remote_code
+        )
+        self.prefix_ids = self.tokenizer.encode(PREFIX, add_special_tokens=False)
+        self.suffix_ids = self.tokenizer.encode(SUFFIX, add_special_tokens=False)
+        self.token_ids = (token_id(self.tokenizer, "yes"), token_id(self.tokenizer, "no"))
+        template = len(self.prefix_ids) + len(self.suffix_ids)
+        if self.max_length is not None and self.max_length <= template:
+            raise MRBError(f"max_length {self.max_length} leaves no room for the pair: the template alone takes {template} tokens")
+        self.model = self.load_model(AutoModelForCausalLM, self.checkpoint)
+
+    def body(self, pair: Pair) -> str:
+        query = side_text(pair.query, "query", self.name)
+        doc = side_text(pair.document, "document", self.name)
+        return BODY.format(instruction=pair.instruction or DEFAULT_INSTRUCTION, query=query, doc=doc)
+
+    def token_rows(self, pairs: Sequence[Pair]) -> list[list[int]]:
+        """prefix + body + suffix ids per pair, the body cut from its end so the whole fits max_length."""
+        truncate: dict[str, Any] = {}
+        if self.max_length is not None:
+            truncate = {"truncation": True, "max_length": self.max_length - len(self.prefix_ids) - len(self.suffix_ids)}
+        bodies = self.tokenizer([self.body(p) for p in pairs], add_special_tokens=False, **truncate)["input_ids"]
+        return [self.prefix_ids + body + self.suffix_ids for body in bodies]
+
+    def score(self, pairs: Sequence[Pair]) -> list[float]:
+        rows = self.token_rows(pairs)
+        inputs = {
+            "input_ids": left_pad(rows, self.tokenizer.pad_token_id).to(self.device),
+            "attention_mask": left_pad([[1] * len(r) for r in rows], 0).to(self.device),
+        }
+        return two_token_scores(self.model, inputs, self.token_ids)
