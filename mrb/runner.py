@@ -100,6 +100,8 @@ class RunOptions:
             raise MRBError(f"--max-batch-tokens must be at least 1, got {self.max_batch_tokens}")
         if self.workers < 0:
             raise MRBError(f"--workers must be 0 or more, got {self.workers}")
+        if self.image_cache_mb < 0:
+            raise MRBError(f"--image-cache-mb must be 0 or more, got {self.image_cache_mb}")
         if self.overwrite not in OVERWRITE_MODES:
             raise MRBError(f"--overwrite must be one of {', '.join(OVERWRITE_MODES)}, got {self.overwrite!r}")
 

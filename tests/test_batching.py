@@ -155,3 +155,5 @@ def test_run_options_are_checked():
         RunOptions(overwrite="sometimes")  # type: ignore[arg-type]
     with pytest.raises(MRBError, match="--max-batch-tokens must be at least 1, got 0"):
         RunOptions(max_batch_tokens=0)
+    with pytest.raises(MRBError, match="--image-cache-mb must be 0 or more, got -1"):
+        RunOptions(image_cache_mb=-1)
