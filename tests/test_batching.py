@@ -6,6 +6,8 @@ from collections import Counter
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mrb
 from mrb.batching import (
@@ -36,6 +38,25 @@ def test_plan_is_longest_first_under_the_budget_with_ties_in_order():
     # within a length bucket, pairs sharing an image go together
     assert plan_batches([40, 39, 40, 39], 2, None, groups=["b", "a", "a", "b"]) == [[1, 2], [0, 3]]
     assert [length_bucket(n) for n in (1, 15, 16, 17, 300, 1000, 1025)] == [1, 15, 16, 18, 320, 1024, 1152]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 3000), max_size=60),
+    batch_size=st.integers(1, 9),
+    budget=st.none() | st.integers(1, 20000),
+    groups=st.booleans(),
+)
+def test_any_plan_covers_each_pair_once_longest_bucket_first_within_limits(lengths, batch_size, budget, groups):
+    group_ids = [str(i % 4) for i in range(len(lengths))] if groups else None
+    plan = plan_batches(lengths, batch_size, budget, group_ids)
+    flat = [i for batch in plan for i in batch]
+    assert sorted(flat) == list(range(len(lengths)))
+    buckets = [length_bucket(lengths[i]) for i in flat]
+    assert buckets == sorted(buckets, reverse=True)
+    for batch in plan:
+        assert 1 <= len(batch) <= batch_size
+        assert budget is None or len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= budget
 
 
 def test_token_estimate_counts_text_and_image_patches_from_the_header_only():
