@@ -235,10 +235,11 @@ class TaskScorer:
                     raise
                 if attempt == 2:
                     kept = self.stats.scored + self.stats.cache_hits
+                    where = (f"The {kept} pairs scored before it are kept in the score cache; run again to resume"
+                             if self.cache is not None else "No score cache is set (give an output folder to keep scores)")
                     raise MRBError(
                         f"task {self.task.name}: reranker {self.reranker.name!r} failed twice on a batch of {len(batch)} "
-                        f"pairs ({_queries(batch)}): {type(exc).__name__}: {exc}. The {kept} pairs scored before it are "
-                        "kept in the score cache; run again to resume"
+                        f"pairs ({_queries(batch)}): {type(exc).__name__}: {exc}. {where}"
                     ) from exc
                 self.stats.retries += 1
                 log.warning("%s: reranker failed on a batch (%s: %s); retrying once", self.task.name, type(exc).__name__, exc)

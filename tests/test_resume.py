@@ -92,6 +92,8 @@ def test_a_failing_batch_is_retried_once(tasks_dir, tmp_path):
     board = mrb.evaluate(Failing("d0", times=1), "all", task_dirs=[tasks_dir], batch_size=2, quiet=True)
     provenance = json.loads(board["provenance"].iloc[0])
     assert (provenance["retries"], provenance["scored"]) == (1, 6)
+    with pytest.raises(MRBError, match=r"RuntimeError: boom\. No score cache is set \(give an output folder to keep scores\)$"):
+        mrb.evaluate(Failing("d0", times=2), "all", task_dirs=[tasks_dir], batch_size=2, quiet=True)
 
 
 def test_a_batch_failing_twice_stops_the_run_naming_task_and_queries_and_keeps_the_scores(tasks_dir, tmp_path):
