@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from mrb.cache import ResultsLock
+from mrb.distributed import World, init_world
 from mrb.errors import MRBError
-from mrb.leaderboard import LEADERBOARD_COLUMNS, leaderboard_row, update_leaderboard, write_task_outputs
-from mrb.rerankers import as_reranker, get_reranker
-from mrb.runner import progress_bar, run_task
+from mrb.leaderboard import (
+    LEADERBOARD_COLUMNS,
+    LEADERBOARD_FILE,
+    leaderboard_row,
+    provenance,
+    read_leaderboard,
+    update_leaderboard,
+    write_task_outputs,
+)
+from mrb.progress import RunProgress, RunStats
+from mrb.rerankers import Reranker, as_reranker, get_reranker
+from mrb.runner import Overwrite, RunOptions, TaskResult, run_task
 from mrb.tasks import load_tasks
 
 log = logging.getLogger(__name__)
@@ -23,6 +35,11 @@ def evaluate(
     *,
     output_dir: str | Path | None = None,
     batch_size: int = 32,
+    max_batch_tokens: int | None = None,
+    workers: int = 1,
+    overwrite: Overwrite = "missing",
+    cache_dir: str | Path | None = None,
+    image_cache_mb: int = 1024,
     adapter: str | None = None,
     task_dirs: list[str | Path] | None = None,
     data_dir: str | Path | None = None,
@@ -33,13 +50,18 @@ def evaluate(
 
     `model` is a preset name (see `mrb models`), a checkpoint folder with `adapter`, a
     `Reranker`, or a callable ``f(pairs) -> scores``. With `output_dir`, per-task Parquet and
-    TREC run files and ``leaderboard.parquet`` are written there as each task finishes. Packs of
-    hub tasks are looked up in `data_dir` (default ``$MRB_DATA_DIR``, else ``~/.cache/mrb``).
+    TREC run files and ``leaderboard.parquet`` are written there as each task finishes, the
+    folder is locked against a second run, and scores are cached under ``<output_dir>/cache``
+    (or `cache_dir`) so that an interrupted run resumes. `overwrite`: ``never`` keeps tasks that
+    already have results, ``missing`` scores only pairs the cache lacks, ``always`` rescores.
+    Under ``torchrun`` the queries are split across the processes; rank 0 returns the rows.
+    Packs of hub tasks are looked up in `data_dir` (default ``$MRB_DATA_DIR``, else ``~/.cache/mrb``).
     """
-    from mrb import __version__
-
-    if batch_size < 1:
-        raise MRBError(f"batch size must be at least 1, got {batch_size}")
+    run_options = RunOptions(
+        batch_size=batch_size, max_batch_tokens=max_batch_tokens, workers=workers, overwrite=overwrite,
+        cache_dir=Path(cache_dir) if cache_dir is not None else Path(output_dir) / "cache" if output_dir is not None else None,
+        image_cache_mb=image_cache_mb,
+    )
     specs = load_tasks(tasks, task_dirs=task_dirs)
     if isinstance(model, str):
         reranker = get_reranker(model, adapter=adapter, **options)
@@ -49,14 +71,60 @@ def evaluate(
         reranker = as_reranker(model)
     settings = reranker.settings()
     results_dir = Path(output_dir) if output_dir is not None else None
+    world = init_world()
     rows = []
-    with progress_bar(quiet) as progress:
+    total = RunStats()
+    with ExitStack() as stack:
+        _lock(stack, results_dir, world)
+        finished = _finished_rows(results_dir, reranker.name, world) if overwrite == "never" else {}
+        progress = None if quiet or not world.is_main else stack.enter_context(RunProgress(len(specs)))
         for spec in specs:
-            result = run_task(spec, reranker, batch_size=batch_size, progress=progress, data_dir=data_dir)
-            row = leaderboard_row(reranker.name, result, settings, __version__)
-            rows.append(row)
-            if results_dir is not None:
-                write_task_outputs(results_dir, reranker.name, result)
-                update_leaderboard(results_dir, [row])
-            log.info("%s on %s: %s", reranker.name, spec.name, row["value"] if result.status == "ok" else result.status)
+            if spec.name in finished:
+                log.info("%s on %s: kept from %s (--overwrite never)", reranker.name, spec.name, results_dir)
+                rows.append(finished[spec.name])
+            else:
+                result = run_task(spec, reranker, options=run_options, progress=progress, world=world, data_dir=data_dir)
+                total.add(result.stats)
+                if world.is_main:
+                    rows.append(_record(results_dir, reranker, settings, result, world))
+            if progress is not None:
+                progress.finish_task()
+    if world.is_main:
+        log.info("%s: %s", reranker.name, total.summary())
+        if progress is not None:
+            progress.console.print(f"[bold]{reranker.name}[/bold]: {total.summary()}", soft_wrap=True)
     return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
+
+
+def _record(results_dir: Path | None, reranker: Reranker, settings: dict[str, Any], result: TaskResult, world: World) -> dict[str, Any]:
+    """The task's leaderboard row, written with the task's outputs when there is a results folder."""
+    from mrb import __version__
+
+    row = leaderboard_row(reranker.name, result, settings, __version__, provenance(reranker, settings, result, world.size))
+    if results_dir is not None:
+        write_task_outputs(results_dir, reranker.name, result)
+        update_leaderboard(results_dir, [row])
+    log.info("%s on %s: %s", reranker.name, result.task.name, row["value"] if result.status == "ok" else result.status)
+    return row
+
+
+def _lock(stack: ExitStack, results_dir: Path | None, world: World) -> None:
+    """Rank 0 locks the results folder; every rank fails with its message when that is refused."""
+    error = None
+    if results_dir is not None and world.is_main:
+        try:
+            stack.enter_context(ResultsLock(results_dir))
+        except MRBError as exc:
+            error = str(exc)
+    error = world.broadcast(error)
+    if error:
+        raise MRBError(error)
+
+
+def _finished_rows(results_dir: Path | None, model: str, world: World) -> dict[str, dict[str, Any]]:
+    """Rows of tasks this model already finished in `results_dir` (rank 0 reads, all ranks get them)."""
+    found: dict[str, dict[str, Any]] = {}
+    if results_dir is not None and world.is_main and (results_dir / LEADERBOARD_FILE).is_file():
+        board = read_leaderboard(results_dir)
+        found = {row["task"]: row for row in board[board["model"] == model].to_dict("records")}
+    return world.broadcast(found)

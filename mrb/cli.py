@@ -28,7 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--task-dir", action="append", help="read task YAML from this folder instead of the bundled catalogue")
     run.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
     run.add_argument("--output", default="results", help="results folder (default: results)")
-    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--batch-size", type=int, default=32, help="most pairs in one batch (default: 32)")
+    run.add_argument("--max-batch-tokens", type=int, help="most padded tokens in one batch (pairs × longest pair; default: no budget)")
+    run.add_argument("--workers", type=int, default=1, help="threads decoding images ahead of the model (default: 1; 0: inline)")
+    run.add_argument("--overwrite", choices=("never", "missing", "always"), default="missing",
+                     help="never: keep tasks with results; missing: score only what the cache lacks (default); always: rescore")
+    run.add_argument("--cache-dir", help="score cache folder (default: OUTPUT/cache)")
+    run.add_argument("--image-cache-mb", type=int, default=1024, help="bound on decoded images kept per task (default: 1024)")
     run.add_argument("--device", help="cuda, cpu or mps (default: cuda when available)")
     run.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
     run.add_argument("--attn-implementation", help="sdpa (default) or flash_attention_2")
@@ -89,18 +95,27 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     from mrb.api import evaluate
+    from mrb.distributed import close_world, init_world
     from mrb.report import render_markdown
 
     options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k) is not None}
-    if args.build_missing:
-        from mrb.candidates import ensure_packs
-        from mrb.tasks import load_tasks
+    world = init_world()
+    try:
+        if args.build_missing:
+            from mrb.candidates import ensure_packs
+            from mrb.tasks import load_tasks
 
-        ensure_packs(load_tasks(args.tasks, task_dirs=args.task_dir), args.data_dir, build_missing=True)
-    board = evaluate(
-        args.model, args.tasks, output_dir=args.output, batch_size=args.batch_size, adapter=args.adapter,
-        task_dirs=args.task_dir, data_dir=args.data_dir, quiet=args.quiet, **options,
-    )
+            ensure_packs(load_tasks(args.tasks, task_dirs=args.task_dir), args.data_dir, build_missing=True)
+            world.barrier()  # under torchrun, rank 0 writes the packs the others then read
+        board = evaluate(
+            args.model, args.tasks, output_dir=args.output, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+            workers=args.workers, overwrite=args.overwrite, cache_dir=args.cache_dir, image_cache_mb=args.image_cache_mb,
+            adapter=args.adapter, task_dirs=args.task_dir, data_dir=args.data_dir, quiet=args.quiet, **options,
+        )
+    finally:
+        close_world(world)
+    if not world.is_main:
+        return
     print(render_markdown(board))
     print(f"\nResults written to {args.output}/ (leaderboard.parquet, per-task Parquet and TREC run files).")
 

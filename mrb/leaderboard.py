@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import platform
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ LEADERBOARD_COLUMNS = [
     "model", "task", "type", "category", "metric", "value", "first_stage_value", "ci_low", "ci_high", *MEASURE_COLUMNS,
     "metric_settings", "n_queries", "status",
     "mrb_version", "timestamp", "depth", "pack_hash", "n_no_relevant", "n_no_qrels", "seconds", "settings",
+    "provenance",
 ]
 
 
@@ -31,7 +37,53 @@ def model_dirname(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "__", model).strip("_") or "model"
 
 
-def leaderboard_row(model: str, result: TaskResult, settings: dict[str, Any], version: str) -> dict[str, Any]:
+@cache
+def git_sha() -> str | None:
+    """The commit of the MRB checkout this code runs from, when it is one."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def device_name(reranker: Any) -> str:
+    """The accelerator a reranker runs on (its `device` attribute), named; else the CPU."""
+    device = str(getattr(reranker, "device", "cpu"))
+    torch = sys.modules.get("torch")
+    if device.startswith("cuda") and torch is not None and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{device} ({platform.processor() or platform.machine()})"
+
+
+def provenance(reranker: Any, settings: dict[str, Any], result: TaskResult, world_size: int = 1) -> dict[str, Any]:
+    """Where a result comes from: versions, git sha, device, dtype, timings and what was scored or reused."""
+    from mrb import __version__
+
+    return {
+        "mrb_version": __version__,
+        "git_sha": git_sha(),
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "device": device_name(reranker),
+        "dtype": settings.get("dtype"),
+        "processes": world_size,
+        **result.stats.as_dict(),
+    }
+
+
+def leaderboard_row(
+    model: str, result: TaskResult, settings: dict[str, Any], version: str, provenance: dict[str, Any] | None = None
+) -> dict[str, Any]:
     task = result.task
     return {
         "model": model,
@@ -52,6 +104,7 @@ def leaderboard_row(model: str, result: TaskResult, settings: dict[str, Any], ve
         "n_no_qrels": result.n_no_qrels,
         "seconds": round(result.seconds, 3),
         "settings": json.dumps(settings, sort_keys=True, default=str),
+        "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
     }
 
 

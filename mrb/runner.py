@@ -1,4 +1,4 @@
-"""Run a reranker over tasks: pairs in batches → scores → strict ranking → per-query metrics."""
+"""Run a reranker over tasks: pairs in batches → scores (cached, resumable) → strict ranking → per-query metrics."""
 
 from __future__ import annotations
 
@@ -6,20 +6,33 @@ import hashlib
 import json
 import logging
 import math
+import sys
+import threading
 import time
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
-from pathlib import Path
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mrb.batching import (
+    ImageCache,
+    cached,
+    image_groups,
+    pair_tokens,
+    plan_batches,
+    token_estimator,
+)
+from mrb.cache import ScoreCache, model_key, task_key
 from mrb.data import Pack, Pair, read_pack
+from mrb.distributed import World
 from mrb.errors import MRBError
 from mrb.metrics import judged_queries, per_query_table, strict_ranking
+from mrb.progress import RunProgress, RunStats
 from mrb.rerankers.base import Reranker
 from mrb.tasks import TaskSpec
 
@@ -40,6 +53,7 @@ class TaskResult:
     n_identical_ids: int = 0  # candidates dropped because doc id == query id
     seconds: float = 0.0
     parts: list[TaskResult] = field(default_factory=list)  # a composite task's part results
+    stats: RunStats = field(default_factory=lambda: RunStats())
 
     def _mean(self, column: str) -> float | None:
         if self.per_query is None:
@@ -64,45 +78,242 @@ def pack_fingerprint(pack: Pack) -> str:
     return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def iter_batches(pairs: Sequence[Pair], batch_size: int) -> Iterator[tuple[int, Sequence[Pair]]]:
-    for start in range(0, len(pairs), batch_size):
-        yield start, pairs[start : start + batch_size]
+Overwrite = Literal["never", "missing", "always"]
+OVERWRITE_MODES: tuple[str, ...] = get_args(Overwrite)
 
 
-def score_pairs(task: TaskSpec, reranker: Reranker, pairs: Sequence[Pair], batch_size: int, progress: Progress | None) -> np.ndarray:
-    """Score every pair in batches, checking each batch's count and finiteness."""
-    scores = np.empty(len(pairs), dtype=np.float64)
-    bar = progress.add_task(task.name, total=len(pairs)) if progress else None
-    for start, batch in iter_batches(pairs, batch_size):
-        got = list(reranker.score(batch))
-        if len(got) != len(batch):
+@dataclass(frozen=True)
+class RunOptions:
+    """How pairs reach the model; none of these changes a score."""
+
+    batch_size: int = 32  # most pairs in one batch
+    max_batch_tokens: int | None = None  # most padded tokens in one batch (pairs × longest pair)
+    workers: int = 1  # threads preparing batches (decoding images) ahead of the model; 0: inline
+    overwrite: Overwrite = "missing"  # never: keep finished tasks; missing: score what the cache lacks; always: rescore
+    cache_dir: Path | None = None  # the score cache; None: no cache
+    image_cache_mb: int = 1024  # bound on the decoded images kept per task
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise MRBError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise MRBError(f"--max-batch-tokens must be at least 1, got {self.max_batch_tokens}")
+        if self.workers < 0:
+            raise MRBError(f"--workers must be 0 or more, got {self.workers}")
+        if self.image_cache_mb < 0:
+            raise MRBError(f"--image-cache-mb must be 0 or more, got {self.image_cache_mb}")
+        if self.overwrite not in OVERWRITE_MODES:
+            raise MRBError(f"--overwrite must be one of {', '.join(OVERWRITE_MODES)}, got {self.overwrite!r}")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """torch's out-of-memory error; torch is only consulted when something has imported it."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def _free_accelerator_memory() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _queries(pairs: Sequence[Pair]) -> str:
+    names = list(dict.fromkeys(p.query.id for p in pairs))
+    shown = ", ".join(repr(q) for q in names[:3])
+    return f"query {shown}" if len(names) == 1 else f"queries {shown}" + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+class TaskScorer:
+    """Scores one task's pairs: cache look-up, longest-first batches under a token budget, prefetch,
+    one retry on failure, halving on out-of-memory, and a durable cache append per batch."""
+
+    def __init__(self, task: TaskSpec, reranker: Reranker, options: RunOptions, cache: ScoreCache | None,
+                 images: ImageCache, stats: RunStats, progress: RunProgress | None) -> None:
+        self.task, self.reranker, self.options, self.cache = task, reranker, options, cache
+        self.images, self.stats, self.progress = images, stats, progress
+        self.cap = options.batch_size  # lowered after an out-of-memory error, for the rest of the task
+        self._prep_lock = threading.Lock()
+
+    def run(self, pairs: Sequence[Pair]) -> np.ndarray:
+        """Scores aligned with `pairs`; cached scores are reused, the rest computed and appended."""
+        scores = np.full(len(pairs), np.nan)
+        known = self.cache.load() if self.cache is not None else {}
+        todo = []
+        for i, p in enumerate(pairs):
+            value = known.get((p.query.id, p.document.id))
+            if value is None:
+                todo.append(i)
+            else:
+                scores[i] = value
+        self.stats.cache_hits += len(pairs) - len(todo)
+        if self.progress is not None:
+            self.progress.start_task(self.task.name, len(pairs), done=len(pairs) - len(todo))
+        estimate = getattr(self.reranker, "estimate_tokens", None) or token_estimator(getattr(self.reranker, "max_pixels", None))
+        lengths = pair_tokens([pairs[i] for i in todo], estimate)
+        groups = image_groups([pairs[i] for i in todo])
+        plan = [[todo[j] for j in batch] for batch in plan_batches(lengths, self.options.batch_size, self.options.max_batch_tokens, groups)]
+        sides = (("q", pairs[i].query) for i in todo), (("d", pairs[i].document) for i in todo)
+        self.images.expect(Counter((role, r.id) for side in sides for role, r in side if r.image_bytes is not None))
+        try:
+            for batch in self._prepared(pairs, plan):
+                self._score_batch(pairs, batch, scores)
+        finally:
+            if self.cache is not None:
+                self.cache.close()
+        return scores
+
+    def _prepared(self, pairs: Sequence[Pair], plan: list[list[int]]) -> Iterator[list[int]]:
+        """The planned batches in order, with up to `workers` batches' images decoded ahead by threads
+        (once the reranker has shown that it reads images)."""
+        if self.options.workers == 0 or not plan:
+            yield from plan
+            return
+        with ThreadPoolExecutor(self.options.workers, thread_name_prefix="mrb-prep") as pool:
+            ahead: deque[Future[None]] = deque()
+            submitted = 1
+            yield plan[0]  # the first batch runs inline: it tells whether this reranker reads images
+            reads_images = self.images.requests > 0
+            for k in range(1, len(plan)):
+                while reads_images and submitted < min(len(plan), k + self.options.workers + 1):
+                    ahead.append(pool.submit(self._decode, pairs, plan[submitted]))
+                    submitted += 1
+                if ahead and submitted > k:
+                    ahead.popleft().result()
+                yield plan[k]
+
+    def _decode(self, pairs: Sequence[Pair], batch: list[int]) -> None:
+        started = time.perf_counter()
+        for i in batch:
+            self.images.warm("q", pairs[i].query)
+            self.images.warm("d", pairs[i].document)
+        with self._prep_lock:
+            self.stats.prep_seconds += time.perf_counter() - started
+
+    def _score_batch(self, pairs: Sequence[Pair], batch: list[int], scores: np.ndarray) -> None:
+        pending = deque(batch[s : s + self.cap] for s in range(0, len(batch), self.cap))
+        while pending:
+            chunk = pending.popleft()
+            try:
+                values = self._call(pairs, chunk)
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                _free_accelerator_memory()
+                self.stats.oom_retries += 1
+                if len(chunk) == 1:
+                    raise MRBError(
+                        f"task {self.task.name}: out of memory on a single pair ({_queries([pairs[chunk[0]]])}, "
+                        f"document {pairs[chunk[0]].document.id!r}); lower max_pixels or max_length"
+                    ) from exc
+                self.cap = len(chunk) // 2
+                log.warning("%s: out of memory on a batch of %d pairs; retrying in batches of %d", self.task.name, len(chunk), self.cap)
+                rest = [i for c in [chunk, *pending] for i in c]
+                pending = deque(rest[s : s + self.cap] for s in range(0, len(rest), self.cap))
+                continue
+            scores[chunk] = values
+            if self.cache is not None:
+                self.cache.append([pairs[i].query.id for i in chunk], [pairs[i].document.id for i in chunk], values)
+            self.stats.scored += len(chunk)
+            self.stats.batches += 1
+            if self.progress is not None:
+                self.progress.advance(len(chunk))
+
+    def _call(self, pairs: Sequence[Pair], chunk: list[int]) -> list[float]:
+        """The reranker's checked scores for one batch; a failure (other than out-of-memory or an
+        MRBError) is retried once, then stops the task naming its queries."""
+        batch = [pairs[i] for i in chunk]
+        for attempt in (1, 2):
+            started = time.perf_counter()
+            try:
+                got = list(self.reranker.score(batch))
+                break
+            except MRBError:
+                raise
+            except Exception as exc:
+                if _is_oom(exc):
+                    raise
+                if attempt == 2:
+                    kept = self.stats.scored + self.stats.cache_hits
+                    where = (f"The {kept} pairs scored before it are kept in the score cache; run again to resume"
+                             if self.cache is not None else "No score cache is set (give an output folder to keep scores)")
+                    raise MRBError(
+                        f"task {self.task.name}: reranker {self.reranker.name!r} failed twice on a batch of {len(batch)} "
+                        f"pairs ({_queries(batch)}): {type(exc).__name__}: {exc}. {where}"
+                    ) from exc
+                self.stats.retries += 1
+                log.warning("%s: reranker failed on a batch (%s: %s); retrying once", self.task.name, type(exc).__name__, exc)
+            finally:
+                self.stats.model_seconds += time.perf_counter() - started
+        return check_scores(self.task, self.reranker, batch, got)
+
+
+def check_scores(task: TaskSpec, reranker: Reranker, batch: Sequence[Pair], got: list[Any]) -> list[float]:
+    """The batch's scores as floats, after checking their count and finiteness."""
+    if len(got) != len(batch):
+        raise MRBError(
+            f"task {task.name}: reranker {reranker.name!r} returned {len(got)} scores for a batch of "
+            f"{len(batch)} pairs (first query {batch[0].query.id!r})"
+        )
+    values = [float(v) for v in got]
+    for pair, value in zip(batch, values):
+        if not math.isfinite(value):
             raise MRBError(
-                f"task {task.name}: reranker {reranker.name!r} returned {len(got)} scores for a batch of "
-                f"{len(batch)} pairs (first query {batch[0].query.id!r})"
+                f"task {task.name}: reranker {reranker.name!r} returned {value} for query {pair.query.id!r}, "
+                f"document {pair.document.id!r}"
             )
-        for offset, (pair, value) in enumerate(zip(batch, got)):
-            value = float(value)
-            if not math.isfinite(value):
-                raise MRBError(
-                    f"task {task.name}: reranker {reranker.name!r} returned {value} for query {pair.query.id!r}, "
-                    f"document {pair.document.id!r}"
-                )
-            scores[start + offset] = value
-        if progress is not None:
-            progress.advance(bar, len(batch))
+    return values
+
+
+def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, candidates: pd.DataFrame, options: RunOptions,
+                     progress: RunProgress | None, world: World, stats: RunStats) -> np.ndarray | None:
+    """Scores aligned with `candidates` on rank 0 (None on other ranks), each rank scoring its share of the queries."""
+    query_ids, doc_ids = candidates["query_id"].tolist(), candidates["doc_id"].tolist()
+    mine = world.shard(query_ids) if world.size > 1 else None
+    rows = [i for i, q in enumerate(query_ids) if mine is None or q in mine]
+    images = ImageCache(options.image_cache_mb << 20)
+    queries = {q: cached(pack.queries[q], "q", images) for q in {query_ids[i] for i in rows}}
+    documents = {d: cached(pack.documents[d], "d", images) for d in {doc_ids[i] for i in rows}}
+    pairs = [Pair(task.instruction, queries[query_ids[i]], documents[doc_ids[i]]) for i in rows]
+    cache = None
+    if options.cache_dir is not None:
+        cache = ScoreCache(options.cache_dir, model_key(reranker), task_key(task, pack))
+        if options.overwrite == "always":
+            cache.clear()  # on every rank: without a shared file system each has its own cache
+            world.barrier()
+    stats.pairs += len(pairs)
+    local = TaskScorer(task, reranker, options, cache, images, stats, progress).run(pairs)
+    stats.decodes += images.decodes
+    stats.image_requests += images.requests
+    parts = world.gather((rows, local, stats))
+    if parts is None:
+        return None
+    scores = np.full(len(candidates), np.nan)
+    for rank, (part_rows, part_scores, part_stats) in enumerate(parts):
+        scores[part_rows] = part_scores
+        if rank > 0:
+            stats.add(part_stats)
     return scores
 
 
 def run_task(
-    task: TaskSpec, reranker: Reranker, *, batch_size: int = 32, progress: Progress | None = None,
-    data_dir: str | Path | None = None,
+    task: TaskSpec, reranker: Reranker, *, batch_size: int = 32, options: RunOptions | None = None,
+    progress: RunProgress | None = None, world: World | None = None, data_dir: str | Path | None = None,
 ) -> TaskResult:
-    """Rerank one task's candidate lists and compute per-query metrics beside the first stage's."""
+    """Rerank one task's candidate lists and compute per-query metrics beside the first stage's.
+
+    `options` (default: ``RunOptions(batch_size=batch_size)``) sets batching, cache and prefetch; under
+    torch.distributed (`world`), every rank scores its share and rank 0 alone gets the metrics
+    (other ranks get status ``shard``).
+    """
+    options = options or RunOptions(batch_size=batch_size)
+    world = world or World()
+    stats = RunStats()
     if not reranker.supports(task.type):
         log.info("%s: %s does not take %s pairs; marked unsupported", task.name, reranker.name, task.type.label)
         return TaskResult(task, "unsupported", "")
     if task.parts:
-        return run_composite(task, reranker, batch_size=batch_size, progress=progress, data_dir=data_dir)
+        return run_composite(task, reranker, options=options, progress=progress, world=world, data_dir=data_dir)
     started = time.perf_counter()
     pack = read_pack(task.pack_path(data_dir))
     fingerprint = pack_fingerprint(pack)
@@ -124,24 +335,28 @@ def run_task(
         log.warning("%s: %d queries in the candidate lists have no qrels; dropped", task.name, n_no_qrels)
 
     reranker.start_task(task, pack)
-    pairs = [
-        Pair(task.instruction, pack.queries[q], pack.documents[d])
-        for q, d in zip(candidates["query_id"], candidates["doc_id"])
-    ]
-    scores = score_pairs(task, reranker, pairs, batch_size, progress)
+    scores = score_candidates(task, pack, reranker, candidates, options, progress, world, stats)
+    stats.seconds = time.perf_counter() - started
+    if scores is None:
+        return TaskResult(task, "shard", fingerprint, seconds=stats.seconds, stats=stats)
 
     ranking = strict_ranking(candidates, scores)
     first_stage = strict_ranking(candidates, np.zeros(len(candidates)))  # ties → first-stage order
     table = per_query_table(task.metric, judged.qrels, ranking, first_stage)
     return TaskResult(
         task, "ok", fingerprint, table, ranking, n_no_qrels, len(judged.no_relevant), n_identical,
-        time.perf_counter() - started,
+        time.perf_counter() - started, stats=stats,
     )
 
 
-def run_composite(task: TaskSpec, reranker: Reranker, **options) -> TaskResult:
+def run_composite(task: TaskSpec, reranker: Reranker, **options: Any) -> TaskResult:
     """Run each part of a composite task; per-query rows and runs are kept with ids ``<part>/<query id>``."""
     parts = [run_task(unit, reranker, **options) for unit in task.units()]
+    stats = RunStats()
+    for part in parts:
+        stats.add(part.stats)
+    if any(p.status == "shard" for p in parts):
+        return TaskResult(task, "shard", "", seconds=stats.seconds, stats=stats)
 
     def prefixed(frame: pd.DataFrame, part: TaskResult) -> pd.DataFrame:
         return frame.assign(query_id=part.task.name + "/" + frame["query_id"])
@@ -156,13 +371,5 @@ def run_composite(task: TaskSpec, reranker: Reranker, **options) -> TaskResult:
         n_identical_ids=sum(p.n_identical_ids for p in parts),
         seconds=sum(p.seconds for p in parts),
         parts=parts,
-    )
-
-
-def progress_bar(quiet: bool) -> Progress | nullcontext:
-    if quiet:
-        return nullcontext()
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("pairs"),
-        TimeRemainingColumn(), console=Console(stderr=True), transient=False,
+        stats=stats,
     )

@@ -229,3 +229,17 @@ def test_cli_runs_a_checkpoint_folder_with_the_yes_no_adapter(tmp_path_factory, 
     assert board["value"].between(0, 1).all()
     settings = json.loads(board.at["MiniPhotoQA-IT2T", "settings"])
     assert (settings["checkpoint"], settings["format"], settings["max_pixels"]) == (folder, "gmr", 3136)
+
+
+def test_images_come_through_the_runners_cache(gmr: QwenVLYesNo) -> None:
+    """Each distinct image of a task is decoded once, however many pairs and batches use it."""
+    from mrb.data import read_pack
+    from mrb.runner import RunOptions, run_task
+    from mrb.tasks import load_tasks
+
+    task = load_tasks("MiniPhotos-I2T")[0]
+    pack = read_pack(task.pack_path())
+    query_images = pack.candidates["query_id"].nunique()  # I→T: images on the query side only
+    result = run_task(task, gmr, options=RunOptions(batch_size=16, workers=0))
+    assert result.stats.decodes == query_images  # 0 if the adapter bypassed the cache
+    assert query_images < result.stats.image_requests <= len(pack.candidates)  # the adapter asks once per batch

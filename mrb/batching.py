@@ -1,0 +1,218 @@
+"""Pairs for the model: decoded-image sharing, token estimates and length-aware batches.
+
+A task's pairs reference shared records; the runner hands rerankers `CachedRecord`s whose
+`image()` goes through one bounded `ImageCache` per task, so a query image shared by all its
+candidates, or a corpus image that recurs across queries, is decoded once while it stays in
+the cache. Batches are planned longest first under a token budget; the runner restores the
+original order when it stores the scores.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from mrb.data import Pair, Record
+
+PATCH = 28  # pixels per side of one visual token in Qwen-VL-style encoders (14-pixel patches, 2×2 merge)
+CHARS_PER_TOKEN = 4
+
+
+class ImageCache:
+    """A thread-safe LRU of decoded images, bounded by decoded size in bytes; counts requests and decodes.
+
+    With `expect`, the cache also knows how many requests each image will get in this task and
+    drops an image after its last one, so it holds only images still to be used.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, str], Image.Image] = OrderedDict()
+        self._uses: dict[tuple[str, str], int] = {}
+        self._size = 0
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], threading.Event] = {}
+        self.decodes = 0
+        self.requests = 0
+
+    def expect(self, uses: Counter[tuple[str, str]]) -> None:
+        """How many times each (role, id) will be requested from now on."""
+        with self._lock:
+            self._uses = dict(uses)
+
+    def get(self, role: str, record: Record) -> Image.Image | None:
+        """The decoded image of `record` (as role ``q`` or ``d``); decoded at most once while cached."""
+        return self._fetch(role, record, use=True)
+
+    def warm(self, role: str, record: Record) -> None:
+        """Decode ahead of use (prefetch); not counted as a request."""
+        self._fetch(role, record, use=False)
+
+    def _fetch(self, role: str, record: Record, use: bool) -> Image.Image | None:
+        if record.image_bytes is None:
+            return None
+        key = (role, record.id)
+        if use:
+            with self._lock:
+                self.requests += 1
+        while True:
+            with self._lock:
+                if key in self._items:
+                    image = self._items[key]
+                    self._items.move_to_end(key)
+                    if use:
+                        self._used(key)
+                    return image
+                waiting = self._pending.get(key)
+                if waiting is None:
+                    self._pending[key] = threading.Event()
+                    break
+            waiting.wait()  # another thread is decoding this image
+        try:
+            image = Record.image(record)
+            assert image is not None
+            with self._lock:
+                self.decodes += 1
+                self._put(key, image)
+                if use:
+                    self._used(key)
+            return image
+        finally:
+            with self._lock:
+                self._pending.pop(key).set()
+
+    def _used(self, key: tuple[str, str]) -> None:
+        left = self._uses.get(key)
+        if left is None:
+            return
+        if left > 1:
+            self._uses[key] = left - 1
+            return
+        del self._uses[key]
+        image = self._items.pop(key, None)
+        if image is not None:
+            self._size -= _nbytes(image)
+
+    def _put(self, key: tuple[str, str], image: Image.Image) -> None:
+        size = _nbytes(image)
+        if size > self.max_bytes:
+            return
+        self._items[key] = image
+        self._size += size
+        while self._size > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self._size -= _nbytes(old)
+
+
+def _nbytes(image: Image.Image) -> int:
+    return image.width * image.height * len(image.getbands())
+
+
+@dataclass(frozen=True, slots=True)
+class CachedRecord(Record):
+    """A `Record` whose `image()` is served by the task's `ImageCache` (rerankers see a plain Record)."""
+
+    role: str = "d"
+    cache: ImageCache | None = field(default=None, compare=False, repr=False)
+
+    def image(self) -> Image.Image | None:
+        if self.cache is None:
+            return Record.image(self)
+        return self.cache.get(self.role, self)
+
+
+def cached(record: Record, role: str, cache: ImageCache) -> CachedRecord:
+    return CachedRecord(record.id, record.text, record.image_bytes, role, cache)
+
+
+def image_size(record: Record) -> tuple[int, int] | None:
+    """Width and height from the image header only (no decoding); None without an image or when unreadable."""
+    if record.image_bytes is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(record.image_bytes)) as img:
+            return img.size
+    except (OSError, Image.DecompressionBombError):
+        return None
+
+
+def token_estimator(max_pixels: int | None) -> Callable[[Record], int]:
+    """Estimated tokens of one side: text at ~4 characters a token plus one visual token per 28×28
+    pixels (the image scaled down to `max_pixels` first when it is larger)."""
+
+    def estimate(record: Record) -> int:
+        tokens = math.ceil(len(record.text or "") / CHARS_PER_TOKEN)
+        size = image_size(record)
+        if size is not None:
+            pixels = size[0] * size[1]
+            if max_pixels is not None:
+                pixels = min(pixels, max_pixels)
+            tokens += max(1, math.ceil(pixels / PATCH**2))
+        return tokens
+
+    return estimate
+
+
+def length_bucket(tokens: int) -> int:
+    """`tokens` rounded up to a step of 1/16 to 1/8 of it (16 → 16, 300 → 320, 1025 → 1152)."""
+    step = 1 << max(0, tokens.bit_length() - 4)
+    return -(-tokens // step) * step
+
+
+def plan_batches(
+    lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None, groups: Sequence[str] | None = None
+) -> list[list[int]]:
+    """Indices of `lengths` in batches, longest first.
+
+    Pairs are ordered by length bucket (within ~10%), longest first, then by `groups` (the id of the
+    image that the pairs share most, so each image's uses sit together and it can leave the image
+    cache early), then by index. A batch holds at most `batch_size` pairs and, with a budget, at most
+    `max_batch_tokens` padded tokens (its pair count times its longest pair); a pair longer than the
+    budget goes alone.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-length_bucket(lengths[i]), groups[i] if groups else "", i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        wider = max(longest, lengths[i])
+        full = len(current) >= batch_size or (max_batch_tokens is not None and (len(current) + 1) * wider > max_batch_tokens)
+        if current and full:
+            batches.append(current)
+            current, wider = [], lengths[i]
+        current.append(i)
+        longest = wider
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pair_tokens(pairs: Sequence[Pair], estimate: Callable[[Record], int]) -> list[int]:
+    """Estimated tokens per pair (instruction, query and document), each record estimated once."""
+    memo: dict[tuple[int, str], int] = {}
+
+    def side(role: int, record: Record) -> int:
+        key = (role, record.id)
+        if key not in memo:
+            memo[key] = estimate(record)
+        return memo[key]
+
+    return [math.ceil(len(p.instruction) / CHARS_PER_TOKEN) + side(0, p.query) + side(1, p.document) for p in pairs]
+
+
+def image_groups(pairs: Sequence[Pair]) -> list[str] | None:
+    """Per pair, the id on the side with more distinct images (documents for T→I, queries for I→T);
+    None for text-only pairs."""
+    query_images = {p.query.id for p in pairs if p.query.image_bytes is not None}
+    doc_images = {p.document.id for p in pairs if p.document.image_bytes is not None}
+    if not query_images and not doc_images:
+        return None
+    if len(doc_images) >= len(query_images):
+        return [p.document.id for p in pairs]
+    return [p.query.id for p in pairs]

@@ -1,0 +1,180 @@
+"""Length-aware batches, batch invariance, decoded-image sharing and out-of-memory back-off."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mrb
+from mrb.batching import (
+    ImageCache,
+    cached,
+    length_bucket,
+    pair_tokens,
+    plan_batches,
+    token_estimator,
+)
+from mrb.data import Pair, Record, read_pack
+from mrb.errors import MRBError
+from mrb.runner import RunOptions, run_task
+from mrb.tasks import load_tasks
+from tests.packs import small_text_task
+from tests.scale_helpers import Recording, jpeg_bytes, pair_score
+
+MINI = {t.name: t for t in load_tasks("mini")}
+
+
+def test_plan_is_longest_first_under_the_budget_with_ties_in_order():
+    lengths = [5, 9, 5, 30, 9, 1]
+    assert plan_batches(lengths, 32, None) == [[3, 1, 4, 0, 2, 5]]
+    assert plan_batches(lengths, 2, None) == [[3, 1], [4, 0], [2, 5]]
+    # 20 tokens: 9+9 fits (2 × 9) but not a third (27); 5+5+1 pads to 15; the 30-token pair goes alone
+    assert plan_batches(lengths, 32, 20) == [[3], [1, 4], [0, 2, 5]]
+    assert plan_batches([], 4, 10) == []
+    # within a length bucket, pairs sharing an image go together
+    assert plan_batches([40, 39, 40, 39], 2, None, groups=["b", "a", "a", "b"]) == [[1, 2], [0, 3]]
+    assert [length_bucket(n) for n in (1, 15, 16, 17, 300, 1000, 1025)] == [1, 15, 16, 18, 320, 1024, 1152]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 3000), max_size=60),
+    batch_size=st.integers(1, 9),
+    budget=st.none() | st.integers(1, 20000),
+    groups=st.booleans(),
+)
+def test_any_plan_covers_each_pair_once_longest_bucket_first_within_limits(lengths, batch_size, budget, groups):
+    group_ids = [str(i % 4) for i in range(len(lengths))] if groups else None
+    plan = plan_batches(lengths, batch_size, budget, group_ids)
+    flat = [i for batch in plan for i in batch]
+    assert sorted(flat) == list(range(len(lengths)))
+    buckets = [length_bucket(lengths[i]) for i in flat]
+    assert buckets == sorted(buckets, reverse=True)
+    for batch in plan:
+        assert 1 <= len(batch) <= batch_size
+        assert budget is None or len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= budget
+
+
+def test_token_estimate_counts_text_and_image_patches_from_the_header_only():
+    image = Record("a", "x" * 9, jpeg_bytes((280, 140)))  # 10 × 5 patches of 28 pixels
+    estimate = token_estimator(None)
+    assert estimate(image) == 3 + 50
+    assert token_estimator(280 * 70)(image) == 3 + 25  # scaled down to max_pixels first
+    pair = Pair("abcd", Record("q", "12345678"), image)
+    assert pair_tokens([pair], estimate) == [1 + 2 + 53]
+
+
+def run_recording(task, reranker, **options):
+    return run_task(task, reranker, options=RunOptions(**options))
+
+
+@pytest.mark.parametrize("options", [{"batch_size": 1}, {"batch_size": 7, "workers": 0}, {"batch_size": 64, "max_batch_tokens": 300, "workers": 3}])
+def test_order_is_restored_whatever_the_batches(options):
+    task = MINI["MiniPhotoQA-IT2T"]
+    reference = run_recording(task, Recording(), batch_size=32)
+    reranker = Recording()
+    result = run_recording(task, reranker, **options)
+    assert result.ranking.equals(reference.ranking)
+    scored = {(q, d): s for q, d, s in zip(result.ranking["query_id"], result.ranking["doc_id"], result.ranking["score"])}
+    pack = read_pack(task.pack_path())
+    assert scored == {(q, d): pair_score(Pair("", Record(q), Record(d))) for q, d in zip(pack.candidates["query_id"], pack.candidates["doc_id"])}
+    # longest first, and within the budget unless a pair is alone
+    estimate = token_estimator(None)
+    lengths = {(q, d): n for (q, d), n in zip(scored, pair_tokens(
+        [Pair(task.instruction, pack.queries[q], pack.documents[d]) for q, d in scored], estimate))}
+    flat = [length_bucket(lengths[k]) for batch in reranker.batches for k in batch]
+    assert flat == sorted(flat, reverse=True)
+    budget = options.get("max_batch_tokens")
+    assert all(len(b) <= options["batch_size"] for b in reranker.batches)
+    if budget:
+        assert all(len(b) == 1 or len(b) * max(lengths[k] for k in b) <= budget for b in reranker.batches)
+
+
+def test_minilm_scores_do_not_depend_on_batch_size_or_order(tmp_path):
+    small_text_task(tmp_path)
+    [task] = load_tasks("all", task_dirs=[tmp_path])
+    minilm = mrb.get_reranker("minilm")
+    one = run_task(task, minilm, options=RunOptions(batch_size=1)).ranking
+    many = run_task(task, minilm, options=RunOptions(batch_size=4, max_batch_tokens=40)).ranking
+    merged = one.merge(many, on=["query_id", "doc_id"])
+    assert len(merged) == 6
+    assert merged["score_x"].to_numpy() == pytest.approx(merged["score_y"].to_numpy(), abs=1e-6)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("name", ["MiniPhotos-T2I", "MiniPhotos-I2T", "MiniPhotos-I2I"])
+def test_each_distinct_image_is_decoded_once_per_task(name, workers):
+    task = MINI[name]
+    pack = read_pack(task.pack_path())
+    c = pack.candidates
+    distinct = sum(pack.queries[q].image_bytes is not None for q in c["query_id"].unique()) + sum(
+        pack.documents[d].image_bytes is not None for d in c["doc_id"].unique()
+    )
+    requests = sum(pack.queries[q].image_bytes is not None for q in c["query_id"]) + sum(
+        pack.documents[d].image_bytes is not None for d in c["doc_id"]
+    )
+    stats = run_recording(task, Recording(), batch_size=16, workers=workers).stats
+    assert (stats.decodes, stats.image_requests) == (distinct, requests)
+
+
+def test_image_cache_is_bounded_by_decoded_bytes_and_drops_an_image_after_its_last_use():
+    records = [Record(str(i), None, jpeg_bytes((100, 100))) for i in range(4)]  # 30 000 bytes each decoded
+    images = ImageCache(max_bytes=70_000)
+    for r in records + records[-2:]:
+        cached(r, "d", images).image()
+    assert (images.decodes, images.requests) == (4, 6)  # the two most recent stay
+    cached(records[0], "d", images).image()
+    assert images.decodes == 5
+    images = ImageCache(max_bytes=10**9)
+    images.expect(Counter({("d", "0"): 2, ("d", "1"): 1}))
+    images.warm("d", records[0])
+    for r in (records[0], records[1], records[0]):
+        cached(r, "d", images).image()
+    assert (images.decodes, images.requests) == (2, 3)
+    cached(records[1], "d", images).image()
+    cached(records[0], "d", images).image()
+    assert images.decodes == 4  # each went after its last expected use
+
+
+class OutOfMemoryAbove(Recording):
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit, self.sizes = limit, []
+
+    def score(self, pairs):
+        self.sizes.append(len(pairs))
+        if len(pairs) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().score(pairs)
+
+
+def test_out_of_memory_halves_the_batch_for_the_rest_of_the_task():
+    task = MINI["MiniFacts-T2T"]
+    reranker = OutOfMemoryAbove(limit=5)
+    result = run_recording(task, reranker, batch_size=16)
+    assert reranker.sizes[:4] == [16, 8, 4, 4] and set(reranker.sizes[3:]) == {4}
+    assert (result.stats.oom_retries, result.stats.scored, result.stats.batches) == (2, 320, 80)
+    assert result.ranking.equals(run_recording(task, Recording(), batch_size=16).ranking)
+
+
+def test_out_of_memory_on_one_pair_stops_with_a_clear_message(tmp_path):
+    small_text_task(tmp_path)
+    [task] = load_tasks("all", task_dirs=[tmp_path])
+    with pytest.raises(MRBError) as err:
+        run_recording(task, OutOfMemoryAbove(limit=0), batch_size=4)
+    assert str(err.value) == (
+        "task Small-T2T: out of memory on a single pair (query 'q1', document 'd2'); lower max_pixels or max_length"
+    )
+
+
+def test_run_options_are_checked():
+    with pytest.raises(MRBError, match="--overwrite must be one of never, missing, always, got 'sometimes'"):
+        RunOptions(overwrite="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(MRBError, match="--max-batch-tokens must be at least 1, got 0"):
+        RunOptions(max_batch_tokens=0)
+    with pytest.raises(MRBError, match="--image-cache-mb must be 0 or more, got -1"):
+        RunOptions(image_cache_mb=-1)
