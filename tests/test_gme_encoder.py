@@ -8,7 +8,7 @@ import inspect
 import pytest
 import torch
 
-from mrb.candidates.encoders import GME_PIXELS_PER_TOKEN, GMEEncoder, get_encoder
+from mrb.candidates.encoders import GME_PIXELS_PER_TOKEN, GMEEncoder, get_encoder, gme_fetch_image, gme_positions
 from mrb.data import Record
 from tests.tiny_models import PIXELS, artefact, image_bytes
 
@@ -74,7 +74,22 @@ def test_a_small_image_grows_to_the_lower_bound(gme):
     assert gme.prepare([Record("d", None, tiny)], None)["image_grid_thw"].tolist() == [[1, 4, 4]]  # 56×56 px
 
 
-def test_final_token_pooling_with_right_padding_matches_each_record_alone(gme):
+def reference_embedding(gme: GMEEncoder, record: Record, instruction: str) -> list[float]:
+    """GME's reference forward (gme_inference.py) step by step on one record: token embeddings with the
+    image features written over the image pads, the text decoder without position ids, the final
+    token, L2 norm."""
+    inputs = gme.prepare([record], instruction)
+    model = gme.model.model
+    with torch.inference_mode():
+        embeds = model.get_input_embeddings()(inputs["input_ids"])
+        if "pixel_values" in inputs:
+            image = model.visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]).pooler_output
+            embeds[inputs["input_ids"] == IMAGE_PAD] = image
+        hidden = model.language_model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).last_hidden_state
+    return torch.nn.functional.normalize(hidden[0, -1], dim=0).tolist()
+
+
+def test_final_token_pooling_with_right_padding_matches_the_reference_forward(gme):
     records = [Record("a", "Hello world"), Record("b", "Who is this?", ASTRONAUT), Record("c", "a much longer text " * 5)]
     batch = gme.prepare(records, "Find it.")
     last = batch["attention_mask"].sum(1) - 1
@@ -83,10 +98,25 @@ def test_final_token_pooling_with_right_padding_matches_each_record_alone(gme):
     embeddings = gme.embed(records, "Find it.")
     assert embeddings.norm(dim=1).tolist() == pytest.approx([1.0, 1.0, 1.0], abs=1e-6)
     for i, record in enumerate(records):
-        alone = gme.prepare([record], "Find it.")
-        with torch.inference_mode():
-            hidden = gme.model.model(**alone).last_hidden_state[0, -1]
-        assert embeddings[i].tolist() == pytest.approx(torch.nn.functional.normalize(hidden, dim=0).tolist(), abs=1e-5)
+        assert embeddings[i].tolist() == pytest.approx(reference_embedding(gme, record, "Find it."), abs=1e-5)
+
+
+def test_image_tokens_take_sequential_positions_as_in_the_reference(gme):
+    """Qwen2-VL's own 2-D image positions (the model's default) give another embedding for an image item."""
+    record = Record("b", "Who is this?", ASTRONAUT)
+    inputs = gme.prepare([record], "Find it.")
+    length = inputs["input_ids"].shape[1]
+    assert gme_positions(inputs["input_ids"]).tolist() == [[list(range(length))]] * 3
+    with torch.inference_mode():
+        default = gme.model.model(**inputs).last_hidden_state[0, -1]
+    gap = (gme.embed([record], "Find it.")[0] - torch.nn.functional.normalize(default, dim=0)).abs().max().item()
+    assert gap > 1e-4  # far above float noise (~1e-7), even in this tiny random model
+
+
+def test_images_are_pre_resized_as_the_reference_does():
+    image = Record("x", None, image_bytes("astronaut", size=(500, 333))).image()
+    assert gme_fetch_image(image).size == (504, 336)  # multiples of 28 px, within 4…16384 tokens
+    assert gme_fetch_image(Record("y", None, image_bytes("astronaut", size=(20, 20))).image()).size == (56, 56)
 
 
 def test_settings(gme, tiny_gme):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from PIL import Image
 
 from mrb.data import Record
 from mrb.errors import MRBError
@@ -89,11 +90,33 @@ GME_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 GME_MIN_IMAGE_TOKENS, GME_MAX_IMAGE_TOKENS = 256, 1280  # the card's defaults; one token covers 28×28 pixels
 GME_PIXELS_PER_TOKEN = 28 * 28
 GME_MAX_LENGTH = 1800
+# The reference's fetch_image first resizes every image to multiples of 28 px within these bounds
+# (qwen_vl_utils' defaults, bicubic), then its processor resizes again within the token bounds above.
+GME_FETCH_MIN_PIXELS, GME_FETCH_MAX_PIXELS = 4 * 28 * 28, 16384 * 28 * 28
+
+
+def gme_fetch_image(image: Image.Image) -> Image.Image:
+    """The reference's pre-resize of an image (`fetch_image`), before the processor's own."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    height, width = smart_resize(
+        image.height, image.width, factor=28, min_pixels=GME_FETCH_MIN_PIXELS, max_pixels=GME_FETCH_MAX_PIXELS
+    )
+    return image.resize((width, height), Image.Resampling.BICUBIC)
+
+
+def gme_positions(input_ids: torch.Tensor) -> torch.Tensor:
+    """Position ids as GME's reference has them: it calls the text decoder without position ids,
+    which (transformers < 4.52) numbers the tokens 0…n−1 in all three M-RoPE sections, image
+    tokens included, instead of Qwen2-VL's 2-D image positions."""
+    size, length = input_ids.shape
+    return torch.arange(length, device=input_ids.device).expand(3, size, length)
 
 
 class GMEEncoder(Encoder):
-    """GME-Qwen2-VL: each record rendered as `GME_TEMPLATE`, the hidden state of the final token
-    (``<|endoftext|>``; right padding) as the embedding, L2-normalised.
+    """GME-Qwen2-VL: each record rendered as `GME_TEMPLATE`, images pre-resized (`gme_fetch_image`),
+    sequential positions (`gme_positions`), the hidden state of the final token (``<|endoftext|>``;
+    right padding) as the embedding, L2-normalised.
 
     The released repo runs this through custom code (``trust_remote_code``, transformers < 4.52);
     its weights are a plain Qwen2-VL checkpoint, so MRB loads them with the standard
@@ -132,7 +155,7 @@ class GMEEncoder(Encoder):
 
     def prepare(self, records: Sequence[Record], instruction: str | None) -> dict[str, torch.Tensor]:
         """The processor's right-padded, truncated batch for `records`."""
-        images = [r.image() for r in records if r.image_bytes is not None]
+        images = [gme_fetch_image(r.image()) for r in records if r.image_bytes is not None]
         return self.processor(
             text=[self.render(r, instruction) for r in records], images=images or None, padding=True,
             truncation=True, max_length=self.max_length, return_tensors="pt",
@@ -141,7 +164,7 @@ class GMEEncoder(Encoder):
     @torch.inference_mode()
     def forward(self, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
         batch = prepared.to(self.device)
-        hidden = self.model.model(**batch, use_cache=False).last_hidden_state
+        hidden = self.model.model(**batch, position_ids=gme_positions(batch["input_ids"]), use_cache=False).last_hidden_state
         last = batch["attention_mask"].sum(dim=1) - 1  # right padding: the final real token
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
