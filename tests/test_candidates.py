@@ -344,8 +344,9 @@ class Fixed(Encoder):
 def test_search_over_shards_breaks_ties_by_doc_id_and_skips_identical_ids(tmp_path):
     vectors = {"b": [1.0, 0.0], "a": [1.0, 0.0], "q1": [1.0, 0.0], "c": [0.6, 0.8], "d": [0.0, 1.0]}
     corpus = pa.table({"id": ["b", "q1", "c", "a", "d"], "text": ["x"] * 5, "image": pa.nulls(5, pa.binary())})
-    shards = embed_shards(iter(corpus.to_batches(2)), Fixed(vectors), None, tmp_path, "corpus", batch_size=1)
-    assert [p.name for p in shards] == ["corpus-000000.parquet", "corpus-000001.parquet", "corpus-000002.parquet"]
+    batches = [corpus.slice(0, 2), corpus.slice(0, 0), corpus.slice(2, 2), corpus.slice(4)]  # one emptied by the reader
+    shards = embed_shards(iter(batches), Fixed(vectors), None, tmp_path, "corpus", batch_size=1)
+    assert [p.name for p in shards] == [f"corpus-00000{i}.parquet" for i in range(4)]
     queries = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     found = search(["q1", "q2"], queries, shards, 3, ignore_identical_ids=True)
     assert found.values.tolist() == [

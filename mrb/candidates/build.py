@@ -18,8 +18,8 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -90,6 +90,8 @@ def _records(table: pa.Table) -> list[Record]:
 def embed_prefetched(encoder: Encoder, records: list[Record], instruction: str | None, batch_size: int) -> torch.Tensor:
     """Embed records in batches, preparing the next batch on a worker thread while the current one runs."""
     batches = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
+    if not batches:  # a batch whose records were all dropped by the reader
+        return torch.empty((0, 1))  # zero rows (Arrow needs a positive width; search skips empty shards)
     vectors = []
     with ThreadPoolExecutor(max_workers=1) as pool:
         ahead = pool.submit(encoder.prepare, batches[0], instruction)
@@ -154,8 +156,9 @@ def search(
     offset = 0
     for path in shards:
         _, vectors = _read_embeddings(path)
-        top.add(torch.from_numpy(vectors), torch.from_numpy(keys[offset : offset + len(vectors)]))
-        offset += len(vectors)
+        if len(vectors):
+            top.add(torch.from_numpy(vectors), torch.from_numpy(keys[offset : offset + len(vectors)]))
+            offset += len(vectors)
     hits = top.result()
     found = np.array([key for row in hits for _, key in row], dtype=np.int64)
     names = iter(pc.take(doc_ids, pa.array(order[found])).to_pylist())  # only the ids retrieved
