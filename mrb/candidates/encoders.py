@@ -15,7 +15,7 @@ import importlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -26,6 +26,9 @@ from mrb.rerankers.base import ALL_SIDES, TEXT_ONLY, build, unknown_name_message
 from mrb.rerankers.bi_encoder import PYPI_MINILM, SentenceEmbedding
 from mrb.rerankers.devices import pick_device, pick_dtype
 from mrb.tasks import Side, TaskType
+
+if TYPE_CHECKING:
+    from transformers import BatchFeature
 
 
 class Encoder:
@@ -153,7 +156,7 @@ class GMEEncoder(Encoder):
         body = (GME_IMAGE if record.image_bytes is not None else "") + (record.text or "")
         return GME_TEMPLATE.format(instruction=instruction or GME_DOCUMENT_INSTRUCTION, input=body)
 
-    def prepare(self, records: Sequence[Record], instruction: str | None) -> dict[str, torch.Tensor]:
+    def prepare(self, records: Sequence[Record], instruction: str | None) -> BatchFeature:
         """The processor's right-padded, truncated batch for `records`."""
         images = [gme_fetch_image(r.image()) for r in records if r.image_bytes is not None]
         return self.processor(
@@ -162,7 +165,7 @@ class GMEEncoder(Encoder):
         )
 
     @torch.inference_mode()
-    def forward(self, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, prepared: BatchFeature) -> torch.Tensor:
         batch = prepared.to(self.device)
         hidden = self.model.model(**batch, position_ids=gme_positions(batch["input_ids"]), use_cache=False).last_hidden_state
         last = batch["attention_mask"].sum(dim=1) - 1  # right padding: the final real token
