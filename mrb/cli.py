@@ -85,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     pull = actions.add_parser("pull", help="fetch published packs from a hub dataset repo into the data dir")
     pull.add_argument("--repo", required=True, help="the dataset repo the packs were pushed to")
     pull.add_argument("--revision", help="a commit, branch or tag of that repo")
-    for action in (build, pull, actions.add_parser("verify", help="re-hash the packs of tasks against their manifests"),
+    push = actions.add_parser("push", help="verify the packs of tasks and upload them to a hub dataset repo")
+    push.add_argument("--repo", required=True, help="the dataset repo to upload to (created if missing)")
+    for action in (build, pull, push, actions.add_parser("verify", help="re-hash the packs of tasks against their manifests"),
                    actions.add_parser("stats", help="first-stage nDCG@10, Recall@100 and pair counts of packs")):
         action.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
         action.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
@@ -205,9 +207,10 @@ def _candidates(args: argparse.Namespace) -> None:
         for unit, folder in candidates.pull_packs(tasks, args.repo, data_dir=args.data_dir, revision=args.revision):
             print(f"{unit.name}: {folder}")
         return
-    if args.action == "verify":
+    if args.action in ("verify", "push"):
         for unit, folder in candidates.verify_packs(tasks, args.data_dir):
-            print(f"{unit.name}: ok ({folder})")
+            commit = f", pushed: {candidates.push_pack(folder, args.repo)}" if args.action == "push" else ""
+            print(f"{unit.name}: ok ({folder}){commit}")
         return
     if args.action == "stats":
         packs = candidates.pack_folders(tasks, args.data_dir)

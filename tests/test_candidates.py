@@ -357,7 +357,7 @@ def test_search_over_shards_breaks_ties_by_doc_id_and_skips_identical_ids(tmp_pa
     assert with_identical["doc_id"].tolist() == ["a", "b", "q1"]
 
 
-def test_push_pack_uploads_the_folder_under_the_task_name(facts_built, monkeypatch):
+def test_push_pack_uploads_the_folder_under_the_task_name(facts_built, tmp_path, monkeypatch, capsys):
     import huggingface_hub
 
     calls = []
@@ -375,7 +375,16 @@ def test_push_pack_uploads_the_folder_under_the_task_name(facts_built, monkeypat
 
     monkeypatch.setattr(huggingface_hub, "HfApi", Api)
     assert push_pack(facts_built.pack, "org/mrb-candidates") == "https://hub/commit/1"
-    assert calls == [
+    pushed = calls[:]
+    calls.clear()
+    data = tmp_path / "data"
+    shutil.copytree(facts_built.pack, data / "packs" / "MiniFacts-T2T")
+    cli = ["candidates", "push", "--repo", "org/mrb-candidates", "--tasks", "MiniFacts-T2T",
+           "--task-dir", str(facts_yaml(tmp_path / "tasks")), "--data-dir", str(data)]
+    assert main(cli) == 0
+    assert capsys.readouterr().out == f"MiniFacts-T2T: ok ({data}/packs/MiniFacts-T2T), pushed: https://hub/commit/1\n"
+    assert calls[2][1]["folder_path"] == str(data / "packs" / "MiniFacts-T2T")
+    assert pushed == [
         ("token", None),
         ("create", "org/mrb-candidates", {"repo_type": "dataset", "exist_ok": True}),
         ("upload", {"repo_id": "org/mrb-candidates", "repo_type": "dataset", "folder_path": str(facts_built.pack),
