@@ -444,3 +444,11 @@ def test_cli_pulls_published_packs_and_verifies_them_before_replacing(facts_buil
     assert "candidates.parquet does not match manifest.json" in capsys.readouterr().err
     read_pack(pack)  # the good copy is still in place
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["packs"]  # no download left behind
+
+
+def test_stats_of_a_bundled_pack_with_a_prose_retriever(capsys):
+    assert main(["candidates", "stats", "--tasks", "MiniFacts-T2T"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "         task                        retriever  depth  queries  pairs  metric first_stage R@100",
+        "MiniFacts-T2T Synthetic first stage built for…     20       16    320 nDCG@10       83.12 91.67",
+    ]

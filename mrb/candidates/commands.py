@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,8 @@ def pack_stats(packs: list[tuple[TaskSpec, Path]]) -> pd.DataFrame:
         retriever = pack.manifest.get("retriever")
         rows.append({
             "task": unit.name,
-            "retriever": retriever.get("name") if isinstance(retriever, dict) else retriever,
+            # a pack built elsewhere (the bundled mini packs) may describe its retriever in prose
+            "retriever": retriever.get("name") if isinstance(retriever, dict) else textwrap.shorten(str(retriever), 32, placeholder="…"),
             "depth": pack.manifest.get("depth"),
             "queries": len(pack.queries),
             "pairs": metrics["pairs"],
