@@ -14,9 +14,11 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -54,6 +56,7 @@ class Pair:
     document: Record
 
 
+RECORD_ROW_GROUP = 256  # rows per Parquet row group in queries/documents files (images make rows large)
 PACK_FILES: dict[str, pa.Schema] = {
     "queries": pa.schema([("id", pa.string()), ("text", pa.string()), ("image", pa.binary())]),
     "documents": pa.schema([("id", pa.string()), ("text", pa.string()), ("image", pa.binary())]),
@@ -95,38 +98,51 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_table(folder: Path, name: str) -> pa.Table:
+def _open(folder: Path, name: str) -> pq.ParquetFile:
+    """Open a pack file and check its columns (from the footer, without reading the data)."""
     path = folder / f"{name}.parquet"
     if not path.is_file():
         raise MRBError(f"pack {folder}: missing file {path.name}")
     try:
-        table = pq.read_table(path)
+        parquet = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise MRBError(f"pack {folder}: {path.name} is not a readable Parquet file ({exc})") from exc
     expected = PACK_FILES[name]
-    missing = [f.name for f in expected if f.name not in table.column_names]
+    columns = parquet.schema_arrow.names
+    missing = [f.name for f in expected if f.name not in columns]
     if missing:
         raise MRBError(
             f"pack {folder}: {path.name} lacks column(s) {', '.join(missing)} "
-            f"(has {', '.join(table.column_names)}; expected {', '.join(expected.names)})"
+            f"(has {', '.join(columns)}; expected {', '.join(expected.names)})"
         )
+    return parquet
+
+
+def _typed(table: pa.Table, folder: Path, name: str) -> pa.Table:
     try:
-        return table.select(expected.names).cast(expected)
+        return table.cast(PACK_FILES[name])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise MRBError(f"pack {folder}: {path.name} has a column of the wrong type ({exc})") from exc
+        raise MRBError(f"pack {folder}: {name}.parquet has a column of the wrong type ({exc})") from exc
 
 
-def _records(table: pa.Table, folder: Path, name: str) -> dict[str, Record]:
+def _read_table(folder: Path, name: str) -> pa.Table:
+    return _typed(_open(folder, name).read(columns=PACK_FILES[name].names), folder, name)
+
+
+def _records(folder: Path, name: str) -> dict[str, Record]:
+    """Records by id, read in row batches so only one batch of Arrow data is held beside them."""
     out: dict[str, Record] = {}
-    for row in table.to_pylist():
-        rid = row["id"]
-        if rid is None:
-            raise MRBError(f"pack {folder}: {name}.parquet has a row with a null id")
-        if rid in out:
-            raise MRBError(f"pack {folder}: {name}.parquet repeats id {rid!r}")
-        if row["text"] is None and row["image"] is None:
-            raise MRBError(f"pack {folder}: {name}.parquet record {rid!r} has neither text nor image")
-        out[rid] = Record(rid, row["text"], row["image"])
+    parquet = _open(folder, name)
+    for batch in parquet.iter_batches(batch_size=RECORD_ROW_GROUP, columns=PACK_FILES[name].names):
+        table = _typed(pa.Table.from_batches([batch]), folder, name)
+        for rid, text, image in zip(*(table.column(c).to_pylist() for c in ("id", "text", "image"))):
+            if rid is None:
+                raise MRBError(f"pack {folder}: {name}.parquet has a row with a null id")
+            if rid in out:
+                raise MRBError(f"pack {folder}: {name}.parquet repeats id {rid!r}")
+            if text is None and image is None:
+                raise MRBError(f"pack {folder}: {name}.parquet record {rid!r} has neither text nor image")
+            out[rid] = Record(rid, text, image)
     return out
 
 
@@ -143,8 +159,8 @@ def read_pack(folder: str | Path) -> Pack:
     except json.JSONDecodeError as exc:
         raise MRBError(f"pack {folder}: manifest.json is not valid JSON ({exc})") from exc
     verify_pack(folder, manifest)
-    queries = _records(_read_table(folder, "queries"), folder, "queries")
-    documents = _records(_read_table(folder, "documents"), folder, "documents")
+    queries = _records(folder, "queries")
+    documents = _records(folder, "documents")
     candidates = _read_table(folder, "candidates").to_pandas()
     qrels = _read_table(folder, "qrels").to_pandas()
     _check_candidates(folder, candidates, queries, documents)
@@ -207,13 +223,14 @@ def _check_qrels(folder: Path, qrels: pd.DataFrame, queries: dict) -> None:
         raise MRBError(f"pack {folder}: qrels.parquet names query id {unknown[0]!r} absent from queries.parquet")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see either the old or the complete new content."""
+@contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A temporary file beside `path`, fsynced and renamed over it on success, removed on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -222,10 +239,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_parquet(path: Path, table: pa.Table) -> None:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see either the old or the complete new content."""
+    with _atomic_file(path) as fh:
+        fh.write(data)
+
+
+def atomic_write_parquet(path: Path, table: pa.Table, row_group_size: int | None = None) -> None:
+    """Write a Parquet file atomically, streaming it to disk (no second copy in memory)."""
+    with _atomic_file(path) as fh:
+        pq.write_table(table, fh, row_group_size=row_group_size)
 
 
 def write_pack(
@@ -253,7 +276,8 @@ def write_pack(
     hashes = {}
     for name, table in tables.items():
         path = folder / f"{name}.parquet"
-        atomic_write_parquet(path, table)
+        # small row groups let read_pack stream the records instead of inflating a whole column at once
+        atomic_write_parquet(path, table, row_group_size=RECORD_ROW_GROUP if name in ("queries", "documents") else None)
         hashes[path.name] = sha256_file(path)
     atomic_write_bytes(folder / "manifest.json", (json.dumps({**manifest, "sha256": hashes}, indent=2) + "\n").encode())
     return folder
