@@ -213,19 +213,20 @@ def test_missing_optional_dependencies_name_the_install(tmp_path_factory, monkey
 
 
 def test_cli_runs_a_checkpoint_folder_with_the_yes_no_adapter(tmp_path_factory, tmp_path) -> None:
-    """`mrb run --model DIR --adapter qwen-vl-yes-no` end to end, on the mini suite's text and fused tasks
-    (the whole suite takes minutes on a CPU with a VL model; its other tasks add no new path)."""
+    """`mrb run --model DIR --adapter qwen-vl-yes-no --tasks mini` end to end (all five modality pairs)."""
     import json
 
     from mrb.cli import main
     from mrb.leaderboard import read_leaderboard
+    from mrb.tasks import load_tasks
 
     folder = str(artefact(tmp_path_factory, "qwen2_5_vl"))
-    argv = ["run", "--model", folder, "--adapter", "qwen-vl-yes-no", "--tasks", "MiniFacts-T2T,MiniPhotoQA-IT2T"]
+    argv = ["run", "--model", folder, "--adapter", "qwen-vl-yes-no", "--tasks", "mini"]
     argv += ["--min-pixels", "3136", "--max-pixels", "3136", "--output", str(tmp_path), "--quiet"]
     assert main(argv) == 0
     board = read_leaderboard(tmp_path).set_index("task")
-    assert list(board["status"]) == ["ok", "ok"]
+    assert sorted(board.index) == sorted(t.name for t in load_tasks("mini"))
+    assert list(board["status"]) == ["ok"] * 5
     assert board["value"].between(0, 1).all()
     settings = json.loads(board.at["MiniPhotoQA-IT2T", "settings"])
     assert (settings["checkpoint"], settings["format"], settings["max_pixels"]) == (folder, "gmr", 3136)
