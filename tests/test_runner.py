@@ -142,3 +142,12 @@ def test_adapter_name_without_checkpoint_says_what_is_missing():
     assert str(err.value) == (
         "QwenVLYesNo needs checkpoint (give a checkpoint folder or hub id as --model and this adapter as --adapter)"
     )
+
+
+def test_options_are_checked_against_the_adapter_and_the_bases_it_passes_them_to():
+    with pytest.raises(MRBError) as err:
+        mrb.get_reranker("qwen-vl-yes-no", checkpoint="/nowhere", max_pixel=10)
+    assert str(err.value) == (
+        "QwenVLYesNo does not take option(s) max_pixel; it takes: checkpoint, min_pixels, max_pixels, revision, "
+        "device, dtype, attn_implementation, max_length, trust_remote_code"
+    )

@@ -126,19 +126,28 @@ def resolve_adapter(name: str) -> Callable[..., Reranker]:
     return target
 
 
+def _signatures(factory: Callable[..., Reranker]) -> list[inspect.Signature]:
+    """The factory's signature and, while it passes ``**kwargs`` on, those of its base classes' ``__init__``."""
+    chain = [c.__init__ for c in factory.__mro__ if "__init__" in vars(c)] if isinstance(factory, type) else [factory]
+    signatures = []
+    for fn in chain:
+        signatures.append(inspect.signature(fn))
+        if not any(p.kind is p.VAR_KEYWORD for p in signatures[-1].parameters.values()):
+            return signatures
+    return []  # it takes any keyword (a plain **kwargs factory): nothing to check
+
+
 def build(factory: Callable[..., Reranker], options: dict[str, Any]) -> Reranker:
-    """Instantiate an adapter, rejecting options it does not take with a clear message."""
-    params = inspect.signature(factory).parameters
+    """Instantiate an adapter, rejecting options it does not take, and naming the ones it needs."""
     name = getattr(factory, "__name__", factory)
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(options) - set(params))
-        if unknown:
-            raise MRBError(
-                f"{name} does not take option(s) {', '.join(unknown)}; "
-                f"it takes: {', '.join(p for p in params if p != 'self') or 'none'}"
-            )
-    required = [p for p, spec in params.items() if spec.default is spec.empty and spec.kind in (spec.POSITIONAL_OR_KEYWORD, spec.KEYWORD_ONLY)]
-    missing = [p for p in required if p not in options]
+    signatures = _signatures(factory)
+    named = [(p, spec) for sig in signatures for p, spec in sig.parameters.items()
+             if p != "self" and spec.kind in (spec.POSITIONAL_OR_KEYWORD, spec.KEYWORD_ONLY)]
+    takes = list(dict.fromkeys(p for p, _ in named))
+    unknown = sorted(set(options) - set(takes)) if signatures else []
+    if unknown:
+        raise MRBError(f"{name} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(takes) or 'none'}")
+    missing = list(dict.fromkeys(p for p, spec in named if spec.default is spec.empty and p not in options))
     if missing:
         hint = " (give a checkpoint folder or hub id as --model and this adapter as --adapter)" if "checkpoint" in missing else ""
         raise MRBError(f"{name} needs {', '.join(missing)}{hint}")

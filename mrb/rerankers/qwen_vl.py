@@ -104,29 +104,12 @@ class QwenVLYesNo(TransformersReranker):
     document_sides: frozenset[Side] = ALL_SIDES
 
     def __init__(
-        self,
-        checkpoint: str,
-        *,
-        revision: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        attn_implementation: str | None = None,
-        max_length: int | None = None,
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
-        trust_remote_code: bool = False,
+        self, checkpoint: str, *, min_pixels: int | None = None, max_pixels: int | None = None, **options: Any
     ) -> None:
+        """`options` are `TransformersReranker`'s (revision, device, dtype, attention, max length, remote code)."""
         self.requested_pixels = (min_pixels, max_pixels)
         self.base_checkpoint: str | None = None
-        super().__init__(
-            checkpoint,
-            revision=revision,
-            device=device,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            max_length=max_length,
-            trust_remote_code=trust_remote_code,
-        )
+        super().__init__(checkpoint, **options)
 
     def load(self) -> None:
         from transformers import AutoProcessor
