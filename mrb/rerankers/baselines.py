@@ -97,10 +97,16 @@ class BM25(Reranker):
         self._index = self._bm25_class([tokenize(pack.documents[d].text) for d in ids], k1=self.k1, b=self.b)
 
     def score(self, pairs: Sequence[Pair]) -> list[float]:
-        out: list[float] = []
-        for p in pairs:
-            scores = self._index.get_batch_scores(tokenize(p.query.text), [self._position[p.document.id]])
-            out.append(float(scores[0]))
+        """One BM25 call per distinct query in the batch, over that query's documents."""
+        rows: dict[str, list[int]] = {}
+        for i, p in enumerate(pairs):
+            rows.setdefault(p.query.id, []).append(i)
+        out = [0.0] * len(pairs)
+        for members in rows.values():
+            query = tokenize(pairs[members[0]].query.text)
+            scores = self._index.get_batch_scores(query, [self._position[pairs[i].document.id] for i in members])
+            for i, value in zip(members, scores):
+                out[i] = float(value)
         return out
 
     def settings(self) -> dict[str, Any]:
