@@ -7,7 +7,6 @@ equal the brute-force computation (full similarity matrix, sorted by score then 
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

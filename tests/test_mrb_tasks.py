@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mrb.errors import MRBError
-from mrb.tasks import TaskSpec, bundled_tasks_dir, load_task_file, load_tasks, resolve_data_dir
+from mrb.tasks import bundled_tasks_dir, load_task_file, load_tasks, resolve_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 REV = "0123456789abcdef0123456789abcdef01234567"

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import pytest
-import yaml
 from datasets import Dataset, Features, Image, Value
 from PIL import Image as PILImage
 
