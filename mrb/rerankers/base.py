@@ -137,20 +137,32 @@ def _signatures(factory: Callable[..., Reranker]) -> list[inspect.Signature]:
     return []  # it takes any keyword (a plain **kwargs factory): nothing to check
 
 
+def option_parameters(factory: Callable[..., Reranker]) -> list[inspect.Parameter] | None:
+    """The keyword parameters an adapter takes, its bases' included; None when it takes any keyword."""
+    signatures = _signatures(factory)
+    if not signatures:
+        return None
+    params: dict[str, inspect.Parameter] = {}
+    for sig in signatures:
+        for spec in sig.parameters.values():
+            if spec.name != "self" and spec.kind in (spec.POSITIONAL_OR_KEYWORD, spec.KEYWORD_ONLY):
+                params.setdefault(spec.name, spec)  # the subclass's declaration wins
+    return list(params.values())
+
+
 def build(factory: Callable[..., Reranker], options: dict[str, Any]) -> Reranker:
     """Instantiate an adapter, rejecting options it does not take, and naming the ones it needs."""
     name = getattr(factory, "__name__", factory)
-    signatures = _signatures(factory)
-    named = [(p, spec) for sig in signatures for p, spec in sig.parameters.items()
-             if p != "self" and spec.kind in (spec.POSITIONAL_OR_KEYWORD, spec.KEYWORD_ONLY)]
-    takes = list(dict.fromkeys(p for p, _ in named))
-    unknown = sorted(set(options) - set(takes)) if signatures else []
-    if unknown:
-        raise MRBError(f"{name} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(takes) or 'none'}")
-    missing = list(dict.fromkeys(p for p, spec in named if spec.default is spec.empty and p not in options))
-    if missing:
-        hint = " (give a checkpoint folder or hub id as --model and this adapter as --adapter)" if "checkpoint" in missing else ""
-        raise MRBError(f"{name} needs {', '.join(missing)}{hint}")
+    params = option_parameters(factory)
+    if params is not None:
+        takes = [p.name for p in params]
+        unknown = sorted(set(options) - set(takes))
+        if unknown:
+            raise MRBError(f"{name} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(takes) or 'none'}")
+        missing = [p.name for p in params if p.default is p.empty and p.name not in options]
+        if missing:
+            hint = " (give a checkpoint folder or hub id as --model and this adapter as --adapter)" if "checkpoint" in missing else ""
+            raise MRBError(f"{name} needs {', '.join(missing)}{hint}")
     return factory(**options)
 
 
