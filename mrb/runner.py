@@ -51,9 +51,13 @@ class TaskResult:
     n_no_qrels: int = 0  # candidate-list queries without judgements (not scorable)
     n_no_relevant: int = 0  # judged queries without any relevant document
     n_identical_ids: int = 0  # candidates dropped because doc id == query id
-    seconds: float = 0.0
     parts: list[TaskResult] = field(default_factory=list)  # a composite task's part results
     stats: RunStats = field(default_factory=lambda: RunStats())
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of the task (all parts of a composite task)."""
+        return self.stats.seconds
 
     def _mean(self, column: str) -> float | None:
         if self.per_query is None:
@@ -338,15 +342,13 @@ def run_task(
     scores = score_candidates(task, pack, reranker, candidates, options, progress, world, stats)
     stats.seconds = time.perf_counter() - started
     if scores is None:
-        return TaskResult(task, "shard", fingerprint, seconds=stats.seconds, stats=stats)
+        return TaskResult(task, "shard", fingerprint, stats=stats)
 
     ranking = strict_ranking(candidates, scores)
     first_stage = strict_ranking(candidates, np.zeros(len(candidates)))  # ties → first-stage order
     table = per_query_table(task.metric, judged.qrels, ranking, first_stage)
-    return TaskResult(
-        task, "ok", fingerprint, table, ranking, n_no_qrels, len(judged.no_relevant), n_identical,
-        time.perf_counter() - started, stats=stats,
-    )
+    stats.seconds = time.perf_counter() - started
+    return TaskResult(task, "ok", fingerprint, table, ranking, n_no_qrels, len(judged.no_relevant), n_identical, stats=stats)
 
 
 def run_composite(task: TaskSpec, reranker: Reranker, **options: Any) -> TaskResult:
@@ -356,7 +358,7 @@ def run_composite(task: TaskSpec, reranker: Reranker, **options: Any) -> TaskRes
     for part in parts:
         stats.add(part.stats)
     if any(p.status == "shard" for p in parts):
-        return TaskResult(task, "shard", "", seconds=stats.seconds, stats=stats)
+        return TaskResult(task, "shard", "", stats=stats)
 
     def prefixed(frame: pd.DataFrame, part: TaskResult) -> pd.DataFrame:
         return frame.assign(query_id=part.task.name + "/" + frame["query_id"])
@@ -369,7 +371,6 @@ def run_composite(task: TaskSpec, reranker: Reranker, **options: Any) -> TaskRes
         n_no_qrels=sum(p.n_no_qrels for p in parts),
         n_no_relevant=sum(p.n_no_relevant for p in parts),
         n_identical_ids=sum(p.n_identical_ids for p in parts),
-        seconds=sum(p.seconds for p in parts),
         parts=parts,
         stats=stats,
     )
