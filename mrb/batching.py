@@ -55,7 +55,7 @@ class ImageCache:
         self._fetch(role, record, use=False)
 
     def _fetch(self, role: str, record: Record, use: bool) -> Image.Image | None:
-        if record.image_bytes is None:
+        if not record.has_image:
             return None
         key = (role, record.id)
         if use:
@@ -128,15 +128,16 @@ class CachedRecord(Record):
 
 
 def cached(record: Record, role: str, cache: ImageCache) -> CachedRecord:
-    return CachedRecord(record.id, record.text, record.image_bytes, role, cache)
+    return CachedRecord(record.id, record.text, record.image_bytes, record.stored_image, role, cache)
 
 
 def image_size(record: Record) -> tuple[int, int] | None:
     """Width and height from the image header only (no decoding); None without an image or when unreadable."""
-    if record.image_bytes is None:
+    data = record.encoded_image()
+    if data is None:
         return None
     try:
-        with Image.open(io.BytesIO(record.image_bytes)) as img:
+        with Image.open(io.BytesIO(data)) as img:
             return img.size
     except (OSError, Image.DecompressionBombError):
         return None
@@ -209,8 +210,8 @@ def pair_tokens(pairs: Sequence[Pair], estimate: Callable[[Record], int]) -> lis
 def image_groups(pairs: Sequence[Pair]) -> list[str] | None:
     """Per pair, the id on the side with more distinct images (documents for T→I, queries for I→T);
     None for text-only pairs."""
-    query_images = {p.query.id for p in pairs if p.query.image_bytes is not None}
-    doc_images = {p.document.id for p in pairs if p.document.image_bytes is not None}
+    query_images = {p.query.id for p in pairs if p.query.has_image}
+    doc_images = {p.document.id for p in pairs if p.document.has_image}
     if not query_images and not doc_images:
         return None
     if len(doc_images) >= len(query_images):

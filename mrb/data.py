@@ -5,6 +5,11 @@ A pack is one folder holding ``queries.parquet`` (id, text, image), ``documents.
 ``qrels.parquet`` (query_id, doc_id, relevance) and ``manifest.json`` (provenance and the
 sha256 of every file). Images are stored as encoded bytes and decoded only when a reranker
 asks for them.
+
+`read_pack` streams each records file once and moves the encoded images into an `ImageStore`
+(an unlinked temporary file under ``$TMPDIR``), so a pack in memory holds ids, texts and
+offsets; an image's bytes are read back (``os.pread``) when a reranker or the runner needs
+them, and memory does not grow with the size of the corpus.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,20 +33,92 @@ from PIL import Image, UnidentifiedImageError
 from mrb.errors import MRBError
 
 
+class ImageStore:
+    """Encoded images kept in an unlinked temporary file and read back on demand (thread-safe reads).
+
+    The file goes away when the last `StoredImage` that refers to it does (or with the process).
+    """
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin  # the file the images came from, for error messages
+        self._file: BinaryIO | None = None  # created with the first image
+        self._size = 0
+
+    def add(self, data: bytes | pa.Buffer) -> StoredImage:
+        """Append one encoded image; `finish` must be called before any is read."""
+        try:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="mrb-images-")
+            self._file.write(data)
+        except OSError as exc:
+            raise self._cannot_write(exc) from exc
+        image = StoredImage(self, self._size, len(data))
+        self._size += len(data)
+        return image
+
+    def finish(self) -> None:
+        try:
+            if self._file is not None:
+                self._file.flush()
+        except OSError as exc:
+            raise self._cannot_write(exc) from exc
+
+    def _cannot_write(self, exc: OSError) -> MRBError:
+        return MRBError(
+            f"{self.origin}: cannot keep its images in the temporary folder {tempfile.gettempdir()} ({exc}); "
+            "free space there or point TMPDIR at a larger disk"
+        )
+
+    def read(self, image: StoredImage) -> bytes:
+        assert self._file is not None
+        data = os.pread(self._file.fileno(), image.length, image.offset)
+        if len(data) != image.length:
+            raise MRBError(f"{self.origin}: a stored image was cut short ({len(data)} of {image.length} bytes)")
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """Where one encoded image lies in an `ImageStore`."""
+
+    store: ImageStore
+    offset: int
+    length: int
+
+    def read(self) -> bytes:
+        return self.store.read(self)
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One query or document: an id, optional text and optional encoded image bytes."""
+    """One query or document: an id, optional text and an optional encoded image.
+
+    The image is either in memory (`image_bytes`) or, for records read from a pack, on disk
+    (`stored_image`); `has_image` and `encoded_image()` serve both.
+    """
 
     id: str
     text: str | None = None
     image_bytes: bytes | None = None
+    stored_image: StoredImage | None = field(default=None, repr=False)
+
+    @property
+    def has_image(self) -> bool:
+        return self.image_bytes is not None or self.stored_image is not None
+
+    def encoded_image(self) -> bytes | None:
+        """The encoded image bytes (read from disk for a stored image), or None."""
+        if self.stored_image is not None:
+            return self.stored_image.read()
+        return self.image_bytes
 
     def image(self) -> Image.Image | None:
         """Decode the image (RGB), or None when the record has none."""
-        if self.image_bytes is None:
+        data = self.encoded_image()
+        if data is None:
             return None
         try:
-            with Image.open(io.BytesIO(self.image_bytes)) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 return img.convert("RGB")
         except (UnidentifiedImageError, OSError) as exc:
             raise MRBError(f"record {self.id!r}: image does not decode ({exc})") from exc
@@ -57,6 +134,7 @@ class Pair:
 
 
 RECORD_ROW_GROUP = 256  # rows per Parquet row group in queries/documents files (images make rows large)
+RECORD_BATCH = 64  # rows read at a time from queries/documents files
 PACK_FILES: dict[str, pa.Schema] = {
     "queries": pa.schema([("id", pa.string()), ("text", pa.string()), ("image", pa.binary())]),
     "documents": pa.schema([("id", pa.string()), ("text", pa.string()), ("image", pa.binary())]),
@@ -98,13 +176,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _open(folder: Path, name: str) -> pq.ParquetFile:
-    """Open a pack file and check its columns (from the footer, without reading the data)."""
+def _open(folder: Path, name: str, **options: Any) -> pq.ParquetFile:
+    """Open a pack file (`options` go to `pq.ParquetFile`) and check its columns from the footer."""
     path = folder / f"{name}.parquet"
     if not path.is_file():
         raise MRBError(f"pack {folder}: missing file {path.name}")
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, **options)
     except (pa.ArrowInvalid, OSError) as exc:
         raise MRBError(f"pack {folder}: {path.name} is not a readable Parquet file ({exc})") from exc
     expected = PACK_FILES[name]
@@ -130,19 +208,31 @@ def _read_table(folder: Path, name: str) -> pa.Table:
 
 
 def _records(folder: Path, name: str) -> dict[str, Record]:
-    """Records by id, read in row batches so only one batch of Arrow data is held beside them."""
+    """Records by id, streamed in small row batches; their images go to an `ImageStore` on disk.
+
+    One thread, no read-ahead and handing freed memory back after each batch of images keep the
+    Parquet reader's own memory to about one batch, whatever the size of the file.
+    """
     out: dict[str, Record] = {}
-    parquet = _open(folder, name)
-    for batch in parquet.iter_batches(batch_size=RECORD_ROW_GROUP, columns=PACK_FILES[name].names):
+    store = ImageStore(f"pack {folder}: {name}.parquet")
+    parquet = _open(folder, name, pre_buffer=False, buffer_size=1 << 20)
+    for batch in parquet.iter_batches(batch_size=RECORD_BATCH, columns=PACK_FILES[name].names, use_threads=False):
         table = _typed(pa.Table.from_batches([batch]), folder, name)
-        for rid, text, image in zip(*(table.column(c).to_pylist() for c in ("id", "text", "image"))):
+        images = table.column("image").combine_chunks()
+        for i, (rid, text) in enumerate(zip(table.column("id").to_pylist(), table.column("text").to_pylist())):
             if rid is None:
                 raise MRBError(f"pack {folder}: {name}.parquet has a row with a null id")
             if rid in out:
                 raise MRBError(f"pack {folder}: {name}.parquet repeats id {rid!r}")
-            if text is None and image is None:
+            image = images[i]
+            if text is None and not image.is_valid:
                 raise MRBError(f"pack {folder}: {name}.parquet record {rid!r} has neither text nor image")
-            out[rid] = Record(rid, text, image)
+            out[rid] = Record(rid, text, stored_image=store.add(image.as_buffer()) if image.is_valid else None)
+        if images.null_count < len(images):
+            del batch, table, images
+            # Arrow's allocator keeps freed pages for reuse; batch after batch of images they would pile up
+            pa.default_memory_pool().release_unused()
+    store.finish()
     return out
 
 
@@ -264,7 +354,7 @@ def write_pack(
     folder = Path(folder)
 
     def records_table(records: list[Record], name: str) -> pa.Table:
-        rows = {"id": [r.id for r in records], "text": [r.text for r in records], "image": [r.image_bytes for r in records]}
+        rows = {"id": [r.id for r in records], "text": [r.text for r in records], "image": [r.encoded_image() for r in records]}
         return pa.table(rows, schema=PACK_FILES[name])
 
     tables = {

@@ -158,7 +158,7 @@ class TaskScorer:
         groups = image_groups([pairs[i] for i in todo])
         plan = [[todo[j] for j in batch] for batch in plan_batches(lengths, self.options.batch_size, self.options.max_batch_tokens, groups)]
         sides = (("q", pairs[i].query) for i in todo), (("d", pairs[i].document) for i in todo)
-        self.images.expect(Counter((role, r.id) for side in sides for role, r in side if r.image_bytes is not None))
+        self.images.expect(Counter((role, r.id) for side in sides for role, r in side if r.has_image))
         try:
             for batch in self._prepared(pairs, plan):
                 self._score_batch(pairs, batch, scores)

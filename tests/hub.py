@@ -95,9 +95,9 @@ def pack_as_repo(pack: Pack, layout: str) -> dict[str, dict[str, Dataset]]:
         return Dataset.from_dict(
             {
                 "id": [r.id for r in items],
-                "modality": [",".join(m for m, v in (("image", r.image_bytes), ("text", r.text)) if v) for r in items],
+                "modality": [",".join(m for m, v in (("image", r.has_image), ("text", r.text)) if v) for r in items],
                 "text": [r.text for r in items],
-                "image": [None if r.image_bytes is None else {"bytes": r.image_bytes, "path": None} for r in items],
+                "image": [None if not r.has_image else {"bytes": r.encoded_image(), "path": None} for r in items],
             },
             features=side,
         )

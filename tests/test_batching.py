@@ -111,11 +111,11 @@ def test_each_distinct_image_is_decoded_once_per_task(name, workers):
     task = MINI[name]
     pack = read_pack(task.pack_path())
     c = pack.candidates
-    distinct = sum(pack.queries[q].image_bytes is not None for q in c["query_id"].unique()) + sum(
-        pack.documents[d].image_bytes is not None for d in c["doc_id"].unique()
+    distinct = sum(pack.queries[q].has_image for q in c["query_id"].unique()) + sum(
+        pack.documents[d].has_image for d in c["doc_id"].unique()
     )
-    requests = sum(pack.queries[q].image_bytes is not None for q in c["query_id"]) + sum(
-        pack.documents[d].image_bytes is not None for d in c["doc_id"]
+    requests = sum(pack.queries[q].has_image for q in c["query_id"]) + sum(
+        pack.documents[d].has_image for d in c["doc_id"]
     )
     stats = run_recording(task, Recording(), batch_size=16, workers=workers).stats
     assert (stats.decodes, stats.image_requests) == (distinct, requests)

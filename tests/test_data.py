@@ -1,15 +1,20 @@
 """Pack reading and its errors: every inconsistency names the pack and the id."""
 
+import errno
 import json
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mrb.data import Record, read_pack, sha256_file
+from mrb.data import RECORD_BATCH, Record, read_pack, sha256_file
 from mrb.errors import MRBError
-from tests.packs import small_text_task
+from tests.packs import small_text_task, write_task
+from tests.tiny_models import image_bytes
 
 
 @pytest.fixture
@@ -102,3 +107,44 @@ def test_manifest_without_hashes(pack_dir):
 def test_corrupt_image_names_the_record():
     with pytest.raises(MRBError, match=r"record 'doc-7': image does not decode"):
         Record("doc-7", None, b"not a jpeg").image()
+
+
+def image_pack(root):
+    """One text query over 150 image documents (random byte strings of 1 to 5000 bytes, one real PNG)
+    and one text document: more rows than a read batch."""
+    rng = np.random.default_rng(3)
+    blobs = {f"d{i}": rng.bytes(int(rng.integers(1, 5000))) for i in range(150)}
+    blobs["d7"] = image_bytes("coffee", (24, 16))
+    docs = [Record(d, None, b) for d, b in blobs.items()] + [Record("text", "words only")]
+    write_task(root, "Pics", type_code="t2i", queries=[Record("q", "a query")], documents=docs,
+               candidates=[("q", d.id, i + 1, 1.0) for i, d in enumerate(docs)], qrels=[("q", "d7", 1)])
+    return root / "packs" / "Pics", blobs
+
+
+def test_pack_images_stay_on_disk_and_read_back_exactly(tmp_path):
+    pack_dir, blobs = image_pack(tmp_path)
+    assert len(blobs) > 2 * RECORD_BATCH
+    pack = read_pack(pack_dir)
+    assert all(pack.documents[d].image_bytes is None and pack.documents[d].has_image for d in blobs)
+    with ThreadPoolExecutor(4) as pool:  # the runner's prefetch threads read concurrently
+        got = dict(zip(blobs, pool.map(lambda d: pack.documents[d].encoded_image(), blobs)))
+    assert got == blobs
+    assert pack.documents["d7"].image().size == (24, 16)
+    text = pack.documents["text"]
+    assert (text.has_image, text.encoded_image(), text.image()) == (False, None, None)
+
+
+def test_no_space_for_the_image_store_is_a_clear_error(tmp_path, monkeypatch):
+    pack_dir, _ = image_pack(tmp_path)
+
+    class FullDisk:
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda **_: FullDisk())
+    with pytest.raises(MRBError) as err:
+        read_pack(pack_dir)
+    assert str(err.value) == (
+        f"pack {pack_dir}: documents.parquet: cannot keep its images in the temporary folder {tempfile.gettempdir()} "
+        "([Errno 28] No space left on device); free space there or point TMPDIR at a larger disk"
+    )

@@ -153,12 +153,12 @@ class GMEEncoder(Encoder):
     @staticmethod
     def render(record: Record, instruction: str | None) -> str:
         """The exact string GME encodes for a query (task instruction) or a document (None)."""
-        body = (GME_IMAGE if record.image_bytes is not None else "") + (record.text or "")
+        body = (GME_IMAGE if record.has_image else "") + (record.text or "")
         return GME_TEMPLATE.format(instruction=instruction or GME_DOCUMENT_INSTRUCTION, input=body)
 
     def prepare(self, records: Sequence[Record], instruction: str | None) -> BatchFeature:
         """The processor's right-padded, truncated batch for `records`."""
-        images = [gme_fetch_image(r.image()) for r in records if r.image_bytes is not None]
+        images = [gme_fetch_image(r.image()) for r in records if r.has_image]
         return self.processor(
             text=[self.render(r, instruction) for r in records], images=images or None, padding=True,
             truncation=True, max_length=self.max_length, return_tensors="pt",
@@ -204,7 +204,7 @@ class CLIPEncoder(Encoder):
     def prepare(self, records: Sequence[Record], instruction: str | None) -> dict[str, Any]:
         """Tokens of the records with text and pixels of those with an image, with their rows."""
         texted = [i for i, r in enumerate(records) if r.text]
-        pictured = [i for i, r in enumerate(records) if r.image_bytes is not None]
+        pictured = [i for i, r in enumerate(records) if r.has_image]
         prepared: dict[str, Any] = {"size": len(records), "texted": texted, "pictured": pictured}
         if texted:
             prepared["tokens"] = self.processor.tokenizer(

@@ -106,7 +106,7 @@ class TransformersReranker(Reranker):
 
 def check_side(record: Record, role: str) -> None:
     """A query or document must carry text or an image."""
-    if not record.text and record.image_bytes is None:
+    if not record.text and not record.has_image:
         raise MRBError(f"{role} {record.id!r} has neither text nor image")
 
 
@@ -126,11 +126,12 @@ def decode_image(record: Record, role: str, max_pixels: int) -> Image.Image:
     reduced size (JPEG draft mode, then box reduction) to about `max_pixels`, so a 20000×20000 page
     neither trips PIL's guard nor fills memory.
     """
-    assert record.image_bytes is not None
+    data = record.encoded_image()
+    assert data is not None
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # the bound is enforced below instead
     try:
-        with Image.open(io.BytesIO(record.image_bytes)) as img:  # reads the header only
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
             if limit is not None and img.width * img.height > limit:
                 scale = math.sqrt(max_pixels / (img.width * img.height))
                 img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))

@@ -46,9 +46,9 @@ class JinaRerankerM0(TransformersReranker):
 
     def _side(self, record: Record, role: str) -> tuple[str, str | Image.Image]:
         check_side(record, role)
-        if record.image_bytes is not None and record.text:
+        if record.has_image and record.text:
             raise MRBError(f"{role} {record.id!r} has both text and an image; jina-reranker-m0 takes one of them")
-        if record.image_bytes is not None:
+        if record.has_image:
             return "image", decode_image(record, role, JINA_MAX_PIXELS)
         return "text", record.text  # type: ignore[return-value]
 

@@ -152,7 +152,7 @@ class QwenVLYesNo(TransformersReranker):
 
         def image(record: Record, role: str) -> Image.Image | None:
             check_side(record, role)
-            if record.image_bytes is None:
+            if not record.has_image:
                 return None
             if (role, record.id) not in decoded:
                 decoded[role, record.id] = decode_image(record, role, self.max_pixels)
