@@ -39,7 +39,7 @@ def strict_ranking(candidates: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame
 def run_from_ranking(ranking: pd.DataFrame) -> dict[str, dict[str, float]]:
     """A run whose scores encode the strict rank (strictly decreasing within each query)."""
     run: dict[str, dict[str, float]] = {}
-    for qid, did, rank in zip(ranking["query_id"], ranking["doc_id"], ranking["rank"]):
+    for qid, did, rank in zip(ranking["query_id"].tolist(), ranking["doc_id"].tolist(), ranking["rank"].tolist()):
         run.setdefault(qid, {})[did] = float(-rank)
     return run
 
