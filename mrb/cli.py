@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default="results", help="results folder (default: results)")
     run.add_argument("--batch-size", type=int, default=32, help="most pairs in one batch (default: 32)")
     run.add_argument("--max-batch-tokens", type=int, help="most padded tokens in one batch (pairs × longest pair; default: no budget)")
-    run.add_argument("--workers", type=int, default=1, help="threads decoding images ahead of the model (default: 1; 0: inline)")
+    run.add_argument("--workers", type=int, default=1, help="threads preparing batches (tokens, images) ahead of the model (default: 1; 0: inline)")
     run.add_argument("--overwrite", choices=("never", "missing", "always"), default="missing",
                      help="never: keep tasks with results; missing: score only what the cache lacks (default); always: rescore")
     run.add_argument("--cache-dir", help="score cache folder (default: OUTPUT/cache)")

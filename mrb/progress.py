@@ -30,8 +30,8 @@ class RunStats:
     image_requests: int = 0  # images the reranker asked for
     oom_retries: int = 0  # out-of-memory errors answered by halving the batch
     retries: int = 0  # failed batches retried
-    prep_seconds: float = 0.0  # decoding images ahead of the model (in prefetch threads)
-    model_seconds: float = 0.0  # inside the reranker's score()
+    prep_seconds: float = 0.0  # the reranker's prepare(), or decoding images ahead of the model
+    model_seconds: float = 0.0  # inside the reranker's forward() (or score(), when it does not prepare)
     seconds: float = 0.0  # wall time, pack reading and metrics included
 
     def add(self, other: RunStats) -> None:

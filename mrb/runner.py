@@ -33,7 +33,7 @@ from mrb.distributed import World
 from mrb.errors import MRBError
 from mrb.metrics import judged_queries, per_query_table, strict_ranking
 from mrb.progress import RunProgress, RunStats
-from mrb.rerankers.base import Reranker
+from mrb.rerankers.base import Reranker, prepares_ahead
 from mrb.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class RunOptions:
 
     batch_size: int = 32  # most pairs in one batch
     max_batch_tokens: int | None = None  # most padded tokens in one batch (pairs × longest pair)
-    workers: int = 1  # threads preparing batches (decoding images) ahead of the model; 0: inline
+    workers: int = 1  # threads preparing batches (prepare(), or decoding images) ahead of the model; 0: inline
     overwrite: Overwrite = "missing"  # never: keep finished tasks; missing: score what the cache lacks; always: rescore
     cache_dir: Path | None = None  # the score cache; None: no cache
     image_cache_mb: int = 1024  # bound on the decoded images kept per task
@@ -137,7 +137,8 @@ class TaskScorer:
         self.task, self.reranker, self.options, self.cache = task, reranker, options, cache
         self.images, self.stats, self.progress = images, stats, progress
         self.cap = options.batch_size  # lowered after an out-of-memory error, for the rest of the task
-        self._prep_lock = threading.Lock()
+        self._prepare_lock = threading.Lock()  # one `prepare` at a time
+        self._stats_lock = threading.Lock()
 
     def run(self, pairs: Sequence[Pair]) -> np.ndarray:
         """Scores aligned with `pairs`; cached scores are reused, the rest computed and appended."""
@@ -160,46 +161,68 @@ class TaskScorer:
         sides = (("q", pairs[i].query) for i in todo), (("d", pairs[i].document) for i in todo)
         self.images.expect(Counter((role, r.id) for side in sides for role, r in side if r.has_image))
         try:
-            for batch in self._prepared(pairs, plan):
-                self._score_batch(pairs, batch, scores)
+            for batch, ready in self._prepared(pairs, plan):
+                self._score_batch(pairs, batch, scores, ready)
         finally:
             if self.cache is not None:
                 self.cache.close()
         return scores
 
-    def _prepared(self, pairs: Sequence[Pair], plan: list[list[int]]) -> Iterator[list[int]]:
-        """The planned batches in order, with up to `workers` batches' images decoded ahead by threads
-        (once the reranker has shown that it reads images)."""
-        if self.options.workers == 0 or not plan:
-            yield from plan
-            return
-        with ThreadPoolExecutor(self.options.workers, thread_name_prefix="mrb-prep") as pool:
-            ahead: deque[Future[None]] = deque()
-            submitted = 1
-            yield plan[0]  # the first batch runs inline: it tells whether this reranker reads images
-            reads_images = self.images.requests > 0
-            for k in range(1, len(plan)):
-                while reads_images and submitted < min(len(plan), k + self.options.workers + 1):
-                    ahead.append(pool.submit(self._decode, pairs, plan[submitted]))
-                    submitted += 1
-                if ahead and submitted > k:
-                    ahead.popleft().result()
-                yield plan[k]
+    def _prepared(self, pairs: Sequence[Pair], plan: list[list[int]]) -> Iterator[tuple[list[int], Future[Any] | None]]:
+        """The planned batches in order, each with the future of its `prepare` result (or None).
 
-    def _decode(self, pairs: Sequence[Pair], batch: list[int]) -> None:
+        With `workers` threads, up to `workers` batches ahead of the model are prepared: by the
+        reranker's own `prepare` when it has one, otherwise by decoding their images (once the first
+        batch has shown that the reranker reads images).
+        """
+        if self.options.workers == 0 or not plan:
+            yield from ((batch, None) for batch in plan)
+            return
+        split = prepares_ahead(self.reranker)
+        pool = ThreadPoolExecutor(self.options.workers, thread_name_prefix="mrb-prep")
+        try:
+            ahead: dict[int, Future[Any]] = {}
+            for k, batch in enumerate(plan):
+                if split or (k > 0 and self.images.requests > 0):
+                    for j in range(k, min(len(plan), k + self.options.workers + 1)):
+                        if j not in ahead:
+                            ahead[j] = pool.submit(self._prepare if split else self._decode, [pairs[i] for i in plan[j]])
+                ready = ahead.pop(k, None)
+                if ready is not None and not split:
+                    ready.result()  # its images are in the cache
+                    ready = None
+                yield batch, ready
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _decode(self, batch: list[Pair]) -> None:
         started = time.perf_counter()
-        for i in batch:
-            self.images.warm("q", pairs[i].query)
-            self.images.warm("d", pairs[i].document)
-        with self._prep_lock:
+        for pair in batch:
+            self.images.warm("q", pair.query)
+            self.images.warm("d", pair.document)
+        self._add_prep_time(started)
+
+    def _prepare(self, batch: list[Pair]) -> Any:
+        """The reranker's `prepare`, one batch at a time (tokenisers and processors are not thread-safe)."""
+        with self._prepare_lock:
+            started = time.perf_counter()
+            try:
+                return self.reranker.prepare(batch)
+            finally:
+                self._add_prep_time(started)
+
+    def _add_prep_time(self, started: float) -> None:
+        with self._stats_lock:
             self.stats.prep_seconds += time.perf_counter() - started
 
-    def _score_batch(self, pairs: Sequence[Pair], batch: list[int], scores: np.ndarray) -> None:
+    def _score_batch(self, pairs: Sequence[Pair], batch: list[int], scores: np.ndarray, ready: Future[Any] | None = None) -> None:
         pending = deque(batch[s : s + self.cap] for s in range(0, len(batch), self.cap))
+        if len(pending) > 1:
+            ready = None  # prepared for the whole batch, but it is scored in smaller chunks
         while pending:
             chunk = pending.popleft()
             try:
-                values = self._call(pairs, chunk)
+                values = self._call(pairs, chunk, ready)
             except Exception as exc:
                 if not _is_oom(exc):
                     raise
@@ -215,6 +238,8 @@ class TaskScorer:
                 rest = [i for c in [chunk, *pending] for i in c]
                 pending = deque(rest[s : s + self.cap] for s in range(0, len(rest), self.cap))
                 continue
+            finally:
+                ready = None
             scores[chunk] = values
             if self.cache is not None:
                 self.cache.append([pairs[i].query.id for i in chunk], [pairs[i].document.id for i in chunk], values)
@@ -223,14 +248,22 @@ class TaskScorer:
             if self.progress is not None:
                 self.progress.advance(len(chunk))
 
-    def _call(self, pairs: Sequence[Pair], chunk: list[int]) -> list[float]:
-        """The reranker's checked scores for one batch; a failure (other than out-of-memory or an
-        MRBError) is retried once, then stops the task naming its queries."""
+    def _call(self, pairs: Sequence[Pair], chunk: list[int], ready: Future[Any] | None) -> list[float]:
+        """The reranker's checked scores for one batch (from its prepared inputs when `ready`); a failure
+        (other than out-of-memory or an MRBError) is retried once, preparing again, then stops the task
+        naming its queries."""
         batch = [pairs[i] for i in chunk]
+        split = prepares_ahead(self.reranker)
         for attempt in (1, 2):
-            started = time.perf_counter()
             try:
-                got = list(self.reranker.score(batch))
+                prepared = None
+                if split:
+                    prepared = ready.result() if ready is not None and attempt == 1 else self._prepare(batch)
+                started = time.perf_counter()
+                try:
+                    got = list(self.reranker.forward(prepared) if split else self.reranker.score(batch))
+                finally:
+                    self.stats.model_seconds += time.perf_counter() - started
                 break
             except MRBError:
                 raise
@@ -247,8 +280,6 @@ class TaskScorer:
                     ) from exc
                 self.stats.retries += 1
                 log.warning("%s: reranker failed on a batch (%s: %s); retrying once", self.task.name, type(exc).__name__, exc)
-            finally:
-                self.stats.model_seconds += time.perf_counter() - started
         return check_scores(self.task, self.reranker, batch, got)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 import pytest
@@ -20,6 +21,7 @@ from mrb.batching import (
 )
 from mrb.data import Pair, Record, read_pack
 from mrb.errors import MRBError
+from mrb.rerankers.base import Reranker
 from mrb.runner import RunOptions, run_task
 from mrb.tasks import load_tasks
 from tests.packs import small_text_task
@@ -169,6 +171,75 @@ def test_out_of_memory_on_one_pair_stops_with_a_clear_message(tmp_path):
     assert str(err.value) == (
         "task Small-T2T: out of memory on a single pair (query 'q1', document 'd2'); lower max_pixels or max_length"
     )
+
+
+class Preparing(Reranker):
+    """`Recording` split into `prepare` (decodes the images) and `forward` (scores), noting the thread of
+    each call; the first `forward` waits (up to `wait` seconds) until a second batch is being prepared.
+    Its first `failures` prepares raise; a forward of more than `oom_above` pairs runs out of memory."""
+
+    name = "preparing"
+
+    def __init__(self, failures: int = 0, oom_above: int | None = None, wait: float = 10) -> None:
+        self.failures, self.oom_above, self.wait = failures, oom_above, wait
+        self.prepare_threads: list[str] = []
+        self.forward_sizes: list[int] = []
+        self.main_thread_forwards = True
+        self.second_batch_started = threading.Event()
+        self.prepared_ahead = False
+
+    def prepare(self, pairs):
+        self.prepare_threads.append(threading.current_thread().name)
+        if len(self.prepare_threads) == 2:
+            self.second_batch_started.set()
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("flaky preprocessing")
+        for p in pairs:
+            p.query.image()
+            p.document.image()
+        return list(pairs)
+
+    def forward(self, prepared):
+        self.main_thread_forwards &= threading.current_thread() is threading.main_thread()
+        if not self.forward_sizes:
+            self.prepared_ahead = self.second_batch_started.wait(timeout=self.wait)
+        self.forward_sizes.append(len(prepared))
+        if self.oom_above is not None and len(prepared) > self.oom_above:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [pair_score(p) for p in prepared]
+
+
+def test_prepare_runs_ahead_in_a_worker_thread_while_the_model_scores():
+    task = MINI["MiniPhotos-T2I"]
+    reference = run_recording(task, Recording(), batch_size=16)
+    ahead, inline = Preparing(), Preparing(wait=0.5)
+    result = run_recording(task, ahead, batch_size=16, workers=1)
+    assert result.ranking.equals(reference.ranking)
+    assert ahead.prepared_ahead and ahead.main_thread_forwards
+    assert set(ahead.prepare_threads) == {"mrb-prep_0"} and len(ahead.prepare_threads) == 20
+    assert (result.stats.decodes, result.stats.image_requests) == (reference.stats.decodes, reference.stats.image_requests)
+    assert result.stats.prep_seconds > 0
+    assert run_recording(task, inline, batch_size=16, workers=0).ranking.equals(reference.ranking)
+    assert set(inline.prepare_threads) == {"MainThread"} and not inline.prepared_ahead
+
+
+def test_a_failing_prepare_is_retried_once_and_the_scores_are_unchanged():
+    task = MINI["MiniFacts-T2T"]
+    result = run_recording(task, Preparing(failures=1), batch_size=16)
+    assert (result.stats.retries, result.stats.scored) == (1, 320)
+    assert result.ranking.equals(run_recording(task, Recording(), batch_size=16).ranking)
+    with pytest.raises(MRBError, match=r"failed twice on a batch of 16 pairs .*: RuntimeError: flaky preprocessing"):
+        run_recording(task, Preparing(failures=2), batch_size=16)
+
+
+def test_out_of_memory_after_prepare_prepares_the_halves_again():
+    task = MINI["MiniFacts-T2T"]
+    reranker = Preparing(oom_above=5)
+    result = run_recording(task, reranker, batch_size=16)
+    assert reranker.forward_sizes[:4] == [16, 8, 4, 4] and set(reranker.forward_sizes[3:]) == {4}
+    assert result.stats.oom_retries == 2
+    assert result.ranking.equals(run_recording(task, Recording(), batch_size=16).ranking)
 
 
 def test_run_options_are_checked():

@@ -26,6 +26,10 @@ class Reranker:
     `score` receives a batch of pairs and returns one float per pair, higher meaning more
     relevant. `start_task` is called once before a task's pairs arrive (a baseline that
     needs the pack, such as the oracle, reads it there).
+
+    A model may instead split scoring into `prepare` (the CPU work for a batch: decoding,
+    tokenising, image preprocessing) and `forward` (the model on a prepared batch); the runner
+    then prepares the next batches in a worker thread while the model scores the current one.
     """
 
     name: str = "reranker"
@@ -39,11 +43,26 @@ class Reranker:
         """Hook called before a task is scored; the default does nothing."""
 
     def score(self, pairs: Sequence[Pair]) -> Sequence[float]:
+        if not prepares_ahead(self):
+            raise NotImplementedError(f"{type(self).__name__} implements neither score nor prepare and forward")
+        return self.forward(self.prepare(pairs))
+
+    def prepare(self, pairs: Sequence[Pair]) -> Any:
+        """The CPU work for a batch, run ahead of `forward` (possibly in another thread than `forward`)."""
+        raise NotImplementedError
+
+    def forward(self, prepared: Any) -> Sequence[float]:
+        """The scores of a batch that `prepare` made."""
         raise NotImplementedError
 
     def settings(self) -> dict[str, Any]:
         """What identifies this reranker's scores (name, checkpoint, dtype, …) for provenance."""
         return {"name": self.name}
+
+
+def prepares_ahead(reranker: Reranker) -> bool:
+    """Whether `reranker` splits scoring into `prepare` and `forward` (so batches can be prepared ahead)."""
+    return type(reranker).prepare is not Reranker.prepare
 
 
 class CallableReranker(Reranker):

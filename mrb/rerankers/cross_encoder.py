@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -10,6 +11,9 @@ from mrb.data import Pair
 from mrb.rerankers.base import TEXT_ONLY
 from mrb.rerankers.hf import TransformersReranker, side_text
 from mrb.tasks import Side
+
+if TYPE_CHECKING:
+    from transformers import BatchEncoding
 
 
 class CrossEncoder(TransformersReranker):
@@ -27,12 +31,14 @@ class CrossEncoder(TransformersReranker):
         )
         self.model = self.load_model(AutoModelForSequenceClassification, self.checkpoint)
 
-    @torch.inference_mode()
-    def score(self, pairs: Sequence[Pair]) -> list[float]:
+    def prepare(self, pairs: Sequence[Pair]) -> BatchEncoding:
         queries = [side_text(p.query, "query", self.name) for p in pairs]
         docs = [side_text(p.document, "document", self.name) for p in pairs]
-        inputs = self.tokenizer(
+        return self.tokenizer(
             queries, docs, padding=True, truncation=self.max_length is not None, max_length=self.max_length, return_tensors="pt"
-        ).to(self.device)
-        logits = self.model(**inputs).logits.view(-1).double()
+        )
+
+    @torch.inference_mode()
+    def forward(self, prepared: BatchEncoding) -> list[float]:
+        logits = self.model(**prepared.to(self.device)).logits.view(-1).double()
         return torch.sigmoid(logits).tolist()

@@ -164,8 +164,8 @@ class QwenVLYesNo(TransformersReranker):
         """The prompt strings (one image placeholder per image): the chat template with the generation prompt."""
         return self.processor.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
 
-    def encode(self, pairs: Sequence[Pair]) -> dict[str, Any]:
-        """Model inputs: processed images, and token rows truncated to max_length and left-padded."""
+    def prepare(self, pairs: Sequence[Pair]) -> dict[str, Any]:
+        """Model inputs on the CPU: processed images, and token rows truncated to max_length and left-padded."""
         conversations = self.conversations(pairs)
         texts = self.render(conversations)
         images = [img for conv in conversations for img in _images(conv)]
@@ -207,9 +207,8 @@ class QwenVLYesNo(TransformersReranker):
             )
         return [j for j in range(len(ids)) if j not in dropped]
 
-    def score(self, pairs: Sequence[Pair]) -> list[float]:
-        inputs = {k: v.to(self.device) for k, v in self.encode(pairs).items()}
-        return two_token_scores(self.model, inputs, self.token_ids)
+    def forward(self, prepared: dict[str, Any]) -> list[float]:
+        return two_token_scores(self.model, {k: v.to(self.device) for k, v in prepared.items()}, self.token_ids)
 
     def settings(self) -> dict[str, Any]:
         out = {

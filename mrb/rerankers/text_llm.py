@@ -54,10 +54,9 @@ class Qwen3Reranker(TransformersReranker):
         bodies = self.tokenizer([self.body(p) for p in pairs], add_special_tokens=False, **truncate)["input_ids"]
         return [self.prefix_ids + body + self.suffix_ids for body in bodies]
 
-    def score(self, pairs: Sequence[Pair]) -> list[float]:
+    def prepare(self, pairs: Sequence[Pair]) -> dict[str, Any]:
         rows = self.token_rows(pairs)
-        inputs = {
-            "input_ids": left_pad(rows, self.tokenizer.pad_token_id).to(self.device),
-            "attention_mask": left_pad([[1] * len(r) for r in rows], 0).to(self.device),
-        }
-        return two_token_scores(self.model, inputs, self.token_ids)
+        return {"input_ids": left_pad(rows, self.tokenizer.pad_token_id), "attention_mask": left_pad([[1] * len(r) for r in rows], 0)}
+
+    def forward(self, prepared: dict[str, Any]) -> list[float]:
+        return two_token_scores(self.model, {k: v.to(self.device) for k, v in prepared.items()}, self.token_ids)
