@@ -9,7 +9,6 @@ original order when it stores the scores.
 
 from __future__ import annotations
 
-import io
 import math
 import threading
 from collections import Counter, OrderedDict
@@ -18,10 +17,11 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from mrb.data import Pair, Record
+from mrb.data import Pair, Record, open_image
 
 PATCH = 28  # pixels per side of one visual token in Qwen-VL-style encoders (14-pixel patches, 2×2 merge)
 CHARS_PER_TOKEN = 4
+ROLES = {"q": "query", "d": "document"}  # cache roles as error messages name them
 
 
 class ImageCache:
@@ -31,8 +31,9 @@ class ImageCache:
     drops an image after its last one, so it holds only images still to be used.
     """
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, max_pixels: int | None = None) -> None:
         self.max_bytes = max_bytes
+        self.max_pixels = max_pixels  # the reranker's bound: larger images are decoded reduced (`decode_image`)
         self._items: OrderedDict[tuple[str, str], Image.Image] = OrderedDict()
         self._uses: dict[tuple[str, str], int] = {}
         self._size = 0
@@ -75,7 +76,7 @@ class ImageCache:
                     break
             waiting.wait()  # another thread is decoding this image
         try:
-            image = Record.image(record)
+            image = Record.image(record, self.max_pixels, ROLES[role])
             assert image is not None
             with self._lock:
                 self.decodes += 1
@@ -121,9 +122,9 @@ class CachedRecord(Record):
     role: str = "d"
     cache: ImageCache | None = field(default=None, compare=False, repr=False)
 
-    def image(self) -> Image.Image | None:
-        if self.cache is None:
-            return Record.image(self)
+    def image(self, max_pixels: int | None = None, role: str = "record") -> Image.Image | None:
+        """The cached image, decoded within the cache's bound (the runner sets it to the reranker's)."""
+        assert self.cache is not None
         return self.cache.get(self.role, self)
 
 
@@ -137,10 +138,11 @@ def image_size(record: Record) -> tuple[int, int] | None:
     if data is None:
         return None
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.size
-    except (OSError, Image.DecompressionBombError):
+        img, _ = open_image(data)
+    except OSError:
         return None
+    with img:
+        return img.size
 
 
 def token_estimator(max_pixels: int | None) -> Callable[[Record], int]:

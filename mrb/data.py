@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from typing import Any, BinaryIO
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from mrb.errors import MRBError
 
@@ -112,16 +114,49 @@ class Record:
             return self.stored_image.read()
         return self.image_bytes
 
-    def image(self) -> Image.Image | None:
-        """Decode the image (RGB), or None when the record has none."""
+    def image(self, max_pixels: int | None = None, role: str = "record") -> Image.Image | None:
+        """Decode the image (RGB), or None when the record has none; see `decode_image` for `max_pixels`.
+        An error names the record as `role` (query, document)."""
         data = self.encoded_image()
         if data is None:
             return None
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                return img.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise MRBError(f"record {self.id!r}: image does not decode ({exc})") from exc
+            return decode_image(data, max_pixels)
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise MRBError(f"{role} {self.id!r}: image does not decode ({exc})") from exc
+
+
+_PIXEL_LIMIT = threading.Lock()  # held while PIL's process-wide MAX_IMAGE_PIXELS is lifted
+
+
+def open_image(data: bytes) -> tuple[Image.Image, int | None]:
+    """The image opened lazily (header read, pixels not decoded) whatever its size, and PIL's pixel limit,
+    which the caller enforces: PIL's own guard is lifted for the open only, under a lock."""
+    with _PIXEL_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(io.BytesIO(data)), limit
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
+    """Decode encoded image bytes as RGB.
+
+    An image over PIL's pixel limit (a decompression bomb, or a 20000×20000 scan) is decoded at reduced
+    size to about `max_pixels` (JPEG draft mode, then box reduction), so it neither trips the guard nor
+    fills memory; without `max_pixels` it is refused with `Image.DecompressionBombError`.
+    """
+    img, limit = open_image(data)
+    with img:
+        pixels = img.width * img.height
+        if limit is None or pixels <= limit:
+            return img.convert("RGB")
+        if max_pixels is None:
+            raise Image.DecompressionBombError(f"{pixels} pixels exceed the limit of {limit}")
+        scale = math.sqrt(max_pixels / pixels)
+        img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+        return img.reduce(max(1, math.floor(math.sqrt(img.width * img.height / max_pixels)))).convert("RGB")
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,7 +154,7 @@ class TaskScorer:
         self.stats.cache_hits += len(pairs) - len(todo)
         if self.progress is not None:
             self.progress.start_task(self.task.name, len(pairs), done=len(pairs) - len(todo))
-        estimate = getattr(self.reranker, "estimate_tokens", None) or token_estimator(getattr(self.reranker, "max_pixels", None))
+        estimate = getattr(self.reranker, "estimate_tokens", None) or token_estimator(self.images.max_pixels)
         lengths = pair_tokens([pairs[i] for i in todo], estimate)
         groups = image_groups([pairs[i] for i in todo])
         plan = [[todo[j] for j in batch] for batch in plan_batches(lengths, self.options.batch_size, self.options.max_batch_tokens, groups)]
@@ -306,7 +306,7 @@ def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, candidates:
     query_ids, doc_ids = candidates["query_id"].tolist(), candidates["doc_id"].tolist()
     mine = world.shard(query_ids) if world.size > 1 else None
     rows = [i for i, q in enumerate(query_ids) if mine is None or q in mine]
-    images = ImageCache(options.image_cache_mb << 20)
+    images = ImageCache(options.image_cache_mb << 20, max_pixels=getattr(reranker, "max_pixels", None))
     queries = {q: cached(pack.queries[q], "q", images) for q in {query_ids[i] for i in rows}}
     documents = {d: cached(pack.documents[d], "d", images) for d in {doc_ids[i] for i in rows}}
     pairs = [Pair(task.instruction, queries[query_ids[i]], documents[doc_ids[i]]) for i in rows]

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
+from PIL import Image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ from mrb.errors import MRBError
 from mrb.rerankers.base import Reranker
 from mrb.runner import RunOptions, run_task
 from mrb.tasks import load_tasks
-from tests.packs import small_text_task
+from tests.packs import small_text_task, write_task
 from tests.scale_helpers import Recording, jpeg_bytes, pair_score
 
 MINI = {t.name: t for t in load_tasks("mini")}
@@ -240,6 +241,36 @@ def test_out_of_memory_after_prepare_prepares_the_halves_again():
     assert reranker.forward_sizes[:4] == [16, 8, 4, 4] and set(reranker.forward_sizes[3:]) == {4}
     assert result.stats.oom_retries == 2
     assert result.ranking.equals(run_recording(task, Recording(), batch_size=16).ranking)
+
+
+class Bounded(Recording):
+    """A score-only reranker with a pixel bound, noting the size of each document image it is given."""
+
+    max_pixels = 1000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: dict[str, set[tuple[int, int]]] = {}
+
+    def score(self, pairs):
+        for p in pairs:
+            self.sizes.setdefault(p.document.id, set()).add(p.document.image().size)
+        return [pair_score(p) for p in pairs]
+
+
+def test_an_image_over_pils_limit_is_decoded_reduced_once_through_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    docs = [Record("d-big", None, jpeg_bytes((160, 90))), Record("d-small", None, jpeg_bytes((40, 30)))]
+    write_task(tmp_path, "Big-T2I", type_code="t2i", queries=[Record("q1", "one"), Record("q2", "two")], documents=docs,
+               candidates=[(q, d.id, r, 1.0) for q in ("q1", "q2") for r, d in enumerate(docs, 1)], qrels=[("q1", "d-big", 1), ("q2", "d-small", 1)])
+    [task] = load_tasks("all", task_dirs=[tmp_path])
+    reranker = Bounded()
+    result = run_recording(task, reranker, batch_size=1, workers=1)  # the prefetch thread decodes too
+    assert reranker.sizes == {"d-big": {(80, 45)}, "d-small": {(40, 30)}}  # 14 400 px: JPEG draft at 1/2
+    assert (result.stats.decodes, result.stats.image_requests) == (2, 4)
+    with pytest.raises(MRBError) as err:
+        run_recording(task, Recording(), batch_size=1, workers=1)
+    assert str(err.value) == "document 'd-big': image does not decode (14400 pixels exceed the limit of 5000)"
 
 
 def test_run_options_are_checked():

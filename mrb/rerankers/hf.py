@@ -1,19 +1,16 @@
 """Plumbing shared by the adapters that load a checkpoint with transformers: runtime options (device
-and dtype from `devices`, attention here), optional dependencies, input checks, image decoding within bounds, left padding
-and the two-token score read at the last position."""
+and dtype from `devices`, attention here), optional dependencies, input checks, left padding and the
+two-token score read at the last position."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import io
-import math
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from mrb.data import Record
 from mrb.errors import MRBError
@@ -116,33 +113,6 @@ def side_text(record: Record, role: str, model: str) -> str:
     if not record.text:
         raise MRBError(f"{role} {record.id!r} has no text, and {model} reads text only")
     return record.text
-
-
-def decode_image(record: Record, role: str, max_pixels: int) -> Image.Image:
-    """Decode a record's image as RGB.
-
-    An image within PIL's decompression-bomb limit comes from `record.image()` (so the runner's
-    per-task image cache serves it; the model's processor resizes it); a larger one is decoded at
-    reduced size (JPEG draft mode, then box reduction) to about `max_pixels`, so a 20000×20000 page
-    neither trips PIL's guard nor fills memory.
-    """
-    data = record.encoded_image()
-    assert data is not None
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # the bound is enforced below instead
-    try:
-        with Image.open(io.BytesIO(data)) as img:  # reads the header only
-            if limit is not None and img.width * img.height > limit:
-                scale = math.sqrt(max_pixels / (img.width * img.height))
-                img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
-                return img.reduce(max(1, math.floor(math.sqrt(img.width * img.height / max_pixels)))).convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise MRBError(f"{role} {record.id!r}: image does not decode ({exc})") from exc
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-    image = record.image()
-    assert image is not None
-    return image
 
 
 def left_pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:

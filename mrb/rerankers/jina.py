@@ -10,12 +10,8 @@ from PIL import Image
 
 from mrb.data import Pair, Record
 from mrb.errors import MRBError
-from mrb.rerankers.hf import TransformersReranker, check_side, decode_image
+from mrb.rerankers.hf import TransformersReranker, check_side
 from mrb.tasks import Side
-
-# jina's processor bounds (min_pixels 3136, max_pixels 602112): only used here to bound the decoding of
-# oversized images before its own processor sees them.
-JINA_MAX_PIXELS = 602112
 
 
 class JinaRerankerM0(TransformersReranker):
@@ -27,6 +23,9 @@ class JinaRerankerM0(TransformersReranker):
     name = "jina-reranker-m0"
     query_sides: frozenset[Side] = frozenset({"t", "i"})
     document_sides: frozenset[Side] = frozenset({"t", "i"})
+    # jina's processor bound (its min_pixels is 3136): bounds the decoding of oversized images before its own
+    # processor sees them, and the runner's token estimates
+    max_pixels = 602112
 
     def load(self) -> None:
         import transformers
@@ -49,7 +48,9 @@ class JinaRerankerM0(TransformersReranker):
         if record.has_image and record.text:
             raise MRBError(f"{role} {record.id!r} has both text and an image; jina-reranker-m0 takes one of them")
         if record.has_image:
-            return "image", decode_image(record, role, JINA_MAX_PIXELS)
+            image = record.image(self.max_pixels, role)
+            assert image is not None
+            return "image", image
         return "text", record.text  # type: ignore[return-value]
 
     @torch.inference_mode()

@@ -20,7 +20,6 @@ from mrb.rerankers.base import ALL_SIDES
 from mrb.rerankers.hf import (
     TransformersReranker,
     check_side,
-    decode_image,
     left_pad,
     require,
     token_id,
@@ -147,16 +146,11 @@ class QwenVLYesNo(TransformersReranker):
         return model.eval(), base, None
 
     def conversations(self, pairs: Sequence[Pair]) -> list[list[Message]]:
-        """The chat messages of each pair; each image is decoded once per batch."""
-        decoded: dict[tuple[str, str], Image.Image] = {}
+        """The chat messages of each pair (its images from `record.image()`: under the runner, its per-task cache)."""
 
         def image(record: Record, role: str) -> Image.Image | None:
             check_side(record, role)
-            if not record.has_image:
-                return None
-            if (role, record.id) not in decoded:
-                decoded[role, record.id] = decode_image(record, role, self.max_pixels)
-            return decoded[role, record.id]
+            return record.image(self.max_pixels, role)
 
         return [self.format.messages(p, image(p.query, "query"), image(p.document, "document")) for p in pairs]
 
