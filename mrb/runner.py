@@ -137,6 +137,7 @@ class TaskScorer:
         self.task, self.reranker, self.options, self.cache = task, reranker, options, cache
         self.images, self.stats, self.progress = images, stats, progress
         self.cap = options.batch_size  # lowered after an out-of-memory error, for the rest of the task
+        self.split = prepares_ahead(reranker)  # prepare + forward, rather than score alone
         self._prepare_lock = threading.Lock()  # one `prepare` at a time
         self._stats_lock = threading.Lock()
 
@@ -169,29 +170,42 @@ class TaskScorer:
         return scores
 
     def _prepared(self, pairs: Sequence[Pair], plan: list[list[int]]) -> Iterator[tuple[list[int], Future[Any] | None]]:
-        """The planned batches in order, each with the future of its `prepare` result (or None).
+        """The batches to score, in plan order, each with the future of its `prepare` result (or None).
 
-        With `workers` threads, up to `workers` batches ahead of the model are prepared: by the
-        reranker's own `prepare` when it has one, otherwise by decoding their images (once the first
-        batch has shown that the reranker reads images).
+        A planned batch is cut to the current cap (lowered after an out-of-memory error) when it is
+        handed out, so what is prepared ahead is what gets scored. With `workers` threads, up to
+        `workers` batches ahead of the model are prepared: by the reranker's own `prepare` when it has
+        one, otherwise by decoding their images (once the first batch has shown that it reads images).
         """
-        if self.options.workers == 0 or not plan:
-            yield from ((batch, None) for batch in plan)
+        queue = deque(plan)
+
+        def take() -> list[int]:
+            batch = queue.popleft()
+            if len(batch) > self.cap:
+                queue.extendleft(reversed([batch[s : s + self.cap] for s in range(self.cap, len(batch), self.cap)]))
+                batch = batch[: self.cap]
+            return batch
+
+        if self.options.workers == 0:
+            while queue:
+                yield take(), None
             return
-        split = prepares_ahead(self.reranker)
         pool = ThreadPoolExecutor(self.options.workers, thread_name_prefix="mrb-prep")
+        work = self._prepare if self.split else self._decode
+        ahead: deque[tuple[list[int], Future[Any] | None]] = deque()
         try:
-            ahead: dict[int, Future[Any]] = {}
-            for k, batch in enumerate(plan):
-                if split or (k > 0 and self.images.requests > 0):
-                    for j in range(k, min(len(plan), k + self.options.workers + 1)):
-                        if j not in ahead:
-                            ahead[j] = pool.submit(self._prepare if split else self._decode, [pairs[i] for i in plan[j]])
-                ready = ahead.pop(k, None)
-                if ready is not None and not split:
+            first = True
+            while queue or ahead:
+                prepare = self.split or (not first and self.images.requests > 0)
+                while queue and len(ahead) < (self.options.workers + 1 if prepare else 1):
+                    batch = take()
+                    ahead.append((batch, pool.submit(work, [pairs[i] for i in batch]) if prepare else None))
+                batch, ready = ahead.popleft()
+                if ready is not None and not self.split:
                     ready.result()  # its images are in the cache
                     ready = None
                 yield batch, ready
+                first = False
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -253,15 +267,14 @@ class TaskScorer:
         (other than out-of-memory or an MRBError) is retried once, preparing again, then stops the task
         naming its queries."""
         batch = [pairs[i] for i in chunk]
-        split = prepares_ahead(self.reranker)
         for attempt in (1, 2):
             try:
                 prepared = None
-                if split:
+                if self.split:
                     prepared = ready.result() if ready is not None and attempt == 1 else self._prepare(batch)
                 started = time.perf_counter()
                 try:
-                    got = list(self.reranker.forward(prepared) if split else self.reranker.score(batch))
+                    got = list(self.reranker.forward(prepared) if self.split else self.reranker.score(batch))
                 finally:
                     self.stats.model_seconds += time.perf_counter() - started
                 break

@@ -184,6 +184,7 @@ class Preparing(Reranker):
     def __init__(self, failures: int = 0, oom_above: int | None = None, wait: float = 10) -> None:
         self.failures, self.oom_above, self.wait = failures, oom_above, wait
         self.prepare_threads: list[str] = []
+        self.prepared_pairs = 0
         self.forward_sizes: list[int] = []
         self.main_thread_forwards = True
         self.second_batch_started = threading.Event()
@@ -196,6 +197,7 @@ class Preparing(Reranker):
         if self.failures:
             self.failures -= 1
             raise RuntimeError("flaky preprocessing")
+        self.prepared_pairs += len(pairs)
         for p in pairs:
             p.query.image()
             p.document.image()
@@ -240,6 +242,10 @@ def test_out_of_memory_after_prepare_prepares_the_halves_again():
     result = run_recording(task, reranker, batch_size=16)
     assert reranker.forward_sizes[:4] == [16, 8, 4, 4] and set(reranker.forward_sizes[3:]) == {4}
     assert result.stats.oom_retries == 2
+    # the first batch 16 + 8 + 4×4, the second prepared whole before the halving (16), then every pair once
+    assert reranker.prepared_pairs == 16 + 8 + 16 + 16 + (320 - 16)
+    # after the halving the worker still prepares ahead: only the two batches cut up after the fact are redone inline
+    assert Counter(reranker.prepare_threads) == {"mrb-prep_0": 2 + 18 * 4, "MainThread": 1 + 4 + 4}
     assert result.ranking.equals(run_recording(task, Recording(), batch_size=16).ranking)
 
 
