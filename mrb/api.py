@@ -15,6 +15,7 @@ from mrb.errors import MRBError
 from mrb.leaderboard import (
     LEADERBOARD_COLUMNS,
     LEADERBOARD_FILE,
+    check_model_folder,
     leaderboard_row,
     provenance,
     read_leaderboard,
@@ -75,7 +76,7 @@ def evaluate(
     rows = []
     total = RunStats()
     with ExitStack() as stack:
-        _lock(stack, results_dir, world)
+        _lock(stack, results_dir, reranker.name, world)
         finished = _finished_rows(results_dir, reranker.name, world) if overwrite == "never" else {}
         progress = None if quiet or not world.is_main else stack.enter_context(RunProgress(len(specs)))
         for spec in specs:
@@ -108,12 +109,14 @@ def _record(results_dir: Path | None, reranker: Reranker, settings: dict[str, An
     return row
 
 
-def _lock(stack: ExitStack, results_dir: Path | None, world: World) -> None:
-    """Rank 0 locks the results folder; every rank fails with its message when that is refused."""
+def _lock(stack: ExitStack, results_dir: Path | None, model: str, world: World) -> None:
+    """Rank 0 locks the results folder and checks that `model` has a folder of its own there; every rank
+    fails with its message when either is refused."""
     error = None
     if results_dir is not None and world.is_main:
         try:
             stack.enter_context(ResultsLock(results_dir))
+            check_model_folder(results_dir, model)
         except MRBError as exc:
             error = str(exc)
     error = world.broadcast(error)

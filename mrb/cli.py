@@ -137,7 +137,9 @@ def _report(args: argparse.Namespace) -> None:
         written = export_mteb(board, args.export_mteb)
         print(f"MTEB-style results: {len(written)} file(s) under {args.export_mteb}/", file=sys.stderr)
     if args.compare:
-        text = render_comparison(compare_models(board, *args.compare), args.format)
+        comparison = compare_models(board, *args.compare)
+        comparison.notes.extend(notes)
+        text = render_comparison(comparison, args.format)
     else:
         summary = summarise(board, [] if args.no_reported else load_reported(), borda=args.borda)
         summary.notes.extend(notes)

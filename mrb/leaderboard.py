@@ -137,6 +137,20 @@ def read_leaderboard(results_dir: str | Path) -> pd.DataFrame:
     return frame
 
 
+def check_model_folder(results_dir: Path, model: str) -> None:
+    """Refuse a model whose results folder name another model of this leaderboard already has
+    (``org/model`` and ``org model`` both map to ``org__model``): their files would overwrite each other."""
+    if not (results_dir / LEADERBOARD_FILE).is_file():
+        return
+    folder = model_dirname(model)
+    others = sorted({m for m in read_leaderboard(results_dir)["model"] if m != model and model_dirname(m) == folder})
+    if others:
+        raise MRBError(
+            f"results folder {results_dir}: model {model!r} would write to {folder}/, which holds the results of "
+            f"model {others[0]!r}; rename the model or use another output folder"
+        )
+
+
 def update_leaderboard(results_dir: Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Insert or replace the rows for (model, task) in `<results>/leaderboard.parquet`."""
     path = results_dir / LEADERBOARD_FILE

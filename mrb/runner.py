@@ -376,6 +376,7 @@ def run_task(
         identical = candidates["query_id"] == candidates["doc_id"]
         n_identical = int(identical.sum())
         candidates = candidates[~identical]
+        log.info("%s: %d candidates with the query's own id dropped (ignore_identical_ids)", task.name, n_identical)
     candidates = candidates.reset_index(drop=True)
     for qid in judged.no_relevant:
         log.warning("%s: query %r has no relevant document in the qrels; dropped", task.name, qid)

@@ -185,6 +185,9 @@ def test_guard_names_what_differs_and_allow_mixed(results, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"Mixed results (--allow-mixed), first-stage value from the first row: Small-T2T: pack_hash {hashes[results]}" in out
     assert f"Results come from several MRB versions: {mrb.__version__} (oracle, first-stage, bm25) vs 0.0.9 (fs-elsewhere)." in out
+    assert main(["report", "--results", str(results), "--results", str(other), "--allow-mixed", "--compare", "bm25", "oracle"]) == 0
+    out = capsys.readouterr().out
+    assert f"Mixed results (--allow-mixed), first-stage value from the first row: Small-T2T: pack_hash {hashes[results]}" in out
 
 
 def test_compare_two_models(results, capsys):

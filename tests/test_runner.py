@@ -1,5 +1,6 @@
 """End-to-end runs on a small catalogue: values, outputs, reports and reranker faults."""
 
+import logging
 import math
 
 import pandas as pd
@@ -107,7 +108,7 @@ def test_unknown_model_suggests_presets():
     assert str(err.value).startswith("unknown model 'orakle'. Did you mean: oracle? Known: ")
 
 
-def test_ignore_identical_ids(tmp_path):
+def test_ignore_identical_ids(tmp_path, caplog):
     from tests.packs import write_task
     from mrb.data import Record
 
@@ -117,8 +118,32 @@ def test_ignore_identical_ids(tmp_path):
         candidates=[("a", "a", 1, 1.0), ("a", "b", 2, 0.5)], qrels=[("a", "b", 1)],
         extra_yaml="ignore_identical_ids: true\n",
     )
-    row = mrb.evaluate("first-stage", "all", task_dirs=[tmp_path], quiet=True).iloc[0]
+    with caplog.at_level(logging.INFO, logger="mrb.runner"):
+        row = mrb.evaluate("first-stage", "all", task_dirs=[tmp_path], quiet=True).iloc[0]
     assert row["value"] == 1.0  # the query's own document is removed before ranking
+    assert "Self-T2T: 1 candidates with the query's own id dropped (ignore_identical_ids)" in caplog.messages
+
+
+class Named:
+    """A reranker object with a given name (scores: the first stage's order)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def score(self, pairs):
+        return [0.0] * len(pairs)
+
+
+def test_two_models_never_share_a_results_folder(tasks_dir, tmp_path):
+    out = tmp_path / "results"
+    mrb.evaluate(Named("org/model"), "all", task_dirs=[tasks_dir], output_dir=out, quiet=True)
+    with pytest.raises(MRBError) as err:
+        mrb.evaluate(Named("org model"), "all", task_dirs=[tasks_dir], output_dir=out, quiet=True)
+    assert str(err.value) == (
+        f"results folder {out}: model 'org model' would write to org__model/, which holds the results of "
+        "model 'org/model'; rename the model or use another output folder"
+    )
+    mrb.evaluate(Named("org/model"), "all", task_dirs=[tasks_dir], output_dir=out, quiet=True)  # the same model may rerun
 
 
 def test_composite_task_scores_the_mean_of_its_parts(tmp_path):
