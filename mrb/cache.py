@@ -37,7 +37,8 @@ SCHEMA = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("score"
 LOCK_FILE = ".mrb.lock"
 
 
-def _digest(payload: Any) -> str:
+def short_digest(payload: Any) -> str:
+    """16 hex digits of the sha256 of `payload` as canonical JSON."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -65,7 +66,7 @@ class ScoreCache:
     """Scores of one (model, task) key: read every segment, append to this process's own one."""
 
     def __init__(self, root: Path, model: dict[str, Any], task: dict[str, Any]) -> None:
-        self.folder = Path(root) / _digest(model) / _digest(task)
+        self.folder = Path(root) / short_digest(model) / short_digest(task)
         self.model, self.task = model, task
         self._file: IO[bytes] | None = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import sys
@@ -27,7 +26,7 @@ from mrb.batching import (
     plan_batches,
     token_estimator,
 )
-from mrb.cache import ScoreCache, model_key, task_key
+from mrb.cache import ScoreCache, model_key, short_digest, task_key
 from mrb.data import Pack, Pair, read_pack
 from mrb.distributed import World
 from mrb.errors import MRBError
@@ -74,12 +73,6 @@ class TaskResult:
     @property
     def first_stage_value(self) -> float | None:
         return self._mean("first_stage_value")
-
-
-def pack_fingerprint(pack: Pack) -> str:
-    """A short hash of the pack's file hashes, so results from different packs never mix unnoticed."""
-    hashes = pack.manifest.get("sha256", {})
-    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
 
 
 Overwrite = Literal["never", "missing", "always"]
@@ -345,16 +338,16 @@ def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, candidates:
 
 
 def run_task(
-    task: TaskSpec, reranker: Reranker, *, batch_size: int = 32, options: RunOptions | None = None,
+    task: TaskSpec, reranker: Reranker, *, options: RunOptions | None = None,
     progress: RunProgress | None = None, world: World | None = None, data_dir: str | Path | None = None,
 ) -> TaskResult:
     """Rerank one task's candidate lists and compute per-query metrics beside the first stage's.
 
-    `options` (default: ``RunOptions(batch_size=batch_size)``) sets batching, cache and prefetch; under
+    `options` (default: ``RunOptions()``) sets batching, cache and prefetch; under
     torch.distributed (`world`), every rank scores its share and rank 0 alone gets the metrics
     (other ranks get status ``shard``).
     """
-    options = options or RunOptions(batch_size=batch_size)
+    options = options or RunOptions()
     world = world or World()
     stats = RunStats()
     if not reranker.supports(task.type):
@@ -364,7 +357,7 @@ def run_task(
         return run_composite(task, reranker, options=options, progress=progress, world=world, data_dir=data_dir)
     started = time.perf_counter()
     pack = read_pack(task.pack_path(data_dir))
-    fingerprint = pack_fingerprint(pack)
+    fingerprint = short_digest(pack.manifest.get("sha256", {}))  # results of different packs never mix unnoticed
 
     judged = judged_queries(pack.qrels_dict())
     candidates = pack.candidates

@@ -24,7 +24,7 @@ from mrb.data import Record
 from mrb.errors import MRBError
 from mrb.rerankers.base import ALL_SIDES, TEXT_ONLY, build, unknown_name_message
 from mrb.rerankers.bi_encoder import PYPI_MINILM, SentenceEmbedding
-from mrb.rerankers.devices import pick_device, pick_dtype
+from mrb.rerankers.devices import dtype_name, load_pretrained, pick_device, pick_dtype
 from mrb.tasks import Side, TaskType
 
 if TYPE_CHECKING:
@@ -146,9 +146,8 @@ class GMEEncoder(Encoder):
             checkpoint, revision=revision, min_pixels=min_pixels, max_pixels=max_pixels
         )
         self.processor.tokenizer.padding_side = "right"
-        self.model = Qwen2VLForConditionalGeneration.from_pretrained(
-            checkpoint, revision=revision, dtype=self.dtype, attn_implementation=attn_implementation
-        ).to(self.device).eval()
+        self.model = load_pretrained(Qwen2VLForConditionalGeneration, checkpoint, device=self.device, dtype=self.dtype,
+                                     revision=revision, attn_implementation=attn_implementation)
 
     @staticmethod
     def render(record: Record, instruction: str | None) -> str:
@@ -175,7 +174,7 @@ class GMEEncoder(Encoder):
     def settings(self) -> dict[str, Any]:
         return {
             "name": self.name, "checkpoint": self.checkpoint, "revision": self.revision,
-            "dtype": str(self.dtype).removeprefix("torch."), "attn_implementation": self.attn_implementation,
+            "dtype": dtype_name(self.dtype), "attn_implementation": self.attn_implementation,
             "max_length": self.max_length, "min_pixels": self.min_pixels, "max_pixels": self.max_pixels,
         }
 
@@ -199,7 +198,7 @@ class CLIPEncoder(Encoder):
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.processor = AutoProcessor.from_pretrained(checkpoint, revision=revision)
-        self.model = CLIPModel.from_pretrained(checkpoint, revision=revision, dtype=self.dtype).to(self.device).eval()
+        self.model = load_pretrained(CLIPModel, checkpoint, device=self.device, dtype=self.dtype, revision=revision)
 
     def prepare(self, records: Sequence[Record], instruction: str | None) -> dict[str, Any]:
         """Tokens of the records with text and pixels of those with an image, with their rows."""
@@ -230,7 +229,7 @@ class CLIPEncoder(Encoder):
 
     def settings(self) -> dict[str, Any]:
         return {"name": self.name, "checkpoint": self.checkpoint, "revision": self.revision,
-                "dtype": str(self.dtype).removeprefix("torch.")}
+                "dtype": dtype_name(self.dtype)}
 
 
 @dataclass(frozen=True)

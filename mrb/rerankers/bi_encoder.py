@@ -9,7 +9,7 @@ import torch
 
 from mrb.errors import MRBError
 from mrb.rerankers.base import TEXT_ONLY, Reranker
-from mrb.rerankers.devices import pick_device, pick_dtype
+from mrb.rerankers.devices import dtype_name, load_pretrained, pick_device, pick_dtype
 
 if TYPE_CHECKING:
     from mrb.data import Pair
@@ -50,7 +50,7 @@ class SentenceEmbedding(Reranker):
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-        self.model = AutoModel.from_pretrained(path, revision=revision, dtype=self.dtype).to(self.device).eval()
+        self.model = load_pretrained(AutoModel, path, device=self.device, dtype=self.dtype, revision=revision)
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
@@ -74,4 +74,4 @@ class SentenceEmbedding(Reranker):
 
     def settings(self) -> dict[str, Any]:
         return {"name": self.name, "checkpoint": self.checkpoint, "revision": self.revision,
-                "dtype": str(self.dtype).removeprefix("torch."), "max_length": self.max_length}
+                "dtype": dtype_name(self.dtype), "max_length": self.max_length}

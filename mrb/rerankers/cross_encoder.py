@@ -26,9 +26,7 @@ class CrossEncoder(TransformersReranker):
     def load(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self.checkpoint, revision=self.revision, trust_remote_code=self.trust_remote_code
-        )
+        self.tokenizer = self.load_processor(AutoTokenizer)
         self.model = self.load_model(AutoModelForSequenceClassification, self.checkpoint)
 
     def prepare(self, pairs: Sequence[Pair]) -> BatchEncoding:

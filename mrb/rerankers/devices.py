@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from mrb.errors import MRBError
@@ -30,3 +32,14 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     if dtype not in _DTYPES:
         raise MRBError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}")
     return _DTYPES[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``bfloat16`` for torch.bfloat16 (as provenance and settings record it)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def load_pretrained(auto_class: Any, source: str, *, device: torch.device, dtype: torch.dtype, **kwargs: Any) -> Any:
+    """`auto_class.from_pretrained(source, dtype=dtype, **kwargs)` moved to `device` (no `device_map`, which
+    would need accelerate), in eval mode."""
+    return auto_class.from_pretrained(source, dtype=dtype, **kwargs).to(device).eval()

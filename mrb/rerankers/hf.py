@@ -15,7 +15,7 @@ import torch
 from mrb.data import Record
 from mrb.errors import MRBError
 from mrb.rerankers.base import Reranker
-from mrb.rerankers.devices import pick_device, pick_dtype
+from mrb.rerankers.devices import dtype_name, load_pretrained, pick_device, pick_dtype
 
 ATTENTION = ("sdpa", "flash_attention_2", "eager")
 
@@ -74,15 +74,16 @@ class TransformersReranker(Reranker):
 
     def load_model(self, auto_class: Any, source: str, **overrides: Any) -> Any:
         """`auto_class.from_pretrained(source)` with this adapter's revision, dtype, attention and remote-code
-        choice, moved to the device (no `device_map`, which would need accelerate), in eval mode."""
-        kwargs = {
-            "revision": self.revision,
-            "dtype": self.dtype,
-            "attn_implementation": self.attn_implementation,
-            "trust_remote_code": self.trust_remote_code,
-            **overrides,
-        }
-        return auto_class.from_pretrained(source, **kwargs).to(self.device).eval()
+        choice, on its device, in eval mode (`devices.load_pretrained`)."""
+        kwargs = {"revision": self.revision, "attn_implementation": self.attn_implementation,
+                  "trust_remote_code": self.trust_remote_code, **overrides}
+        return load_pretrained(auto_class, source, device=self.device, dtype=self.dtype, **kwargs)
+
+    def load_processor(self, auto_class: Any, source: str | None = None, **overrides: Any) -> Any:
+        """The tokenizer or processor: `auto_class.from_pretrained` of `source` (default: the checkpoint) with
+        this adapter's revision and remote-code choice."""
+        kwargs = {"revision": self.revision, "trust_remote_code": self.trust_remote_code, **overrides}
+        return auto_class.from_pretrained(source or self.checkpoint, **kwargs)
 
     def settings(self) -> dict[str, Any]:
         import transformers
@@ -93,7 +94,7 @@ class TransformersReranker(Reranker):
             "checkpoint": self.checkpoint,
             "revision": self.revision,
             "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
+            "dtype": dtype_name(self.dtype),
             "attn_implementation": self.attn_implementation,
             "max_length": self.max_length,
             "transformers": transformers.__version__,
@@ -140,6 +141,7 @@ def two_token_scores(model: Any, inputs: Mapping[str, torch.Tensor], token_ids: 
     rounded to bf16's coarse steps (which ties candidates); sigmoid(z₁ − z₂), that softmax, is taken in
     float64 so that confident scores do not collapse into ties either.
     """
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
     hidden = model.base_model(**inputs, use_cache=False).last_hidden_state[:, -1].float()
     head = model.get_output_embeddings()
     rows = list(token_ids)

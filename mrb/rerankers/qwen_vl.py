@@ -16,7 +16,6 @@ from PIL import Image
 
 from mrb.data import Pair, Record
 from mrb.errors import MRBError
-from mrb.rerankers.base import ALL_SIDES
 from mrb.rerankers.hf import (
     TransformersReranker,
     check_side,
@@ -99,8 +98,6 @@ class QwenVLYesNo(TransformersReranker):
 
     name = "qwen-vl-yes-no"
     format: YesNoFormat = GMR
-    query_sides: frozenset[Side] = ALL_SIDES
-    document_sides: frozenset[Side] = ALL_SIDES
 
     def __init__(
         self, checkpoint: str, *, min_pixels: int | None = None, max_pixels: int | None = None, **options: Any
@@ -114,9 +111,7 @@ class QwenVLYesNo(TransformersReranker):
         from transformers import AutoProcessor
 
         self.model, processor_source, processor_revision = self._load_model()
-        self.processor = AutoProcessor.from_pretrained(
-            processor_source, revision=processor_revision, padding_side="left", trust_remote_code=self.trust_remote_code
-        )
+        self.processor = self.load_processor(AutoProcessor, processor_source, revision=processor_revision)
         # Pixel bounds go to each processor call as `size` (transformers deprecates min/max_pixels kwargs);
         # a bound left at None keeps the checkpoint's own.
         size = self.processor.image_processor.size
@@ -202,7 +197,7 @@ class QwenVLYesNo(TransformersReranker):
         return [j for j in range(len(ids)) if j not in dropped]
 
     def forward(self, prepared: dict[str, Any]) -> list[float]:
-        return two_token_scores(self.model, {k: v.to(self.device) for k, v in prepared.items()}, self.token_ids)
+        return two_token_scores(self.model, prepared, self.token_ids)
 
     def settings(self) -> dict[str, Any]:
         out = {

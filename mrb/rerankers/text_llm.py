@@ -30,9 +30,7 @@ class Qwen3Reranker(TransformersReranker):
     def load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self.checkpoint, revision=self.revision, padding_side="left", trust_remote_code=self.trust_remote_code
-        )
+        self.tokenizer = self.load_processor(AutoTokenizer)
         self.prefix_ids = self.tokenizer.encode(PREFIX, add_special_tokens=False)
         self.suffix_ids = self.tokenizer.encode(SUFFIX, add_special_tokens=False)
         self.token_ids = (token_id(self.tokenizer, "yes"), token_id(self.tokenizer, "no"))
@@ -59,4 +57,4 @@ class Qwen3Reranker(TransformersReranker):
         return {"input_ids": left_pad(rows, self.tokenizer.pad_token_id), "attention_mask": left_pad([[1] * len(r) for r in rows], 0)}
 
     def forward(self, prepared: dict[str, Any]) -> list[float]:
-        return two_token_scores(self.model, {k: v.to(self.device) for k, v in prepared.items()}, self.token_ids)
+        return two_token_scores(self.model, prepared, self.token_ids)
