@@ -122,6 +122,7 @@ def test_each_distinct_image_is_decoded_once_per_task(name, workers):
     )
     stats = run_recording(task, Recording(), batch_size=16, workers=workers).stats
     assert (stats.decodes, stats.image_requests) == (distinct, requests)
+    assert (stats.prep_seconds > 0) == (workers > 0)  # the worker threads decoded ahead
 
 
 def test_image_cache_is_bounded_by_decoded_bytes_and_drops_an_image_after_its_last_use():

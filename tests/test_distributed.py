@@ -33,8 +33,9 @@ def test_two_process_torchrun_equals_one_process(tmp_path):
     board = pd.read_parquet(out / "leaderboard.parquet")
     columns = ["task", "value", "first_stage_value", "n_queries", "status"]
     pd.testing.assert_frame_equal(board[columns], single[columns])
-    for row in board.itertuples():
+    for row, alone in zip(board.itertuples(), single.itertuples()):
         provenance = json.loads(row.provenance)
-        assert (provenance["processes"], provenance["scored"]) == (2, provenance["pairs"])
+        pairs = json.loads(alone.provenance)["pairs"]  # rank 0 adds the other rank's stats to its own
+        assert (provenance["processes"], provenance["pairs"], provenance["scored"]) == (2, pairs, pairs)
     segments = sorted(p.parent.name for p in (out / "cache").glob("*/*/*.arrows"))
     assert len(segments) == 10 and len(set(segments)) == 5  # one segment per rank and task

@@ -260,6 +260,9 @@ def test_mteb_export(results, tmp_path, capsys):
         "main_score_ci95_low": row["ci_low"], "main_score_ci95_high": row["ci_high"],
         "hf_subset": "default", "languages": ["eng-Latn"],
     }
+    oracle = json.loads((out / "oracle" / "no_revision_available" / "Small-T2T.json").read_text())["scores"]["test"][0]
+    assert (oracle["ndcg_at_10"], oracle["first_stage_ndcg_at_10"]) == (board.loc[("oracle", "Small-T2T"), "value"], row["value"])
+    assert oracle["ndcg_at_10"] > row["value"]  # the reranked and the first-stage values are told apart
     assert json.loads((out / "oracle" / "no_revision_available" / "model_meta.json").read_text()) == {"name": "oracle", "revision": None}
     assert [mteb_score_name(m) for m in ("nDCG@10", "RR@10", "R@100", "P@5", "Judged@10")] == [
         "ndcg_at_10", "mrr_at_10", "recall_at_100", "precision_at_5", "judged_at_10",

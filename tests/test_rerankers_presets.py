@@ -61,3 +61,5 @@ def test_preset_loads_a_tiny_checkpoint_and_scores_a_mixed_batch(tmp_path_factor
     settings = reranker.settings()
     assert settings["checkpoint"] == str(artefact(tmp_path_factory, kind))
     assert settings["max_length"] == PRESETS[names[0]].max_length
+    bounds = {k: v for k, v in PRESETS[names[0]].adapter_options().items() if k.endswith("_pixels")}
+    assert {k: settings[k] for k in bounds} == bounds  # the preset's pixel bounds reach the adapter

@@ -170,8 +170,11 @@ def test_overwrite_modes(tasks_dir, tmp_path):
         board = run(reranker, mode)
         assert sum(len(b) for b in reranker.batches) == expected, mode
         assert board["value"].iloc[0] == pytest.approx(read_leaderboard(out)["value"].iloc[0])
+    missing = json.loads(run(Recording(), "missing")["provenance"].iloc[0])
+    assert (missing["cache_hits"], missing["scored"]) == (6, 0)  # `missing` runs the task again, from the cache
+    stored = read_leaderboard(out).to_dict("records")
     never = run(Recording(), "never")
-    assert never.to_dict("records") == read_leaderboard(out).to_dict("records")  # the stored row, as it was
+    assert never.to_dict("records") == stored  # `never` returns the stored row, as it was (its own provenance)
 
 
 def test_a_changed_setting_or_function_misses_the_cache(tasks_dir, tmp_path):
@@ -204,6 +207,7 @@ def test_cli_run_options_summary_and_provenance(tasks_dir, tmp_path, capsys):
                "--max-batch-tokens", "40", "--workers", "0", "--batch-size", "4"]
     assert main(command) == 0
     assert "oracle: 6 pairs: 6 scored, 0 from the cache; model " in capsys.readouterr().err
+    assert json.loads(read_leaderboard(out)["provenance"].iloc[0])["batches"] == 3  # 1 with the defaults (32, no budget)
     assert main([*command, "--overwrite", "missing", "--quiet"]) == 0
     provenance = json.loads(read_leaderboard(out)["provenance"].iloc[0])
     assert {k: provenance[k] for k in ("mrb_version", "processes", "pairs", "scored", "cache_hits", "batches", "oom_retries")} == {
