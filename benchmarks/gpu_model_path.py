@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 
 from benchmarks.model_path import TASKS, compare, report
 from mrb.runner import RunOptions
@@ -85,7 +86,8 @@ def main() -> None:
         rows = [compare(tasks[name], reranker, options, sync=peak_gib) for name in TASKS]
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
     print(f"{device}: random Qwen2.5-VL-7B shape ({params:.2f} B parameters, built in {build_seconds:.0f} s), "
-          f"bf16, sdpa, batch size {args.batch_size}, max batch tokens {args.max_batch_tokens}; torch {torch.__version__}")
+          f"bf16, sdpa, batch size {args.batch_size}, max batch tokens {args.max_batch_tokens}; torch {torch.__version__}, "
+          f"transformers {transformers.__version__}")
     report(rows)
 
 

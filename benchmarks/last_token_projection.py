@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 import torch
+import transformers
 
 from mrb.rerankers.hf import two_token_scores
 
@@ -105,7 +106,8 @@ def main() -> None:
     }
     params = sum(p.numel() for p in model.parameters()) / 1e9
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"Qwen2.5-VL random init, {args.size} ({params:.2f}B parameters), {args.dtype} on {gpu}, torch {torch.__version__}")
+    print(f"Qwen2.5-VL random init, {args.size} ({params:.2f}B parameters), {args.dtype} on {gpu}, torch {torch.__version__}, "
+          f"transformers {transformers.__version__}")
     print(f"batch {args.batch} x {args.length} tokens, vocabulary {vocab}, median of {args.repeats}\n")
     print(f"{'method':<10} {'s/batch':>9} {'pairs/s':>9} {'peak GiB':>9} {'logits MiB':>11} {'max |Δ| vs full':>16}")
     reference: list[float] | None = None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,11 +83,11 @@ def rate(encoder: GMEEncoder, records: list[Record], instruction: str | None, ba
     return len(records) / (time.perf_counter() - started)
 
 
-def preprocess_rate(encoder: GMEEncoder, records: list[Record], batch_size: int) -> float:
+def preprocess_rate(encoder: GMEEncoder, records: list[Record], instruction: str | None, batch_size: int) -> float:
     """Records per second through the processor alone (decoding, resizing, tokenising on the CPU)."""
     started = time.perf_counter()
     for start in range(0, len(records), batch_size):
-        encoder.prepare(records[start : start + batch_size], None)
+        encoder.prepare(records[start : start + batch_size], instruction)
     return len(records) / (time.perf_counter() - started)
 
 
@@ -116,7 +117,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     scale = 8 if args.tiny else 1
     figures: dict[str, object] = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-                                  "torch": torch.__version__}
+                                  "torch": torch.__version__, "transformers": transformers.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         encoder = GMEEncoder(str(checkpoint(Path(tmp), args.tiny)), dtype="bf16")
@@ -132,7 +133,7 @@ def main() -> None:
         ]:
             figures[name] = round(rate(encoder, records, task_instruction, batch, prefetch=True), 1)
             figures[name.replace("_per_s", "_sequential_per_s")] = round(rate(encoder, records, task_instruction, batch, prefetch=False), 1)
-            figures[name.replace("_per_s", "_preprocessed_per_s")] = round(preprocess_rate(encoder, records, batch), 1)
+            figures[name.replace("_per_s", "_preprocessed_per_s")] = round(preprocess_rate(encoder, records, task_instruction, batch), 1)
             print(f"{name}: {figures[name]} (batch {batch})", flush=True)
     figures["image_processor"] = type(encoder.processor.image_processor).__name__
     figures["search_docs_per_s_10k_queries"] = round(search_rate(10_000 // scale, 1_048_576 // scale, 1536, 4096))
