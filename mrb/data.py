@@ -197,10 +197,20 @@ class Pack:
 
     def qrels_dict(self) -> dict[str, dict[str, int]]:
         """Query id → {doc id: graded relevance}."""
-        out: dict[str, dict[str, int]] = {}
-        for qid, did, rel in self.qrels.itertuples(index=False):
-            out.setdefault(qid, {})[did] = int(rel)
-        return out
+        return qrels_dict(self.qrels)
+
+
+def qrels_dict(qrels: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Query id → {doc id: graded relevance} of a qrels frame (query_id, doc_id, relevance)."""
+    out: dict[str, dict[str, int]] = {}
+    for qid, did, rel in qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False):
+        out.setdefault(qid, {})[did] = int(rel)
+    return out
+
+
+def without_identical_ids(candidates: pd.DataFrame) -> pd.DataFrame:
+    """The candidates whose document id differs from the query id (a task's `ignore_identical_ids`)."""
+    return candidates[candidates["query_id"] != candidates["doc_id"]]
 
 
 def sha256_file(path: Path) -> str:

@@ -27,7 +27,7 @@ from mrb.batching import (
     token_estimator,
 )
 from mrb.cache import ScoreCache, model_key, short_digest, task_key
-from mrb.data import Pack, Pair, read_pack
+from mrb.data import Pack, Pair, read_pack, without_identical_ids
 from mrb.distributed import World
 from mrb.errors import MRBError
 from mrb.metrics import judged_queries, per_query_table, strict_ranking
@@ -366,9 +366,9 @@ def run_task(
     candidates = candidates[candidates["query_id"].isin(judged.qrels.keys())]
     n_identical = 0
     if task.ignore_identical_ids:
-        identical = candidates["query_id"] == candidates["doc_id"]
-        n_identical = int(identical.sum())
-        candidates = candidates[~identical]
+        kept = without_identical_ids(candidates)
+        n_identical = len(candidates) - len(kept)
+        candidates = kept
         log.info("%s: %d candidates with the query's own id dropped (ignore_identical_ids)", task.name, n_identical)
     candidates = candidates.reset_index(drop=True)
     for qid in judged.no_relevant:

@@ -34,9 +34,9 @@ import torch
 
 from mrb.candidates.encoders import Encoder
 from mrb.candidates.search import TopK, sample_queries
-from mrb.data import Record, atomic_write_bytes, atomic_write_parquet, read_pack, write_pack
+from mrb.data import Record, atomic_write_bytes, atomic_write_parquet, qrels_dict, read_pack, write_pack
 from mrb.errors import MRBError
-from mrb.metrics import judged_queries, per_query, run_from_ranking, strict_ranking
+from mrb.metrics import judged_queries, per_query_measures, run_from_ranking, strict_ranking
 from mrb.sources import SourceReader
 from mrb.tasks import SampleSpec, TaskSpec, resolve_data_dir
 
@@ -172,13 +172,9 @@ def search(
 
 def first_stage_metrics(candidates: pd.DataFrame, qrels: pd.DataFrame, metric: str = "nDCG@10") -> dict[str, Any]:
     """The candidate lists' own `metric` and Recall@100, averaged over the queries with a relevant document."""
-    graded: dict[str, dict[str, int]] = {}
-    for qid, did, rel in qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False):
-        graded.setdefault(qid, {})[did] = int(rel)
-    judged = judged_queries(graded)
-    ranking = strict_ranking(candidates, np.zeros(len(candidates)))
-    run = run_from_ranking(ranking)
-    values = {m: per_query(m, judged.qrels, run) for m in (metric, RECALL)}
+    judged = judged_queries(qrels_dict(qrels))
+    run = run_from_ranking(strict_ranking(candidates, np.zeros(len(candidates))))
+    values = per_query_measures([metric, RECALL], judged.qrels, run)
     return {
         **{m: float(np.mean(list(v.values()))) if v else None for m, v in values.items()},
         "queries": len(judged.qrels),

@@ -14,7 +14,7 @@ import pandas as pd
 
 from mrb.candidates.build import RECALL, BuildResult, Rank, build_pack, first_stage_metrics, subset_pack
 from mrb.candidates.encoders import get_encoder
-from mrb.data import read_pack
+from mrb.data import read_pack, without_identical_ids
 from mrb.errors import MRBError
 from mrb.tasks import SampleSpec, TaskSpec, resolve_data_dir
 
@@ -100,7 +100,7 @@ def pack_stats(packs: list[tuple[TaskSpec, Path]]) -> pd.DataFrame:
         pack = read_pack(folder)
         candidates = pack.candidates
         if unit.ignore_identical_ids:
-            candidates = candidates[candidates["query_id"] != candidates["doc_id"]]
+            candidates = without_identical_ids(candidates)
         metrics = first_stage_metrics(candidates, pack.qrels, unit.metric)
         retriever = pack.manifest.get("retriever")
         rows.append({
