@@ -384,10 +384,13 @@ class SourceReader:
         self.qrels  # noqa: B018 (a cached property that does the checking)
         return self.report
 
-    def corpus(self, batch_size: int = 4096) -> Iterator[pa.Table]:
-        """Every corpus document, normalised, in batches (after `check`)."""
+    def corpus(self, batch_size: int = 4096, ids: pa.Array | None = None) -> Iterator[pa.Table]:
+        """Every corpus document (or those of `ids`, picked before their images are checked), normalised,
+        in batches (after `check`)."""
         self.check()
         for batch in self._corpus.with_format("arrow").iter(batch_size=batch_size):
+            if ids is not None:
+                batch = batch.filter(pc.is_in(pc.cast(batch[self.layout.corpus.id], pa.string()), value_set=ids))
             yield self._normalise(batch, self.layout.corpus, self.task.type.document_side, "documents")
 
     def _normalise(self, batch: pa.Table, columns: Columns, side: Side, role: str) -> pa.Table:

@@ -251,9 +251,7 @@ def build_pack(
         ignore_identical_ids=task.ignore_identical_ids, device=device,
     )
     wanted = pa.array(candidates["doc_id"].unique(), pa.string())
-    documents = pa.concat_tables(
-        [batch.filter(pc.is_in(batch["id"], value_set=wanted)) for batch in reader.corpus(shard_size)]
-    ).sort_by("id")
+    documents = pa.concat_tables(list(reader.corpus(shard_size, ids=wanted))).sort_by("id")
     qrels = reader.qrels[reader.qrels["query_id"].isin(set(query_table["id"].to_pylist()))]
     provenance = {
         "retriever": {"name": retriever, **encoder.settings()},
