@@ -415,11 +415,11 @@ def test_mrb_download_mirrors_the_selected_tasks(hub, tmp_path, capsys):
     hub("mteb/arguana", beir_repo())
     (tmp_path / "tasks").mkdir()
     source = f"source: {{layout: beir, path: mteb/arguana, revision: {REV}}}\n"
-    (tmp_path / "tasks" / "a.yaml").write_text("name: ArguAna\ntype: t2t\ninstruction: Refute it.\n" + source)
-    argv = ["download", "--tasks", "ArguAna", "--dir", str(tmp_path / "data"), "--task-dir", str(tmp_path / "tasks")]
+    (tmp_path / "tasks" / "a.yaml").write_text("name: MyArguAna\ntype: t2t\ninstruction: Refute it.\n" + source)
+    argv = ["download", "--tasks", "MyArguAna", "--dir", str(tmp_path / "data"), "--task-dir", str(tmp_path / "tasks")]
     assert main(argv) == 0
     assert capsys.readouterr().out == f"{tmp_path}/data/sources/mteb/arguana/{REV}\n"
     assert SourceReader(load_task_file(tmp_path / "tasks" / "a.yaml"), tmp_path / "data").qrels.shape == (3, 3)
     capsys.readouterr()  # datasets' progress bars
-    assert main(["download", "--tasks", "Arguana", "--task-dir", str(tmp_path / "tasks")]) == 2
-    assert capsys.readouterr().err == "mrb: error: no task matches 'Arguana'. Did you mean: ArguAna?\n"
+    assert main(["download", "--tasks", "MyArguana", "--task-dir", str(tmp_path / "tasks")]) == 2
+    assert capsys.readouterr().err == "mrb: error: no task matches 'MyArguana'. Did you mean: MyArguAna, ArguAna?\n"
