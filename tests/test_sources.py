@@ -253,7 +253,7 @@ def test_composite_downloads_every_part_and_reads_each_on_its_own(hub, tmp_path)
     assert len(SourceReader(english, tmp_path).qrels) == 3
     with pytest.raises(MRBError) as err:
         SourceReader(spec, tmp_path)
-    assert str(err.value) == "task 'CQADupStack' has no hub source (a composite: read each of task.units())"
+    assert str(err.value) == "task 'CQADupStack' has no source (a composite: read each of task.units())"
 
 
 def test_data_dir_comes_from_the_environment(hub, tmp_path, monkeypatch):
@@ -341,7 +341,7 @@ def test_a_missing_config_is_named(hub, tmp_path):
     spec = mirror(hub, tmp_path, task("MSCOCO-T2I", "t2i", "mbeir", "mteb/mbeir_mscoco_task0"), repo)
     assert qrels_error(spec, tmp_path) == (
         f"task 'MSCOCO-T2I': {mirror_path(spec.source, tmp_path)} has no config 'qrels' "
-        "(layout 'mbeir' expects it; the dataset has query, corpus)"
+        "for the qrels (layout 'mbeir' expects it; the dataset has query, corpus)"
     )
 
 

@@ -223,11 +223,11 @@ def build_pack(
     selected = select_queries(reader.qrels, sample)
     assert task.source is not None
     config = {
-        "source": task.source.model_dump(), "type": task.type.value, "encoder": encoder.settings(),
+        "source": reader.provenance(), "type": task.type.value, "encoder": encoder.settings(),
         "shard_size": shard_size,
     }
     # keyed by source and settings, not by task name: a sampled variant reuses the corpus shards
-    folder = Path(work_dir or work_root(data_dir)) / task.source.path / _fingerprint(config)
+    folder = Path(work_dir or work_root(data_dir)) / reader.storage_key / _fingerprint(config)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
 
@@ -255,7 +255,7 @@ def build_pack(
     qrels = reader.qrels[reader.qrels["query_id"].isin(set(query_table["id"].to_pylist()))]
     provenance = {
         "retriever": {"name": retriever, **encoder.settings()},
-        "source": task.source.model_dump(),
+        "source": reader.provenance(),
         "source_report": reader.report.counts(),
     }
     return _write(task, _records(query_table), _records(documents), candidates, qrels, provenance,
