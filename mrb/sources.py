@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pds
 from huggingface_hub import is_offline_mode, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.repocard import metadata_load
@@ -311,6 +312,7 @@ class SourceReader:
         self._data_dir = resolve_data_dir(data_dir)
         self.local: Path | None = None  # the folder of a local source
         self._plain: dict[str, Path] | None = None  # a local folder's configs, when it declares none
+        self._renames: dict[str, dict[str, str]] = {}  # per side: column in the data → id, text, title, image
         if self.source.is_local:
             self._path, self._revision, self._cache_dir = self._open_folder()
         else:
@@ -426,18 +428,14 @@ class SourceReader:
         split = self._split(config)
         with self._reading(f"config {config!r}"):
             if self._plain is None:
-                return datasets.load_dataset(
-                    self._path, config, split=split, revision=self._revision, cache_dir=self._cache_dir
-                )
+                return _load_dataset(self._path, config, split=split, revision=self._revision, cache_dir=self._cache_dir)
             entry = self._plain[config]
             if entry.is_file():
-                return datasets.load_dataset(
-                    DATA_SUFFIXES[entry.suffix], data_files=str(entry), split=ONLY_SPLIT, cache_dir=self._cache_dir
-                )
+                return _load_dataset(DATA_SUFFIXES[entry.suffix], data_files=str(entry), split=ONLY_SPLIT, cache_dir=self._cache_dir)
             if _saved_splits(entry) is not None:
                 saved = datasets.load_from_disk(str(entry))
                 return saved[split] if isinstance(saved, datasets.DatasetDict) else saved
-            return datasets.load_dataset(str(entry), split=split, cache_dir=self._cache_dir)
+            return _load_dataset(str(entry), split=split, cache_dir=self._cache_dir)
 
     def _where(self, config: str) -> str:
         """A config as an error names it: with its files when the source is a local folder."""
@@ -488,6 +486,7 @@ class SourceReader:
             )
         checks = {"id": _is_id, "text": _is_text, "title": _is_text, "image": _is_image_or_path if self.local else _is_image}
         self._check_types(dataset, config, role, {column: checks[purpose] for purpose, column in wanted.items()})
+        self._renames[role] = {column: purpose for purpose, column in wanted.items()}
         dataset = dataset.select_columns(list(wanted.values()))
         return dataset.rename_columns({column: purpose for purpose, column in wanted.items() if column != purpose})
 
@@ -614,7 +613,7 @@ class SourceReader:
         wanted = pa.array(self.qrels["query_id"].unique(), pa.string())
         if ids is not None:
             wanted = pc.filter(wanted, pc.is_in(wanted, value_set=ids))
-        for batch in self._queries.with_format("arrow").iter(batch_size=batch_size):
+        for batch in _record_batches(self._queries, self._renames["queries"], batch_size):
             batch = batch.filter(pc.is_in(pc.cast(batch["id"], pa.string()), value_set=wanted))
             yield self._normalise(batch, self.task.type.query_side, "queries")
 
@@ -627,7 +626,7 @@ class SourceReader:
         """Every corpus document (or those of `ids`, picked before their images are checked), normalised,
         in batches (after `check`)."""
         self.check()
-        for batch in self._corpus.with_format("arrow").iter(batch_size=batch_size):
+        for batch in _record_batches(self._corpus, self._renames["corpus"], batch_size):
             if ids is not None:
                 batch = batch.filter(pc.is_in(pc.cast(batch["id"], pa.string()), value_set=ids))
             yield self._normalise(batch, self.task.type.document_side, "documents")
@@ -695,6 +694,42 @@ class SourceReader:
         config = self.layout.queries.configs if role == "queries" else self.layout.corpus.configs
         where = f"image file {name!r}" if name else f"the image in {self._where(self._config(config, role))}"
         raise MRBError(f"task {self.task.name!r}: {ONE[role]} {ids[first].as_py()!r} of {self._path}: {where} does not decode")
+
+
+def _load_dataset(path: str, config: str | None = None, *, split: str, **options: Any) -> datasets.Dataset:
+    """`datasets.load_dataset`, telling its Parquet reader not to pre-buffer: by default it reads every row
+    group of a file before the first batch, so turning a Parquet corpus into Arrow held all of its images."""
+    if datasets.load_dataset_builder(path, config, **options).name == "parquet":
+        options["fragment_scan_options"] = pds.ParquetFragmentScanOptions(pre_buffer=False)
+    return datasets.load_dataset(path, config, split=split, **options)
+
+
+def _record_batches(dataset: datasets.Dataset, renames: dict[str, str], batch_size: int) -> Iterator[pa.Table]:
+    """A dataset's rows in tables of `batch_size` (the last may be shorter), with its columns renamed by
+    `renames` (name in the files → name here).
+
+    The Arrow files behind the dataset are read with plain reads, so a pass over a corpus moves its
+    images through the page cache without mapping them into the process (a mapped page read stays in
+    the process's resident set); a dataset without files of its own falls back to `datasets`' iterator.
+    """
+    files = [entry["filename"] for entry in dataset.cache_files]
+    if not files or dataset._indices is not None:
+        yield from dataset.with_format("arrow").iter(batch_size=batch_size)
+        return
+    pending: list[pa.Table] = []
+    held = 0
+    for name in files:
+        with pa.OSFile(name) as handle:
+            for batch in pa.ipc.open_stream(handle):
+                table = pa.Table.from_batches([batch]).select(list(renames)).rename_columns(list(renames.values()))
+                pending.append(table)
+                held += table.num_rows
+                while held >= batch_size:
+                    joined = pa.concat_tables(pending)
+                    yield joined.slice(0, batch_size)
+                    pending, held = [joined.slice(batch_size)], held - batch_size
+    if held:
+        yield pa.concat_tables(pending)
 
 
 def _blank_to_null(values: pa.ChunkedArray) -> pa.ChunkedArray:

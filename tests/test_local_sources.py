@@ -272,3 +272,15 @@ def test_an_embedded_image_that_does_not_decode_names_the_document_and_the_file(
     assert error_of(local_task("T", "t2i", "mbeir", folder), tmp_path) == (
         f"task 'T': document '9:12' of {folder}: the image in config 'corpus': corpus/corpus.parquet does not decode"
     )  # from the hub the same document is dropped and counted (test_sources)
+
+
+def test_record_passes_keep_their_batch_size_across_the_arrow_files(tmp_path):
+    corpus = Dataset.from_dict({"_id": [f"d{i}" for i in range(7)], "title": [""] * 7, "text": [f"text {i}" for i in range(7)]})
+    repo = beir_repo()
+    repo["default"] = {"test": Dataset.from_dict({"query-id": ["q1"], "corpus-id": ["d3"], "score": [1]})}
+    write_plain(tmp_path / "mine", {k: v for k, v in repo.items() if k != "corpus"}, "parquet")
+    corpus.save_to_disk(str(tmp_path / "mine" / "corpus"), num_shards=3)  # three Arrow files of 3, 2 and 2 rows
+    reader = SourceReader(local_task("T", "t2t", "beir", tmp_path / "mine"), tmp_path / "data")
+    batches = list(reader.corpus(batch_size=2))
+    assert [b.num_rows for b in batches] == [2, 2, 2, 1]
+    assert [row["id"] for b in batches for row in b.to_pylist()] == [f"d{i}" for i in range(7)]
