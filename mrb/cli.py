@@ -87,12 +87,15 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("--sample", type=int, help="build on a seeded sample of this many queries per task")
         action.add_argument("--seed", type=int, help="seed of --sample (default 0)")
         action.add_argument("--out", help="write packs to OUT/<task> instead of the data dir")
+    export = actions.add_parser("export", help="write packs as datasets other tools read: DIR/<task>")
+    export.add_argument("--format", required=True, choices=("mteb",), help="mteb: an MTEB 2.x reranking dataset (corpus, queries, default, top_ranked)")
+    export.add_argument("dir", help="folder to write into")
     pull = actions.add_parser("pull", help="fetch published packs from a hub dataset repo into the data dir")
     pull.add_argument("--repo", required=True, help="the dataset repo the packs were pushed to")
     pull.add_argument("--revision", help="a commit, branch or tag of that repo")
     push = actions.add_parser("push", help="verify the packs of tasks and upload them to a hub dataset repo")
     push.add_argument("--repo", required=True, help="the dataset repo to upload to (created if missing)")
-    for action in (build, imported, pull, push, actions.add_parser("verify", help="re-hash the packs of tasks against their manifests"),
+    for action in (build, imported, export, pull, push, actions.add_parser("verify", help="re-hash the packs of tasks against their manifests"),
                    actions.add_parser("stats", help="first-stage nDCG@10, Recall@100 and pair counts of packs")):
         action.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
         action.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
@@ -213,6 +216,12 @@ def _candidates(args: argparse.Namespace) -> None:
     if args.action == "pull":
         for unit, folder in candidates.pull_packs(tasks, args.repo, data_dir=args.data_dir, revision=args.revision):
             print(f"{unit.name}: {folder}")
+        return
+    if args.action == "export":
+        from mrb.candidates.export_pack import export_mteb
+
+        for unit, folder in candidates.pack_folders(tasks, args.data_dir):
+            print(f"{unit.name}: {export_mteb(folder, unit, args.dir)}")
         return
     if args.action in ("verify", "push"):
         for unit, folder in candidates.verify_packs(tasks, args.data_dir):

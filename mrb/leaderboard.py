@@ -77,6 +77,7 @@ def provenance(reranker: Any, settings: dict[str, Any], result: TaskResult, worl
         "device": device_name(reranker),
         "dtype": settings.get("dtype"),
         "processes": world_size,
+        "source_revision": result.source_revision,
         **result.stats.as_dict(),
     }
 

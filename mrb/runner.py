@@ -52,6 +52,7 @@ class TaskResult:
     n_identical_ids: int = 0  # candidates dropped because doc id == query id
     parts: list[TaskResult] = field(default_factory=list)  # a composite task's part results
     stats: RunStats = field(default_factory=lambda: RunStats())
+    source_revision: str | None = None  # the pack's source: hub revision or local digest (parts: comma-joined)
 
     @property
     def seconds(self) -> float:
@@ -386,7 +387,9 @@ def run_task(
     first_stage = strict_ranking(candidates, np.zeros(len(candidates)))  # ties → first-stage order
     table = per_query_table(task.metric, judged.qrels, ranking, first_stage)
     stats.seconds = time.perf_counter() - started
-    return TaskResult(task, "ok", fingerprint, table, ranking, n_no_qrels, len(judged.no_relevant), n_identical, stats=stats)
+    source = pack.manifest.get("source")
+    return TaskResult(task, "ok", fingerprint, table, ranking, n_no_qrels, len(judged.no_relevant), n_identical, stats=stats,
+                      source_revision=source.get("revision") if isinstance(source, dict) else None)
 
 
 def run_composite(task: TaskSpec, reranker: Reranker, **options: Any) -> TaskResult:
@@ -411,4 +414,5 @@ def run_composite(task: TaskSpec, reranker: Reranker, **options: Any) -> TaskRes
         n_identical_ids=sum(p.n_identical_ids for p in parts),
         parts=parts,
         stats=stats,
+        source_revision=",".join(p.source_revision or "" for p in parts) if any(p.source_revision for p in parts) else None,
     )
