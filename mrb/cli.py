@@ -14,6 +14,7 @@ from rich.table import Table
 from mrb.errors import MRBError
 
 # Options handed to the reranker only when the user gives them (adapters reject options they do not take).
+TASK_DIR_HELP = "add the task YAML of this folder to the bundled catalogue (repeatable); `all` then means its tasks"
 MODEL_OPTIONS = ("device", "dtype", "attn_implementation", "max_length", "min_pixels", "max_pixels", "trust_remote_code")
 
 
@@ -25,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", required=True, help="preset name (see `mrb models`) or checkpoint folder with --adapter")
     run.add_argument("--adapter", help="adapter that loads a checkpoint folder given as --model")
     run.add_argument("--tasks", default="mini", help="all, names, globs, type codes, categories or suites (comma-separated)")
-    run.add_argument("--task-dir", action="append", help="read task YAML from this folder instead of the bundled catalogue")
+    run.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
     run.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
     run.add_argument("--output", default="results", help="results folder (default: results)")
     run.add_argument("--batch-size", type=int, default=32, help="most pairs in one batch (default: 32)")
@@ -59,14 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="list the task catalogue")
     tasks.add_argument("--tasks", default="all", help="selection, as for `mrb run`")
     tasks.add_argument("--suite", help="shorthand for --tasks SUITE")
-    tasks.add_argument("--task-dir", action="append")
+    tasks.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
 
     sub.add_parser("models", help="list the model presets")
 
     download = sub.add_parser("download", help="mirror the hub data of tasks for offline runs")
     download.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
     download.add_argument("--dir", help="data dir to mirror into (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
-    download.add_argument("--task-dir", action="append")
+    download.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
 
     candidates = sub.add_parser("candidates", help="build, verify and summarise first-stage candidate packs")
     actions = candidates.add_subparsers(dest="action", required=True)
@@ -99,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                    actions.add_parser("stats", help="first-stage nDCG@10, Recall@100 and pair counts of packs")):
         action.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
         action.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
-        action.add_argument("--task-dir", action="append")
+        action.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
     return parser
 
 

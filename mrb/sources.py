@@ -38,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
+import yaml
 from huggingface_hub import is_offline_mode, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.repocard import metadata_load
@@ -226,7 +227,12 @@ def folder_digest(folder: Path) -> str:
 def _declares_configs(folder: Path) -> bool:
     """Whether a folder declares its configs in a README.md, as a hub dataset (and a mirror) does."""
     readme = folder / "README.md"
-    return readme.is_file() and "configs" in (metadata_load(readme) or {})
+    if not readme.is_file():
+        return False
+    try:
+        return "configs" in (metadata_load(readme) or {})
+    except yaml.YAMLError as exc:
+        raise MRBError(f"{readme}: the YAML block at its top is malformed ({exc})") from exc
 
 
 def _plain_configs(folder: Path) -> dict[str, Path]:

@@ -47,3 +47,13 @@ def test_hints_carry_the_task_dir(own, tmp_path, capsys):
     assert capsys.readouterr().err == f"mrb: error: no task matches 'Zzz'. See `mrb tasks --task-dir {own}` for the catalogue.\n"
     assert main(["tasks", "--task-dir", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err == f"mrb: error: task folder {tmp_path}/nowhere does not exist (given as --task-dir)\n"
+
+
+def test_the_download_hint_carries_the_task_dir(own, tmp_path):
+    from mrb.sources import SourceReader
+
+    (own / "Hub.yaml").write_text("name: Hub\ntype: t2t\ninstruction: x\nsource: {layout: beir, path: org/data, revision: " + "b" * 40 + "}\n")
+    (hub,) = load_tasks("Hub", task_dirs=[own])
+    with pytest.raises(MRBError) as err:
+        SourceReader(hub, tmp_path / "data")
+    assert str(err.value).endswith(f"forbids fetching it; run `mrb download --tasks Hub --task-dir {own} --dir {tmp_path}/data`")

@@ -281,3 +281,18 @@ def test_a_layout_problem_is_reported_before_any_weights_load(tmp_path, monkeypa
     with pytest.raises(MRBError) as err:
         build_candidates(load_tasks("Own-T2T", task_dirs=[tasks]), data_dir=tmp_path / "data")
     assert str(err.value).startswith(f"task 'Own-T2T': {tasks}/data has no config 'default' or 'qrels'")
+
+
+def test_a_listed_image_that_does_not_decode_is_named_and_nothing_is_written(tmp_path):
+    tasks = own_task(tmp_path, "Own-T2I", images=True)
+    repo = mteb2_repo(True)
+    corpus = repo["corpus"]["test"]
+    repo["corpus"]["test"] = corpus.map(lambda row: {"image": {"bytes": b"not an image", "path": None}} if row["id"] == "d07" else {},
+                                        features=corpus.features)
+    write_repo(tasks / "data", repo)
+    with pytest.raises(MRBError) as err:
+        build_candidates(load_tasks("Own-T2I", task_dirs=[tasks]), data_dir=tmp_path / "data")
+    assert str(err.value) == (
+        f"task 'Own-T2I': document 'd07' of {tasks}/data: the image in config 'corpus': corpus/test-00000-of-00001.parquet does not decode"
+    )
+    assert list((tmp_path / "data" / "packs").iterdir()) == []  # found while the pack was written: its staging is gone
