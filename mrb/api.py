@@ -12,6 +12,7 @@ import pandas as pd
 from mrb.cache import ResultsLock
 from mrb.distributed import World, init_world
 from mrb.errors import MRBError
+from mrb.identity import ModelIdentity, identify
 from mrb.leaderboard import (
     LEADERBOARD_COLUMNS,
     LEADERBOARD_FILE,
@@ -19,6 +20,7 @@ from mrb.leaderboard import (
     leaderboard_row,
     provenance,
     read_leaderboard,
+    remove_model,
     update_leaderboard,
     write_task_outputs,
 )
@@ -45,6 +47,8 @@ def evaluate(
     task_dirs: list[str | Path] | None = None,
     data_dir: str | Path | None = None,
     quiet: bool = False,
+    name: str | None = None,
+    version: str | None = None,
     **options: Any,
 ) -> pd.DataFrame:
     """Rerank the selected tasks with `model` and return one leaderboard row per task.
@@ -57,6 +61,11 @@ def evaluate(
     already have results, ``missing`` scores only pairs the cache lacks, ``always`` rescores.
     Under ``torchrun`` the queries are split across the processes; rank 0 returns the rows.
     Packs of hub tasks are looked up in `data_dir` (default ``$MRB_DATA_DIR``, else ``~/.cache/mrb``).
+
+    Results and cached scores belong to the model's identity (`mrb.identity`): `name` labels the model
+    (default: the preset, the checkpoint, or the object's or function's own name) and `version` marks a
+    state MRB cannot fingerprint. A results folder refuses a different model under a name it already
+    holds unless ``overwrite="always"``, which replaces that model's results.
     """
     run_options = RunOptions(
         batch_size=batch_size, max_batch_tokens=max_batch_tokens, workers=workers, overwrite=overwrite,
@@ -66,17 +75,22 @@ def evaluate(
     specs = load_tasks(tasks, task_dirs=task_dirs)
     if isinstance(model, str):
         reranker = get_reranker(model, adapter=adapter, **options)
+        if name is not None or version is not None:
+            reranker = as_reranker(reranker, name=name, version=version)
     elif options or adapter:
         raise MRBError("options and adapter apply to a preset name or checkpoint folder, not to a reranker object")
     else:
-        reranker = as_reranker(model)
+        reranker = as_reranker(model, name=name, version=version)
     settings = reranker.settings()
+    identity = identify(reranker)
+    if identity.unproven:
+        log.warning("%s; until then its scores are not cached", identity.unproven)
     results_dir = Path(output_dir) if output_dir is not None else None
     world = init_world()
     rows = []
     total = RunStats()
     with ExitStack() as stack:
-        _lock(stack, results_dir, reranker.name, world)
+        _lock(stack, results_dir, identity, world, replace=overwrite == "always")
         finished = _finished_rows(results_dir, reranker.name, world) if overwrite == "never" else {}
         progress = None if quiet or not world.is_main else stack.enter_context(RunProgress(len(specs)))
         for spec in specs:
@@ -84,10 +98,11 @@ def evaluate(
                 log.info("%s on %s: kept from %s (--overwrite never)", reranker.name, spec.name, results_dir)
                 rows.append(finished[spec.name])
             else:
-                result = run_task(spec, reranker, options=run_options, progress=progress, world=world, data_dir=data_dir)
+                result = run_task(spec, reranker, identity=identity, options=run_options, progress=progress, world=world,
+                                  data_dir=data_dir)
                 total.add(result.stats)
                 if world.is_main:
-                    rows.append(_record(results_dir, reranker, settings, result, world))
+                    rows.append(_record(results_dir, reranker, identity, settings, result, world))
             if progress is not None:
                 progress.finish_task()
     if world.is_main:
@@ -97,26 +112,30 @@ def evaluate(
     return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
 
 
-def _record(results_dir: Path | None, reranker: Reranker, settings: dict[str, Any], result: TaskResult, world: World) -> dict[str, Any]:
+def _record(results_dir: Path | None, reranker: Reranker, identity: ModelIdentity, settings: dict[str, Any],
+            result: TaskResult, world: World) -> dict[str, Any]:
     """The task's leaderboard row, written with the task's outputs when there is a results folder."""
     from mrb import __version__
 
-    row = leaderboard_row(reranker.name, result, settings, __version__, provenance(reranker, settings, result, world.size))
+    row = leaderboard_row(identity, result, settings, __version__, provenance(reranker, settings, result, world.size))
     if results_dir is not None:
-        write_task_outputs(results_dir, reranker.name, result)
+        write_task_outputs(results_dir, identity.name, result)
         update_leaderboard(results_dir, [row])
-    log.info("%s on %s: %s", reranker.name, result.task.name, row["value"] if result.status == "ok" else result.status)
+    log.info("%s on %s: %s", identity.name, result.task.name, row["value"] if result.status == "ok" else result.status)
     return row
 
 
-def _lock(stack: ExitStack, results_dir: Path | None, model: str, world: World) -> None:
-    """Rank 0 locks the results folder and checks that `model` has a folder of its own there; every rank
-    fails with its message when either is refused."""
+def _lock(stack: ExitStack, results_dir: Path | None, identity: ModelIdentity, world: World, *, replace: bool) -> None:
+    """Rank 0 locks the results folder and checks that `identity` may write there (with `replace`, a different
+    model under its name is removed first); every rank fails with its message when either is refused."""
     error = None
     if results_dir is not None and world.is_main:
         try:
             stack.enter_context(ResultsLock(results_dir))
-            check_model_folder(results_dir, model)
+            if check_model_folder(results_dir, identity, replace=replace):
+                log.warning("%s: replacing the results of a different model of that name in %s (--overwrite always)",
+                            identity.name, results_dir)
+                remove_model(results_dir, identity.name)
         except MRBError as exc:
             error = str(exc)
     error = world.broadcast(error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections import Counter
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mrb.errors import MRBError
+from mrb.io import os_error
 
 # Options handed to the reranker only when the user gives them (adapters reject options they do not take).
 MODEL_OPTIONS = ("device", "dtype", "attn_implementation", "max_length", "min_pixels", "max_pixels", "trust_remote_code")
@@ -19,6 +21,7 @@ MODEL_OPTIONS = ("device", "dtype", "attn_implementation", "max_length", "min_pi
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrb", description="MRB: the Multimodal Reranking Benchmark")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="rerank tasks with a model and write nDCG@10 results")
@@ -246,8 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         handler(args)
-    except MRBError as exc:
-        print(f"mrb: error: {exc}", file=sys.stderr)
+    except (MRBError, OSError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"mrb: error: {exc if isinstance(exc, MRBError) else os_error(exc.filename or '?', exc, 'use')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mrb: interrupted", file=sys.stderr)

@@ -21,8 +21,6 @@ import math
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,6 +31,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from mrb.errors import MRBError
+from mrb.io import atomic_write_bytes, atomic_write_parquet
 
 
 class ImageStore:
@@ -122,8 +121,9 @@ class Record:
             return None
         try:
             return decode_image(data, max_pixels)
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise MRBError(f"{role} {self.id!r}: image does not decode ({exc})") from exc
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            origin = f"{self.stored_image.store.origin}: " if self.stored_image is not None else ""
+            raise MRBError(f"{origin}{role} {self.id!r}: image does not decode ({exc})") from exc
 
 
 _PIXEL_LIMIT = threading.Lock()  # held while PIL's process-wide MAX_IMAGE_PIXELS is lifted
@@ -141,21 +141,25 @@ def open_image(data: bytes) -> tuple[Image.Image, int | None]:
 
 
 def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
-    """Decode encoded image bytes as RGB.
+    """Decode encoded image bytes as RGB, never holding more than PIL's pixel limit decoded.
 
-    An image over PIL's pixel limit (a decompression bomb, or a 20000×20000 scan) is decoded at reduced
-    size to about `max_pixels` (JPEG draft mode, then box reduction), so it neither trips the guard nor
-    fills memory; without `max_pixels` it is refused with `Image.DecompressionBombError`.
+    An image over that limit (a decompression bomb, or a 20000×20000 scan) is decoded at reduced size to
+    about `max_pixels` where its format allows it (JPEG's draft mode), then box-reduced; any other is
+    refused with `Image.DecompressionBombError`, as is every such image without `max_pixels`.
     """
     img, limit = open_image(data)
     with img:
-        pixels = img.width * img.height
+        width, height = img.size
+        pixels = width * height
         if limit is None or pixels <= limit:
             return img.convert("RGB")
+        too_big = f"{width}×{height} {img.format or 'image'} has {pixels} pixels, over the limit of {limit}"
         if max_pixels is None:
-            raise Image.DecompressionBombError(f"{pixels} pixels exceed the limit of {limit}")
+            raise Image.DecompressionBombError(too_big)
         scale = math.sqrt(max_pixels / pixels)
-        img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+        img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        if img.width * img.height > limit:
+            raise Image.DecompressionBombError(f"{too_big}, and {img.format or 'this format'} cannot be decoded at reduced size")
         return img.reduce(max(1, math.floor(math.sqrt(img.width * img.height / max_pixels)))).convert("RGB")
 
 
@@ -224,8 +228,8 @@ def _open(folder: Path, name: str, **options: Any) -> pq.ParquetFile:
     if not path.is_file():
         raise MRBError(f"pack {folder}: missing file {path.name}")
     try:
-        parquet = pq.ParquetFile(path, **options)
-    except (pa.ArrowInvalid, OSError) as exc:
+        parquet = pq.ParquetFile(path, page_checksum_verification=True, **options)
+    except (pa.ArrowException, OSError) as exc:
         raise MRBError(f"pack {folder}: {path.name} is not a readable Parquet file ({exc})") from exc
     expected = PACK_FILES[name]
     columns = parquet.schema_arrow.names
@@ -245,8 +249,27 @@ def _typed(table: pa.Table, folder: Path, name: str) -> pa.Table:
         raise MRBError(f"pack {folder}: {name}.parquet has a column of the wrong type ({exc})") from exc
 
 
+def _damaged(folder: Path, name: str, exc: Exception) -> MRBError:
+    return MRBError(f"pack {folder}: {name}.parquet is damaged: a page does not read back ({exc}); rebuild or re-download the pack")
+
+
 def _read_table(folder: Path, name: str) -> pa.Table:
-    return _typed(_open(folder, name).read(columns=PACK_FILES[name].names), folder, name)
+    parquet = _open(folder, name)
+    try:
+        table = parquet.read(columns=PACK_FILES[name].names)
+    except (pa.ArrowException, OSError) as exc:
+        raise _damaged(folder, name, exc) from exc
+    return _typed(table, folder, name)
+
+
+def check_id(value: str, where: str) -> None:
+    """A query or document id must be a non-empty printable string without whitespace: TREC run files
+    (``qid Q0 docid rank score tag``) split on whitespace, and MTEB keys results by these ids."""
+    if not value or not value.isprintable() or any(c.isspace() for c in value):
+        raise MRBError(
+            f"{where}: id {value!r} cannot be written to a TREC run file or an MTEB dataset "
+            "(ids must be non-empty, printable and free of whitespace)"
+        )
 
 
 def _records(folder: Path, name: str) -> dict[str, Record]:
@@ -258,7 +281,14 @@ def _records(folder: Path, name: str) -> dict[str, Record]:
     out: dict[str, Record] = {}
     store = ImageStore(f"pack {folder}: {name}.parquet")
     parquet = _open(folder, name, pre_buffer=False, buffer_size=1 << 20)
-    for batch in parquet.iter_batches(batch_size=RECORD_BATCH, columns=PACK_FILES[name].names, use_threads=False):
+    batches = parquet.iter_batches(batch_size=RECORD_BATCH, columns=PACK_FILES[name].names, use_threads=False)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except (pa.ArrowException, OSError) as exc:
+            raise _damaged(folder, name, exc) from exc
         table = _typed(pa.Table.from_batches([batch]), folder, name)
         images = table.column("image").combine_chunks()
         for i, (rid, text) in enumerate(zip(table.column("id").to_pylist(), table.column("text").to_pylist())):
@@ -266,6 +296,7 @@ def _records(folder: Path, name: str) -> dict[str, Record]:
                 raise MRBError(f"pack {folder}: {name}.parquet has a row with a null id")
             if rid in out:
                 raise MRBError(f"pack {folder}: {name}.parquet repeats id {rid!r}")
+            check_id(rid, f"pack {folder}: {name}.parquet")
             image = images[i]
             if text is None and not image.is_valid:
                 raise MRBError(f"pack {folder}: {name}.parquet record {rid!r} has neither text nor image")
@@ -355,34 +386,6 @@ def _check_qrels(folder: Path, qrels: pd.DataFrame, queries: dict) -> None:
         raise MRBError(f"pack {folder}: qrels.parquet names query id {unknown[0]!r} absent from queries.parquet")
 
 
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A temporary file beside `path`, fsynced and renamed over it on success, removed on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see either the old or the complete new content."""
-    with _atomic_file(path) as fh:
-        fh.write(data)
-
-
-def atomic_write_parquet(path: Path, table: pa.Table, row_group_size: int | None = None) -> None:
-    """Write a Parquet file atomically, streaming it to disk (no second copy in memory)."""
-    with _atomic_file(path) as fh:
-        pq.write_table(table, fh, row_group_size=row_group_size)
-
-
 def write_pack(
     folder: str | Path,
     *,
@@ -396,6 +399,8 @@ def write_pack(
     folder = Path(folder)
 
     def records_table(records: list[Record], name: str) -> pa.Table:
+        for record in records:
+            check_id(record.id, f"pack {folder}: {name}")
         rows = {"id": [r.id for r in records], "text": [r.text for r in records], "image": [r.encoded_image() for r in records]}
         return pa.table(rows, schema=PACK_FILES[name])
 

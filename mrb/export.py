@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mrb.data import atomic_write_bytes
+from mrb.io import atomic_write_bytes, contained
 from mrb.leaderboard import model_dirname
 from mrb.metrics import FIRST_STAGE_MEASURES, FIRST_STAGE_PREFIX, RERANKED_MEASURES
 
@@ -52,10 +52,10 @@ def export_mteb(board: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     written = []
     for model, rows in board[board["status"] == "ok"].groupby("model", sort=False):
-        folder = out / model_dirname(model) / MTEB_REVISION
+        folder = contained(out, model_dirname(model), MTEB_REVISION)
         atomic_write_bytes(folder / "model_meta.json", json.dumps({"name": model, "revision": None}, indent=2).encode())
         for _, row in rows.iterrows():
-            path = folder / f"{row['task']}.json"
+            path = contained(folder, f"{row['task']}.json")  # a task name read back from a file stays inside
             atomic_write_bytes(path, json.dumps(mteb_result(row), indent=2, ensure_ascii=False).encode())
             written.append(path)
     return written

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,12 +12,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from mrb.data import atomic_write_bytes, atomic_write_parquet
 from mrb.errors import MRBError
-from mrb.metrics import MEASURE_COLUMNS
+from mrb.identity import ModelIdentity
+from mrb.io import atomic_write_bytes, atomic_write_parquet, contained, read_parquet_table, safe_filename
+from mrb.metrics import MEASURE_COLUMNS, tie_free_scores
 from mrb.runner import TaskResult
 from mrb.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, SEED, bootstrap_ci
 from mrb.tasks import TaskSpec
@@ -28,13 +29,18 @@ LEADERBOARD_COLUMNS = [
     "model", "task", "type", "category", "metric", "value", "first_stage_value", "ci_low", "ci_high", *MEASURE_COLUMNS,
     "metric_settings", "n_queries", "status",
     "mrb_version", "timestamp", "depth", "pack_hash", "n_no_relevant", "n_no_qrels", "seconds", "settings",
-    "provenance",
+    "identity", "provenance",
 ]
 
 
 def model_dirname(model: str) -> str:
-    """A file-system-safe folder name for a model label (hub ids and paths included)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "__", model).strip("_") or "model"
+    """The folder of a model's result files: its name as one safe path component (hub ids and paths included)."""
+    return safe_filename(model)
+
+
+def result_path(results_dir: Path, model: str, task: str, suffix: str) -> Path:
+    """`<results>/<model folder>/<task><suffix>`, refused if a name from the data would leave the folder."""
+    return contained(Path(results_dir), model_dirname(model), f"{safe_filename(task)}{suffix}")
 
 
 @cache
@@ -82,11 +88,11 @@ def provenance(reranker: Any, settings: dict[str, Any], result: TaskResult, worl
 
 
 def leaderboard_row(
-    model: str, result: TaskResult, settings: dict[str, Any], version: str, provenance: dict[str, Any] | None = None
+    identity: ModelIdentity, result: TaskResult, settings: dict[str, Any], version: str, provenance: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     task = result.task
     return {
-        "model": model,
+        "model": identity.name,
         "task": task.name,
         "type": task.type.label,
         "category": task.category.value,
@@ -104,51 +110,87 @@ def leaderboard_row(
         "n_no_qrels": result.n_no_qrels,
         "seconds": round(result.seconds, 3),
         "settings": json.dumps(settings, sort_keys=True, default=str),
+        "identity": identity.to_json(),
         "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
     }
 
 
 def write_task_outputs(results_dir: Path, model: str, result: TaskResult) -> None:
-    """`<results>/<model>/<task>.parquet` (per-query values) and `<task>.trec` (the reranked run)."""
+    """`<results>/<model>/<task>.parquet` (per-query values) and `<task>.trec` (the reranked run, its scores
+    strictly decreasing in MRB's order, so tools that sort by score see MRB's ranking)."""
     if result.per_query is None or result.ranking is None:
         return
-    folder = results_dir / model_dirname(model)
     parts = [p.task.name for p in result.parts for _ in range(len(p.per_query))] if result.parts else ""
     per_query = result.per_query.assign(metric=result.task.metric, part=parts)[
         ["query_id", "part", "metric", "value", "first_stage_value", *MEASURE_COLUMNS]
     ]
-    atomic_write_parquet(folder / f"{result.task.name}.parquet", pa.Table.from_pandas(per_query, preserve_index=False))
+    atomic_write_parquet(result_path(results_dir, model, result.task.name, ".parquet"), pa.Table.from_pandas(per_query, preserve_index=False))
     tag = model_dirname(model)
-    lines = [
-        f"{q} Q0 {d} {r} {s!r} {tag}\n"
-        for q, d, r, s in zip(result.ranking["query_id"], result.ranking["doc_id"], result.ranking["rank"], result.ranking["score"])
-    ]
-    atomic_write_bytes(folder / f"{result.task.name}.trec", "".join(lines).encode())
+    ranking = result.ranking
+    scores = tie_free_scores(ranking).astype(np.float32)  # float32 values, written in their shortest form
+    lines = [f"{q} Q0 {d} {r} {str(s)} {tag}\n" for q, d, r, s in zip(ranking["query_id"], ranking["doc_id"], ranking["rank"], scores)]
+    atomic_write_bytes(result_path(results_dir, model, result.task.name, ".trec"), "".join(lines).encode())
 
 
 def read_leaderboard(results_dir: str | Path) -> pd.DataFrame:
     path = Path(results_dir) / LEADERBOARD_FILE
     if not path.is_file():
         raise MRBError(f"no results in {results_dir}: {LEADERBOARD_FILE} is missing (run `mrb run` first)")
-    frame = pd.read_parquet(path)
+    frame = read_parquet_table(path, "the leaderboard rows").to_pandas()
     missing = [c for c in LEADERBOARD_COLUMNS if c not in frame.columns]
+    if missing == ["identity"]:
+        raise MRBError(
+            f"{path} was written by MRB 0.1, whose results carry no model identity and count judged queries without a "
+            "relevant document differently: rerun the models into a new results folder"
+        )
     if missing:
         raise MRBError(f"{path}: not an MRB leaderboard (missing column(s) {', '.join(missing)})")
     return frame
 
 
-def check_model_folder(results_dir: Path, model: str) -> None:
-    """Refuse a model whose results folder name another model of this leaderboard already has
-    (``org/model`` and ``org model`` both map to ``org__model``): their files would overwrite each other."""
+def stored_identities(results_dir: Path) -> dict[str, ModelIdentity]:
+    """The identity of every model with results in `results_dir` (none when it has no leaderboard)."""
     if not (results_dir / LEADERBOARD_FILE).is_file():
-        return
-    folder = model_dirname(model)
-    others = sorted({m for m in read_leaderboard(results_dir)["model"] if m != model and model_dirname(m) == folder})
+        return {}
+    board = read_leaderboard(results_dir)
+    return {model: ModelIdentity.from_json(text) for model, text in zip(board["model"], board["identity"])}
+
+
+def check_model_folder(results_dir: Path, identity: ModelIdentity, *, replace: bool) -> bool:
+    """Whether `identity` may write its results to `results_dir`: True when it may (a new model, or the same
+    model again), or when `replace` is set and the model under its name differs (that model's rows and files
+    must then go: `remove_model`). Refused, with an `MRBError` naming what differs: a different model under
+    the same name without `replace`, and any model whose results folder another model's name maps to."""
+    stored = stored_identities(results_dir)
+    folder = model_dirname(identity.name)
+    others = sorted(m for m in stored if m != identity.name and model_dirname(m) == folder)
     if others:
         raise MRBError(
-            f"results folder {results_dir}: model {model!r} would write to {folder}/, which holds the results of "
+            f"results folder {results_dir}: model {identity.name!r} would write to {folder}/, which holds the results of "
             f"model {others[0]!r}; rename the model or use another output folder"
         )
+    old = stored.get(identity.name)
+    if old is None or identity.same_model(old):
+        return False
+    if replace:
+        return True
+    differing = old.differences(identity)
+    why = (identity.unproven or old.unproven or "") if differing == ["unproven"] else f"they differ in {', '.join(differing)}"
+    raise MRBError(
+        f"results folder {results_dir} holds results of another model named {identity.name!r} ({why}); give this model "
+        "its own name (or a new version), use another output folder, or pass --overwrite always to replace those results"
+    )
+
+
+def remove_model(results_dir: Path, model: str) -> None:
+    """Drop every leaderboard row and result file of `model` (before a different model takes its name)."""
+    path = results_dir / LEADERBOARD_FILE
+    if path.is_file():
+        board = read_leaderboard(results_dir)
+        atomic_write_parquet(path, pa.Table.from_pandas(board[board["model"] != model], preserve_index=False))
+    folder = contained(results_dir, model_dirname(model))
+    for file in list(folder.glob("*.parquet")) + list(folder.glob("*.trec")) if folder.is_dir() else []:
+        file.unlink()
 
 
 def update_leaderboard(results_dir: Path, rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -177,6 +219,7 @@ def metric_settings(task: TaskSpec) -> dict[str, Any]:
         "measures": MEASURE_COLUMNS,
         "depth": task.depth,
         "ignore_identical_ids": task.ignore_identical_ids,
+        "no_relevant": task.no_relevant,
         "tie_break": TIE_BREAK,
         "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": CONFIDENCE, "seed": SEED},
     }
@@ -253,7 +296,5 @@ def guard_consistency(board: pd.DataFrame, *, allow_mixed: bool = False) -> list
 
 def read_per_query(results_dir: str | Path, model: str, task: str) -> pd.DataFrame:
     """The per-query Parquet of one (model, task), as written by `write_task_outputs`."""
-    path = Path(results_dir) / model_dirname(model) / f"{task}.parquet"
-    if not path.is_file():
-        raise MRBError(f"{path} is missing: per-query values of {model!r} on {task} are needed")
-    return pd.read_parquet(path)
+    path = result_path(Path(results_dir), model, task, ".parquet")
+    return read_parquet_table(path, f"the per-query values of {model!r} on {task}").to_pandas()

@@ -25,6 +25,7 @@ class RunStats:
     pairs: int = 0  # pairs of the task(s) handled by this process
     scored: int = 0  # pairs the model scored in this run
     cache_hits: int = 0  # pairs whose score came from the score cache
+    cache_rejected: int = 0  # cached scores dropped because their batch failed its checksum (scored again)
     batches: int = 0
     decodes: int = 0  # images decoded
     image_requests: int = 0  # images the reranker asked for
@@ -51,7 +52,8 @@ class RunStats:
 
     def summary(self) -> str:
         return (
-            f"{self.pairs} pairs: {self.scored} scored, {self.cache_hits} from the cache; "
+            f"{self.pairs} pairs: {self.scored} scored, {self.cache_hits} from the cache"
+            + (f" ({self.cache_rejected} damaged cache entries scored again)" if self.cache_rejected else "") + "; "
             f"model {self.model_seconds:.1f} s ({self.pairs_per_second:,.0f} pairs/s), "
             f"preparation {self.prep_seconds:.1f} s, total {self.seconds:.1f} s; "
             f"{self.decodes} image decodes for {self.image_requests} requests; "

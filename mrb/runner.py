@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import numbers
 import sys
 import threading
 import time
@@ -26,11 +27,12 @@ from mrb.batching import (
     plan_batches,
     token_estimator,
 )
-from mrb.cache import ScoreCache, model_key, short_digest, task_key
-from mrb.data import Pack, Pair, read_pack, without_identical_ids
+from mrb.cache import ScoreCache, task_key
+from mrb.data import Pack, Pair, read_pack
 from mrb.distributed import World
 from mrb.errors import MRBError
-from mrb.metrics import judged_queries, per_query_table, strict_ranking
+from mrb.evaluation import TaskEvaluator
+from mrb.identity import ModelIdentity, identify, short_digest
 from mrb.progress import RunProgress, RunStats
 from mrb.rerankers.base import Reranker, prepares_ahead
 from mrb.tasks import TaskSpec
@@ -137,7 +139,10 @@ class TaskScorer:
     def run(self, pairs: Sequence[Pair]) -> np.ndarray:
         """Scores aligned with `pairs`; cached scores are reused, the rest computed and appended."""
         scores = np.full(len(pairs), np.nan)
-        known = self.cache.load() if self.cache is not None else {}
+        known: dict[tuple[str, str], float] = {}
+        if self.cache is not None:
+            found = self.cache.load()
+            known, self.stats.cache_rejected = found.scores, self.stats.cache_rejected + found.rejected
         todo = []
         for i, p in enumerate(pairs):
             value = known.get((p.query.id, p.document.id))
@@ -267,12 +272,14 @@ class TaskScorer:
                     prepared = ready.result() if ready is not None and attempt == 1 else self._prepare(batch)
                 started = time.perf_counter()
                 try:
-                    got = list(self.reranker.forward(prepared) if self.split else self.reranker.score(batch))
+                    got = self.reranker.forward(prepared) if self.split else self.reranker.score(batch)
                 finally:
                     self.stats.model_seconds += time.perf_counter() - started
                 break
-            except MRBError:
-                raise
+            except MRBError as exc:
+                if str(exc).startswith(f"task {self.task.name}"):
+                    raise
+                raise MRBError(f"task {self.task.name}: {exc}") from exc
             except Exception as exc:
                 if _is_oom(exc):
                     raise
@@ -289,25 +296,48 @@ class TaskScorer:
         return check_scores(self.task, self.reranker, batch, got)
 
 
-def check_scores(task: TaskSpec, reranker: Reranker, batch: Sequence[Pair], got: list[Any]) -> list[float]:
-    """The batch's scores as floats, after checking their count and finiteness."""
-    if len(got) != len(batch):
-        raise MRBError(
-            f"task {task.name}: reranker {reranker.name!r} returned {len(got)} scores for a batch of "
-            f"{len(batch)} pairs (first query {batch[0].query.id!r})"
-        )
-    values = [float(v) for v in got]
+def check_scores(task: TaskSpec, reranker: Reranker, batch: Sequence[Pair], got: Any) -> list[float]:
+    """The batch's scores as floats: exactly one finite real number per pair, given as a sequence, a NumPy
+    array or a tensor of shape (n,). Anything else is an `MRBError` naming the reranker, task and first query."""
+    where = f"task {task.name}: reranker {reranker.name!r}"
+    first = f"(first query {batch[0].query.id!r})"
+    values = _real_vector(got)
+    if isinstance(values, str):
+        raise MRBError(f"{where} returned {values} for a batch of {len(batch)} pairs {first}; "
+                       f"score must return one finite real number per pair")
+    if len(values) != len(batch):
+        raise MRBError(f"{where} returned {len(values)} scores for a batch of {len(batch)} pairs {first}")
     for pair, value in zip(batch, values):
         if not math.isfinite(value):
-            raise MRBError(
-                f"task {task.name}: reranker {reranker.name!r} returned {value} for query {pair.query.id!r}, "
-                f"document {pair.document.id!r}"
-            )
+            raise MRBError(f"{where} returned {value} for query {pair.query.id!r}, document {pair.document.id!r}")
     return values
 
 
-def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, candidates: pd.DataFrame, options: RunOptions,
-                     progress: RunProgress | None, world: World, stats: RunStats) -> np.ndarray | None:
+def _real_vector(got: Any) -> list[float] | str:
+    """`got` as a list of floats when it is a 1-D sequence, array or tensor of real numbers; else what it is, in words."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(got, torch.Tensor):
+        if got.dim() != 1:
+            return f"a tensor of shape {tuple(got.shape)}"
+        if got.is_complex() or got.dtype == torch.bool:
+            return f"a tensor of {got.dtype}"
+        return got.detach().to("cpu", torch.float64).tolist()
+    if isinstance(got, np.ndarray):
+        if got.ndim != 1:
+            return f"an array of shape {got.shape}"
+        if got.dtype.kind not in "iuf":
+            return f"an array of dtype {got.dtype}"
+        return got.astype(np.float64).tolist()
+    if isinstance(got, str | bytes | dict) or not isinstance(got, Sequence):
+        return f"a {type(got).__name__}" if got is not None else "None"
+    for value in got:
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+            return f"a {type(got).__name__} holding {type(value).__name__} {value!r}"
+    return [float(v) for v in got]
+
+
+def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, identity: ModelIdentity, candidates: pd.DataFrame,
+                     options: RunOptions, progress: RunProgress | None, world: World, stats: RunStats) -> np.ndarray | None:
     """Scores aligned with `candidates` on rank 0 (None on other ranks), each rank scoring its share of the queries."""
     query_ids, doc_ids = candidates["query_id"].tolist(), candidates["doc_id"].tolist()
     mine = world.shard(query_ids) if world.size > 1 else None
@@ -317,8 +347,8 @@ def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, candidates:
     documents = {d: cached(pack.documents[d], "d", images) for d in {doc_ids[i] for i in rows}}
     pairs = [Pair(task.instruction, queries[query_ids[i]], documents[doc_ids[i]]) for i in rows]
     cache = None
-    if options.cache_dir is not None:
-        cache = ScoreCache(options.cache_dir, model_key(reranker), task_key(task, pack))
+    if options.cache_dir is not None and identity.digest is not None:
+        cache = ScoreCache(options.cache_dir, identity, task_key(task, pack))
         if options.overwrite == "always":
             cache.clear()  # on every rank: without a shared file system each has its own cache
             world.barrier()
@@ -338,55 +368,37 @@ def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, candidates:
 
 
 def run_task(
-    task: TaskSpec, reranker: Reranker, *, options: RunOptions | None = None,
+    task: TaskSpec, reranker: Reranker, *, identity: ModelIdentity | None = None, options: RunOptions | None = None,
     progress: RunProgress | None = None, world: World | None = None, data_dir: str | Path | None = None,
 ) -> TaskResult:
     """Rerank one task's candidate lists and compute per-query metrics beside the first stage's.
 
-    `options` (default: ``RunOptions()``) sets batching, cache and prefetch; under
-    torch.distributed (`world`), every rank scores its share and rank 0 alone gets the metrics
-    (other ranks get status ``shard``).
+    `identity` (default: `identify(reranker)`) keys the score cache; `options` (default: ``RunOptions()``)
+    set batching, cache and prefetch; under torch.distributed (`world`), every rank scores its share and
+    rank 0 alone gets the metrics (other ranks get status ``shard``).
     """
     options = options or RunOptions()
     world = world or World()
+    identity = identity or identify(reranker)
     stats = RunStats()
     if not reranker.supports(task.type):
         log.info("%s: %s does not take %s pairs; marked unsupported", task.name, reranker.name, task.type.label)
         return TaskResult(task, "unsupported", "")
     if task.parts:
-        return run_composite(task, reranker, options=options, progress=progress, world=world, data_dir=data_dir)
+        return run_composite(task, reranker, identity=identity, options=options, progress=progress, world=world, data_dir=data_dir)
     started = time.perf_counter()
     pack = read_pack(task.pack_path(data_dir))
     fingerprint = short_digest(pack.manifest.get("sha256", {}))  # results of different packs never mix unnoticed
-
-    judged = judged_queries(pack.qrels_dict())
-    candidates = pack.candidates
-    in_lists = set(candidates["query_id"])
-    n_no_qrels = len(in_lists - judged.qrels.keys() - set(judged.no_relevant))
-    candidates = candidates[candidates["query_id"].isin(judged.qrels.keys())]
-    n_identical = 0
-    if task.ignore_identical_ids:
-        kept = without_identical_ids(candidates)
-        n_identical = len(candidates) - len(kept)
-        candidates = kept
-        log.info("%s: %d candidates with the query's own id dropped (ignore_identical_ids)", task.name, n_identical)
-    candidates = candidates.reset_index(drop=True)
-    for qid in judged.no_relevant:
-        log.warning("%s: query %r has no relevant document in the qrels; dropped", task.name, qid)
-    if n_no_qrels:
-        log.warning("%s: %d queries in the candidate lists have no qrels; dropped", task.name, n_no_qrels)
-
+    evaluator = TaskEvaluator(task, pack)  # checks that task and pack agree before anything is scored
     reranker.start_task(task, pack)
-    scores = score_candidates(task, pack, reranker, candidates, options, progress, world, stats)
+    scores = score_candidates(task, pack, reranker, identity, evaluator.candidates, options, progress, world, stats)
     stats.seconds = time.perf_counter() - started
     if scores is None:
         return TaskResult(task, "shard", fingerprint, stats=stats)
-
-    ranking = strict_ranking(candidates, scores)
-    first_stage = strict_ranking(candidates, np.zeros(len(candidates)))  # ties → first-stage order
-    table = per_query_table(task.metric, judged.qrels, ranking, first_stage)
+    evaluation = evaluator.evaluate(scores)
     stats.seconds = time.perf_counter() - started
-    return TaskResult(task, "ok", fingerprint, table, ranking, n_no_qrels, len(judged.no_relevant), n_identical, stats=stats)
+    return TaskResult(task, "ok", fingerprint, evaluation.per_query, evaluation.ranking, evaluator.n_no_qrels,
+                      evaluator.n_no_relevant, evaluator.n_identical_ids, stats=stats)
 
 
 def run_composite(task: TaskSpec, reranker: Reranker, **options: Any) -> TaskResult:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -69,6 +69,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 # The four hub layouts MRB's source sets come in (see docs/tasks.md and mrb/sources.py):
 # older BEIR text sets, the newer MTEB layout, M-BEIR / UMRB, and ViDoRe BEIR.
 Layout = Literal["beir", "mteb", "mbeir", "vidore"]
+
+# What a judged query without any relevant document contributes to a task's mean: 0 (pytrec_eval,
+# ir_measures, MTEB and BEIR average it in as 0), or nothing (set aside, counted); docs/metrics.md.
+NoRelevant = Literal["zero", "drop"]
 
 DATA_DIR_ENV = "MRB_DATA_DIR"
 BENCHMARK_SUITE = "mrb"  # the suite that ``all``, type codes and categories select from
@@ -148,6 +152,9 @@ class TaskSpec(BaseModel):
     description: str = ""
     reference: str = ""
     ignore_identical_ids: bool = False
+    no_relevant: NoRelevant = Field(
+        default="zero", description="a judged query without any relevant document: zero (scored 0) or drop (set aside)"
+    )
     sample: SampleSpec | None = Field(default=None, description="build the pack on a seeded query sample")
     source_file: Path | None = Field(default=None, exclude=True)
     _composite: str | None = PrivateAttr(default=None)
@@ -292,9 +299,28 @@ def bundled_tasks_dir() -> Path:
     raise MRBError(f"MRB's task catalogue is missing (looked in {here / '_bundled' / 'tasks'} and {here.parent / 'tasks'})")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a mapping that repeats a key (yaml itself keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is repeated", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _load_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MRBError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
+    except OSError as exc:
+        raise MRBError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass: no Python objects)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

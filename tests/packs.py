@@ -65,7 +65,7 @@ def combo_task(root: Path) -> None:
         (root / f"{name}.yaml").unlink()  # the packs stay; only the composite is a task
     source = "source: {layout: beir, path: org/data, revision: " + "a" * 40 + "}"
     (root / "combo.yaml").write_text(
-        "name: Combo\ntype: t2t\ninstruction: Find it.\nparts:\n"
+        "name: Combo\ntype: t2t\ninstruction: Find it.\ndepth: 10\nparts:\n"
         f"  - {{name: a, pack: packs/PartA, {source}}}\n"
         f"  - {{name: b, pack: packs/PartB, {source}}}\n"
     )

@@ -277,7 +277,10 @@ def test_an_image_over_pils_limit_is_decoded_reduced_once_through_the_cache(tmp_
     assert (result.stats.decodes, result.stats.image_requests) == (2, 4)
     with pytest.raises(MRBError) as err:
         run_recording(task, Recording(), batch_size=1, workers=1)
-    assert str(err.value) == "document 'd-big': image does not decode (14400 pixels exceed the limit of 5000)"
+    assert str(err.value) == (
+        f"task Big-T2I: pack {tmp_path / 'packs' / 'Big-T2I'}: documents.parquet: document 'd-big': image does not decode "
+        "(160×90 JPEG has 14400 pixels, over the limit of 5000)"
+    )
 
 
 def test_run_options_are_checked():

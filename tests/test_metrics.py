@@ -24,9 +24,9 @@ def reference_rr(ranked: list[str], labels: dict[str, int], k: int = 10) -> floa
 
 
 def reference_recall(ranked: list[str], labels: dict[str, int], k: int) -> float:
-    """Relevant (label ≥ 1) documents in the top k over all relevant documents of the query."""
+    """Relevant (label ≥ 1) documents in the top k over all relevant documents of the query (0 without any)."""
     relevant = {d for d, g in labels.items() if g > 0}
-    return len(relevant & set(ranked[:k])) / len(relevant)
+    return len(relevant & set(ranked[:k])) / len(relevant) if relevant else 0.0
 
 
 def reference_judged(ranked: list[str], labels: dict[str, int], k: int = 10) -> float:

@@ -34,7 +34,8 @@ import torch
 
 from mrb.candidates.encoders import Encoder
 from mrb.candidates.search import TopK, sample_queries
-from mrb.data import Record, atomic_write_bytes, atomic_write_parquet, qrels_dict, read_pack, write_pack
+from mrb.data import Record, qrels_dict, read_pack, write_pack
+from mrb.io import atomic_write_bytes, atomic_write_parquet
 from mrb.errors import MRBError
 from mrb.metrics import judged_queries, per_query_measures, run_from_ranking, strict_ranking
 from mrb.sources import SourceReader
