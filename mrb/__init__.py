@@ -1,6 +1,6 @@
 """MRB: the Multimodal Reranking Benchmark — an evaluation harness for universal multimodal rerankers."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from mrb.api import evaluate  # noqa: E402
 from mrb.data import Pair, Record, read_pack  # noqa: E402

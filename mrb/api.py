@@ -84,7 +84,7 @@ def evaluate(
     settings = reranker.settings()
     identity = identify(reranker)
     if identity.unproven:
-        log.warning("%s; until then its scores are not cached", identity.unproven)
+        log.warning("%s; until then its scores are not cached", identity.advice())
     results_dir = Path(output_dir) if output_dir is not None else None
     world = init_world()
     rows = []

@@ -68,7 +68,7 @@ class ScoreCache:
 
     def __init__(self, root: Path, model: ModelIdentity, task: dict[str, Any]) -> None:
         if model.digest is None:
-            raise MRBError(f"model {model.name!r} has no proven identity, so its scores cannot be cached: {model.unproven}")
+            raise MRBError(f"{model.advice()}; its scores cannot be cached")
         self.folder = Path(root) / model.digest / short_digest(task)
         self.model, self.task = model, task
         self._file: IO[bytes] | None = None
@@ -164,9 +164,19 @@ def _read_segment(path: Path) -> Iterator[tuple[pa.RecordBatch, bool]]:
             log.warning("score cache segment %s: the last %d bytes do not read as a batch (a write cut short by a "
                         "crash, or damage: %s); the pairs in them are scored again", path, left, exc)
             return
-        expected = (metadata or {}).get(CHECKSUM_KEY) if metadata is not None else None
-        columns = [batch.column(i).to_pylist() for i in range(3)]
-        yield batch, expected is not None and expected == batch_checksum(*columns)
+        yield batch, _intact(batch, metadata)
+
+
+def _intact(batch: pa.RecordBatch, metadata: Any) -> bool:
+    """Whether a batch read back is well-formed, has no nulls and matches the checksum written with it."""
+    expected = metadata.get(CHECKSUM_KEY) if metadata is not None else None
+    try:
+        batch.validate(full=True)
+        if expected is None or batch.schema != SCHEMA or any(column.null_count for column in batch.columns):
+            return False
+        return expected == batch_checksum(*(column.to_pylist() for column in batch.columns))
+    except (pa.ArrowException, ValueError, UnicodeDecodeError):
+        return False
 
 
 class ResultsLock:

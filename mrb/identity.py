@@ -54,8 +54,11 @@ class Unprovable(Exception):
     """A part of a model that MRB cannot fingerprint, with where it sits (``model.tokenizer``)."""
 
     def __init__(self, where: str, why: str) -> None:
-        super().__init__(f"{where}: {why}")
+        super().__init__(where, why)
         self.where, self.why = where, why
+
+    def __str__(self) -> str:
+        return f"{self.where} {self.why}"
 
 
 def canonical_json(payload: Any) -> str:
@@ -93,6 +96,14 @@ class ModelIdentity:
         keys = sorted(set(self.fields) | set(other.fields))
         return [k for k in keys if canonical_json(self.fields.get(k)) != canonical_json(other.fields.get(k))]
 
+    def advice(self) -> str:
+        """For an unproven identity: why, and what makes the model identifiable."""
+        return (
+            f"MRB cannot fingerprint model {self.name!r}: {self.unproven}. Give it a version (mrb.evaluate(..., "
+            "version='…') or a `version` attribute) or a settings() method returning what decides its scores, so that its "
+            "results can be told apart from another model's and its run can resume"
+        )
+
     def to_json(self) -> str:
         return canonical_json({"name": self.name, "digest": self.digest, "fields": self.fields, "unproven": self.unproven})
 
@@ -122,7 +133,7 @@ def identify(reranker: Reranker) -> ModelIdentity:
         if "version" not in fields and "settings" not in fields:
             fields["state"] = walker.digest(_state(owner), "state")
     except Unprovable as exc:
-        return ModelIdentity(reranker.name, fields, _unproven_message(reranker.name, exc))
+        return ModelIdentity(reranker.name, fields, str(exc))
     return ModelIdentity(reranker.name, fields)
 
 
@@ -135,14 +146,6 @@ def _state(target: Any) -> Any:
     if isinstance(target, functools.partial):
         return {"function": _state(target.func), "args": target.args, "keywords": target.keywords}
     return {k: v for k, v in _attributes(target).items() if k != "name"}
-
-
-def _unproven_message(name: str, exc: Unprovable) -> str:
-    return (
-        f"MRB cannot fingerprint model {name!r}: {exc.where} {exc.why}. Give it a version (mrb.evaluate(..., version='…') "
-        "or a `version` attribute) or a settings() method returning what decides its scores, so that its results "
-        "can be told apart from another model's and its run can resume"
-    )
 
 
 def _filled(cell: types.CellType) -> bool:

@@ -174,11 +174,20 @@ def check_model_folder(results_dir: Path, identity: ModelIdentity, *, replace: b
         return False
     if replace:
         return True
-    differing = old.differences(identity)
-    why = (identity.unproven or old.unproven or "") if differing == ["unproven"] else f"they differ in {', '.join(differing)}"
+    fixes = "use another output folder, or pass --overwrite always to replace those results"
+    if identity.unproven:
+        raise MRBError(
+            f"results folder {results_dir} holds results of a model named {identity.name!r}, and MRB cannot tell whether "
+            f"this model is the same: {identity.unproven}; give this model its own name or a version, {fixes}"
+        )
+    if old.unproven:
+        raise MRBError(
+            f"results folder {results_dir} holds results of a model named {identity.name!r} that MRB could not fingerprint, "
+            f"so it cannot tell whether this model is the same; give this model its own name, {fixes}"
+        )
     raise MRBError(
-        f"results folder {results_dir} holds results of another model named {identity.name!r} ({why}); give this model "
-        "its own name (or a new version), use another output folder, or pass --overwrite always to replace those results"
+        f"results folder {results_dir} holds results of another model named {identity.name!r} (they differ in "
+        f"{', '.join(old.differences(identity))}); give this model its own name (or a new version), {fixes}"
     )
 
 

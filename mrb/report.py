@@ -22,7 +22,7 @@ import yaml
 
 from mrb.errors import MRBError
 from mrb.leaderboard import read_per_query
-from mrb.metrics import MEASURE_COLUMNS
+from mrb.metrics import MEASURE_COLUMNS, NO_RELEVANT_RULES
 from mrb.stats import PERMUTATIONS, SEED, paired_randomisation
 from mrb.tasks import Category, TaskType
 
@@ -141,7 +141,7 @@ def summarise(board: pd.DataFrame, reported: Sequence[Reported] = (), *, borda: 
     table = pd.DataFrame({c: matrix[groups[c]].mean(axis=1, skipna=False) if groups[c] else np.nan for c in shown}, index=matrix.index)
     table[GAIN] = table[ALL] - table.at[FIRST_STAGE, ALL]
     kind = {label: ("first stage" if label == FIRST_STAGE else "run") for label in table.index}
-    notes = []
+    notes = no_relevant_notes(board)
     for source in reported:
         rows = source.values.reindex(columns=shown)
         rows[GAIN] = (rows[ALL] - rows.at[source.first_stage, ALL]).round(6)  # the source's two decimals, ×100
@@ -161,6 +161,18 @@ def summarise(board: pd.DataFrame, reported: Sequence[Reported] = (), *, borda: 
     details = details.sort_values("task", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
     metric = ", ".join(dict.fromkeys(board["metric"])) or "nDCG@10"
     return Summary(metric, {c: len(groups[c]) for c in shown}, table, kind, matrix, tasks, details, notes)
+
+
+def no_relevant_notes(board: pd.DataFrame) -> list[str]:
+    """How judged queries without a relevant document were counted, per rule, naming the tasks that had any."""
+    ok = board[board["status"] == "ok"].drop_duplicates("task")
+    by_rule: dict[str, list[str]] = {}
+    for task, settings, count in zip(ok["task"], ok["metric_settings"], ok["n_no_relevant"]):
+        rule = json.loads(settings).get("no_relevant", "drop")  # MRB 0.1 dropped them
+        if count or rule == "drop":
+            by_rule.setdefault(rule, []).append(f"{task} ({count} quer{'y' if count == 1 else 'ies'})")
+    return [f"Judged queries without a relevant document: {NO_RELEVANT_RULES[rule]} in {', '.join(tasks)}."
+            for rule, tasks in sorted(by_rule.items(), key=lambda item: item[0] != "zero")]
 
 
 # ── markdown ─────────────────────────────────────────────────────────────────────────────

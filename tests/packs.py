@@ -19,19 +19,22 @@ def write_task(
     candidates: list[tuple[str, str, int, float]],
     qrels: list[tuple[str, str, int]],
     extra_yaml: str = "",
+    depth: int = 10,
+    pack_depth: int = 10,
 ) -> Path:
-    """Write `<root>/<name>.yaml` and its pack `<root>/packs/<name>/`; return the YAML path."""
+    """Write `<root>/<name>.yaml` (reranking `depth`) and its pack `<root>/packs/<name>/` (built to `pack_depth`);
+    return the YAML path."""
     write_pack(
         root / "packs" / name,
         queries=queries,
         documents=documents,
         candidates=pd.DataFrame(candidates, columns=["query_id", "doc_id", "rank", "score"]),
         qrels=pd.DataFrame(qrels, columns=["query_id", "doc_id", "relevance"]),
-        manifest={"task": name, "retriever": "test", "depth": 10},
+        manifest={"task": name, "retriever": "test", "depth": pack_depth},
     )
     path = root / f"{name}.yaml"
     path.write_text(
-        f"name: {name}\ntype: {type_code}\ninstruction: Find the answer.\ndepth: 10\npack: packs/{name}\n{extra_yaml}"
+        f"name: {name}\ntype: {type_code}\ninstruction: Find the answer.\ndepth: {depth}\npack: packs/{name}\n{extra_yaml}"
     )
     return path
 
