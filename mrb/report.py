@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from mrb.errors import MRBError
 from mrb.leaderboard import read_per_query
 from mrb.metrics import MEASURE_COLUMNS, NO_RELEVANT_RULES
 from mrb.stats import PERMUTATIONS, SEED, paired_randomisation
-from mrb.tasks import Category, TaskType
+from mrb.tasks import Category, TaskType, load_yaml
 
 TYPE_ORDER = [t.label for t in TaskType]
 CATEGORY_ORDER = [c.value for c in Category]
@@ -64,7 +63,7 @@ def load_reported(folder: Path | None = None) -> list[Reported]:
     columns = [*TYPE_ORDER, *CATEGORY_ORDER, ALL]
     out = []
     for path in sorted((folder or reported_dir()).glob("*.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path)
         missing = [k for k in ("source", "url", "metric", "first_stage", "tasks", "models") if k not in data]
         if missing:
             raise MRBError(f"{path}: missing key(s) {', '.join(missing)}")

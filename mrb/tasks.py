@@ -312,7 +312,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _load_yaml(path: Path) -> dict:
+def load_yaml(path: Path) -> dict:
+    """A YAML file of MRB's (a task, a suite, reported numbers) as a mapping: UTF-8, safe tags only, no repeated key."""
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -348,7 +349,7 @@ def _format_validation(path: Path, exc: ValidationError) -> str:
 def load_task_file(path: str | Path) -> TaskSpec:
     """Read and validate one task YAML file."""
     path = Path(path)
-    data = _load_yaml(path)
+    data = load_yaml(path)
     try:
         return TaskSpec(**data, source_file=path)
     except ValidationError as exc:
@@ -357,7 +358,7 @@ def load_task_file(path: str | Path) -> TaskSpec:
 
 def load_suite_file(path: str | Path) -> SuiteSpec:
     path = Path(path)
-    data = _load_yaml(path)
+    data = load_yaml(path)
     try:
         return SuiteSpec(**data)
     except ValidationError as exc:
@@ -372,7 +373,7 @@ class Catalogue:
         self.suites: dict[str, SuiteSpec] = {}
         for folder in folders:
             for path in sorted(Path(folder).rglob("*.yaml")):
-                if "suite" in _load_yaml(path):
+                if "suite" in load_yaml(path):
                     suite = load_suite_file(path)
                     self._add(self.suites, suite.suite, suite, path)
                 else:
