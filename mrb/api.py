@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from mrb.cache import ResultsLock
+from mrb.lock import ResultsLock
 from mrb.distributed import World, init_world
 from mrb.errors import MRBError
 from mrb.identity import ModelIdentity, identify

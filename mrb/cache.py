@@ -1,4 +1,4 @@
-"""The score cache (durable, resumable, checksummed) and the lock on a results folder.
+"""The score cache: durable, resumable, checksummed.
 
 Scores live under ``<cache>/<model identity>/<task fingerprint>/`` as Arrow IPC stream segments
 (``*.arrows``): each process of each run opens its own segment and appends one record batch per
@@ -10,7 +10,6 @@ scored again and the run says so. Nothing is pickled: a segment is plain Arrow.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -23,21 +22,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import pyarrow as pa
 
 from mrb.data import Pack
 from mrb.errors import MRBError
 from mrb.identity import ModelIdentity, short_digest
-from mrb.io import NO_SPACE, atomic_write_bytes, make_folder, os_error
+from mrb.io import NO_SPACE, atomic_write_bytes, make_folder
 from mrb.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 
 SCHEMA = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("score", pa.float64())])
 CHECKSUM_KEY = b"sha256"
-LOCK_FILE = ".mrb.lock"
 
 
 def task_key(task: TaskSpec, pack: Pack) -> dict[str, Any]:
@@ -177,43 +175,3 @@ def _intact(batch: pa.RecordBatch, metadata: Any) -> bool:
         return expected == batch_checksum(*(column.to_pylist() for column in batch.columns))
     except (pa.ArrowException, ValueError, UnicodeDecodeError):
         return False
-
-
-class ResultsLock:
-    """An exclusive lock on a results folder (``flock`` on ``.mrb.lock``, released by the kernel if the holder dies)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = Path(folder) / LOCK_FILE
-        self._fd: int | None = None
-
-    def __enter__(self) -> Self:
-        make_folder(self.path.parent)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise os_error(self.path, exc, "create the lock file") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise MRBError(
-                f"results folder {self.path.parent} is in use by {holder}; wait for that run to finish or use another --output"
-            ) from None
-        started = datetime.now(UTC).isoformat(timespec="seconds")
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()} (started {started})\n".encode())
-            os.fsync(fd)
-        except OSError as exc:
-            os.close(fd)
-            raise os_error(self.path, exc, "write the lock file") from exc
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None

@@ -18,7 +18,8 @@ import pytest
 
 import mrb
 import mrb.cache
-from mrb.cache import ResultsLock, _read_segment
+from mrb.cache import _read_segment
+from mrb.lock import ResultsLock
 from mrb.errors import MRBError
 from mrb.leaderboard import read_leaderboard
 from tests.packs import small_text_task
