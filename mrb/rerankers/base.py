@@ -143,13 +143,22 @@ _ADAPTERS: dict[str, str | type[Reranker]] = {
 
 
 def register(name: str) -> Callable[[type[Reranker]], type[Reranker]]:
-    """Class decorator: make a reranker class available as an adapter under `name`."""
+    """Class decorator: make a reranker class available as an adapter under `name` (refused if another
+    class holds that name)."""
 
     def decorate(cls: type[Reranker]) -> type[Reranker]:
+        held = _ADAPTERS.get(name)
+        where = f"{cls.__module__}:{cls.__qualname__}"
+        if held is not None and held is not cls and held != where and _where(held) != where:
+            raise MRBError(f"adapter name {name!r} is taken by {_where(held)}; register {where} under another name")
         _ADAPTERS[name] = cls
         return cls
 
     return decorate
+
+
+def _where(target: str | type) -> str:
+    return target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
 
 
 def _plugin_adapters() -> dict[str, Any]:
@@ -163,8 +172,10 @@ def adapter_names() -> list[str]:
 def resolve_adapter(name: str) -> Callable[..., Reranker]:
     """The class (or factory) registered under `name`, from the built-ins or an installed plugin."""
     target = _ADAPTERS.get(name)
+    plugin = _plugin_adapters().get(name)
+    if target is not None and plugin is not None:
+        raise MRBError(f"adapter name {name!r} is both MRB's ({_where(target)}) and the plugin {plugin.value}'s; rename the plugin's entry point")
     if target is None:
-        plugin = _plugin_adapters().get(name)
         if plugin is None:
             raise MRBError(unknown_name_message("adapter", name, adapter_names()))
         return plugin.load()
