@@ -21,9 +21,9 @@ import math
 import os
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import pandas as pd
 import pyarrow as pa
@@ -90,18 +90,26 @@ class StoredImage:
         return self.store.read(self)
 
 
+class ImageSource(Protocol):
+    """Where a record's `image()` comes from when it is not decoded on the spot (the runner's per-task cache)."""
+
+    def image(self, record: Record, max_pixels: int | None, role: str) -> Image.Image | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One query or document: an id, optional text and an optional encoded image.
 
     The image is either in memory (`image_bytes`) or, for records read from a pack, on disk
-    (`stored_image`); `has_image` and `encoded_image()` serve both.
+    (`stored_image`); `has_image` and `encoded_image()` serve both. A record may carry an image
+    `source` (the runner gives each task's records its image cache); `image()` then goes through it.
     """
 
     id: str
     text: str | None = None
     image_bytes: bytes | None = None
     stored_image: StoredImage | None = field(default=None, repr=False)
+    source: ImageSource | None = field(default=None, compare=False, repr=False)
 
     @property
     def has_image(self) -> bool:
@@ -113,9 +121,19 @@ class Record:
             return self.stored_image.read()
         return self.image_bytes
 
+    def with_source(self, source: ImageSource | None) -> Record:
+        """This record with its images served by `source`."""
+        return replace(self, source=source)
+
     def image(self, max_pixels: int | None = None, role: str = "record") -> Image.Image | None:
-        """Decode the image (RGB), or None when the record has none; see `decode_image` for `max_pixels`.
-        An error names the record as `role` (query, document)."""
+        """The image (RGB) within `max_pixels` (see `decode_image`), or None when the record has none: from its
+        source when it has one, else decoded here. An error names the record as `role` (query, document)."""
+        if self.source is not None:
+            return self.source.image(self, max_pixels, role)
+        return self.decode(max_pixels, role)
+
+    def decode(self, max_pixels: int | None = None, role: str = "record") -> Image.Image | None:
+        """Decode the image from its bytes, whatever the source."""
         data = self.encoded_image()
         if data is None:
             return None

@@ -21,7 +21,6 @@ import pandas as pd
 
 from mrb.batching import (
     ImageCache,
-    cached,
     image_groups,
     pair_tokens,
     plan_batches,
@@ -343,8 +342,8 @@ def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, identity: M
     mine = world.shard(query_ids) if world.size > 1 else None
     rows = [i for i, q in enumerate(query_ids) if mine is None or q in mine]
     images = ImageCache(options.image_cache_mb << 20, max_pixels=getattr(reranker, "max_pixels", None))
-    queries = {q: cached(pack.queries[q], "q", images) for q in {query_ids[i] for i in rows}}
-    documents = {d: cached(pack.documents[d], "d", images) for d in {doc_ids[i] for i in rows}}
+    queries = {q: pack.queries[q].with_source(images.side("q")) for q in {query_ids[i] for i in rows}}
+    documents = {d: pack.documents[d].with_source(images.side("d")) for d in {doc_ids[i] for i in rows}}
     pairs = [Pair(task.instruction, queries[query_ids[i]], documents[doc_ids[i]]) for i in rows]
     cache = None
     if options.cache_dir is not None and identity.digest is not None:
