@@ -1,25 +1,30 @@
 """`TaskEvaluator`: the one place that decides which candidates of a pack a reranker scores and how
-their scores become per-query values.
+their scores become values.
 
 Built once per task unit from its spec and pack, it checks that they agree (the type's sides are in
 the records, the declared depth is within the pack's, there are candidates and evaluable queries)
 before anything is scored, then owns the rules: the judged split (`no_relevant`), the identical-id
 filter, the depth cut (only the top `depth` of each list is reranked; the rest follow in
-first-stage order), the strict order and the measures. The first stage is `evaluate` of all-zero
-scores: the same path, the same numbers.
+first-stage order), the strict order, the measures, the task-level means and their interval, and
+(`combine`) a composite task's mean over its parts. The first stage goes through the same path:
+its lists are the strict order of all-zero scores.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import hashlib
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mrb.data import Pack, Record, without_identical_ids
 from mrb.errors import MRBError
-from mrb.metrics import judged_queries, per_query_table, strict_ranking
+from mrb.identity import short_digest
+from mrb.metrics import MEASURE_COLUMNS, judged_queries, per_query_table, strict_ranking
+from mrb.results import Status, TaskScores
+from mrb.stats import BOOTSTRAP_RESAMPLES, CONFIDENCE, SEED, bootstrap_ci
 from mrb.tasks import Side, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -27,12 +32,26 @@ EXAMPLES = 3  # ids quoted in a message
 SIDE_WORDS = {"t": "text only", "i": "an image only", "it": "an image, text or both"}
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """What `TaskEvaluator.evaluate` returns: per-query values and the ranking they were computed from."""
+TIE_BREAK = "score desc, first-stage rank asc, doc id asc"
 
-    per_query: pd.DataFrame  # query_id, value, first_stage_value, the other measures
-    ranking: pd.DataFrame  # query_id, doc_id, score, first_stage_rank, rank
+
+def metric_settings(task: TaskSpec) -> dict[str, Any]:
+    """Everything besides the pack that decides a task's values; results that differ here never mix."""
+    return {
+        "metric": task.metric,
+        "measures": MEASURE_COLUMNS,
+        "depth": task.depth,
+        "ignore_identical_ids": task.ignore_identical_ids,
+        "no_relevant": task.no_relevant,
+        "tie_break": TIE_BREAK,
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "level": CONFIDENCE, "seed": SEED},
+    }
+
+
+def unsupported(task: TaskSpec) -> TaskScores:
+    """The result of a task a model does not take (its modalities): no values, never zeros."""
+    return TaskScores(task.name, task.type.label, task.category.value, task.metric, task.depth, Status.UNSUPPORTED,
+                      metric_settings(task), spec=task)
 
 
 class TaskEvaluator:
@@ -92,11 +111,46 @@ class TaskEvaluator:
     def n_no_qrels(self) -> int:
         return len(self.no_qrels)
 
-    def evaluate(self, scores: np.ndarray) -> Evaluation:
-        """Per-query values of the reranked lists (`scores` align with `candidates`) beside the first stage's."""
+    def evaluate(self, scores: np.ndarray) -> TaskScores:
+        """The values of the reranked lists (`scores` align with `candidates`) beside the first stage's."""
         ranking = strict_ranking(self.candidates, scores, self.below_depth)
         first_stage = strict_ranking(self.candidates, np.zeros(len(self.candidates)), self.below_depth)
-        return Evaluation(per_query_table(self.task.metric, self.qrels, ranking, first_stage), ranking)
+        per_query = per_query_table(self.task.metric, self.qrels, ranking, first_stage)
+        per_query.insert(1, "part", "")
+        task = self.task
+        return TaskScores(
+            task.name, task.type.label, task.category.value, task.metric, task.depth, Status.OK, metric_settings(task),
+            per_query=per_query, value=float(per_query["value"].mean()),
+            first_stage_value=float(per_query["first_stage_value"].mean()),
+            measures={m: float(per_query[m].mean()) for m in MEASURE_COLUMNS}, ci=bootstrap_ci([per_query["value"]]),
+            pack_hash=short_digest(self.pack.manifest.get("sha256", {})), n_no_relevant=self.n_no_relevant,
+            n_no_qrels=self.n_no_qrels, n_identical_ids=self.n_identical_ids, spec=task, ranking=ranking,
+        )
+
+
+def combine(task: TaskSpec, parts: list[TaskScores]) -> TaskScores:
+    """A composite task's scores from its parts': every value the plain mean of the parts' values
+    (`TaskSpec.aggregate`), the interval a bootstrap stratified by part; per-query rows and rankings keep
+    their part, with query ids ``<part>/<query id>``."""
+
+    def prefixed(frame: pd.DataFrame, part: TaskScores) -> pd.DataFrame:
+        return frame.assign(query_id=part.task + "/" + frame["query_id"])
+
+    def mean(get: Any) -> float:
+        return task.aggregate({p.task: get(p) for p in parts})
+
+    per_query = pd.concat([prefixed(p.per_query, p).assign(part=p.task) for p in parts if p.per_query is not None], ignore_index=True)
+    return TaskScores(
+        task.name, task.type.label, task.category.value, task.metric, task.depth, Status.OK, metric_settings(task),
+        per_query=per_query, value=mean(lambda p: p.value), first_stage_value=mean(lambda p: p.first_stage_value),
+        measures={m: mean(lambda p, m=m: p.measures[m]) for m in MEASURE_COLUMNS},
+        ci=bootstrap_ci([p.per_query["value"] for p in parts if p.per_query is not None]),
+        parts={p.task: p.value for p in parts if p.value is not None},
+        pack_hash=hashlib.sha256(" ".join(p.pack_hash for p in parts).encode()).hexdigest()[:16],
+        n_no_relevant=sum(p.n_no_relevant for p in parts), n_no_qrels=sum(p.n_no_qrels for p in parts),
+        n_identical_ids=sum(p.n_identical_ids for p in parts), spec=task,
+        ranking=pd.concat([prefixed(p.ranking, p) for p in parts if p.ranking is not None], ignore_index=True),
+    )
 
 
 def check_sides(task: TaskSpec, pack: Pack) -> None:

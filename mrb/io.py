@@ -10,12 +10,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, BinaryIO
 
 from mrb.errors import MRBError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def _process_umask() -> int:
@@ -86,6 +86,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_parquet(path: Path, table: pa.Table, row_group_size: int | None = None) -> None:
     """Write a Parquet file atomically, streaming it to disk, with a CRC on every page (checked on read)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     with atomic_file(path) as fh:
         try:
             pq.write_table(table, fh, row_group_size=row_group_size, write_page_checksum=True)
@@ -96,6 +99,9 @@ def atomic_write_parquet(path: Path, table: pa.Table, row_group_size: int | None
 def read_parquet_table(path: Path, what: str, columns: list[str] | None = None) -> pa.Table:
     """Read a whole Parquet file with its page checksums verified; a missing, unreadable or corrupt
     file is an `MRBError` naming it and `what` it should hold."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if not path.is_file():
         raise MRBError(f"{path} is missing: {what} are needed")
     try:

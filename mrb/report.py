@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mrb.errors import MRBError
-from mrb.leaderboard import read_per_query
+from mrb.results import read_per_query
 from mrb.metrics import MEASURE_COLUMNS, NO_RELEVANT_RULES
 from mrb.stats import PERMUTATIONS, SEED, paired_randomisation
 from mrb.tasks import Category, TaskType, load_yaml
@@ -295,6 +295,10 @@ def compare_models(board: pd.DataFrame, a: str, b: str) -> Comparison:
         column = "first_stage_value" if model == FIRST_STAGE else "value"
         return frame[["query_id", "part", column]].rename(columns={column: "value"})
 
+    def task_value(model: str, task: str) -> float:
+        """The stored task value (the first stage's beside the other model's result)."""
+        return float(ok.at[(holder[model], task), "first_stage_value" if model == FIRST_STAGE else "value"])
+
     tasks = _ordered_tasks(board)
     rows, differences, skipped = [], [], []
     for task, label in zip(tasks["task"], tasks["type"]):
@@ -306,11 +310,10 @@ def compare_models(board: pd.DataFrame, a: str, b: str) -> Comparison:
         if not len(merged) == len(values[0]) == len(values[1]):
             raise MRBError(f"{task}: {a!r} and {b!r} were scored on different queries")
         merged["diff"] = merged["value_b"] - merged["value_a"]
-        parts = merged.groupby("part", sort=False)
-        strata = [group["diff"].to_numpy() for _, group in parts]
-        means = parts[["value_a", "value_b", "diff"]].mean().mean()  # over parts, as the task's score
+        strata = [group["diff"].to_numpy() for _, group in merged.groupby("part", sort=False)]
         differences.append(strata)
-        rows.append([task, label, len(merged), means["value_a"], means["value_b"], means["diff"], paired_randomisation([strata])])
+        value_a, value_b = task_value(a, task), task_value(b, task)
+        rows.append([task, label, len(merged), value_a, value_b, value_b - value_a, paired_randomisation([strata])])
     if not rows:
         raise MRBError(f"{a!r} and {b!r} have no task with results for both")
     table = pd.DataFrame(rows, columns=["task", "type", "queries", a, b, "delta", "p_value"])

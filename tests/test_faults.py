@@ -20,7 +20,7 @@ import pytest
 
 import mrb
 from mrb.cli import main
-from mrb.leaderboard import read_leaderboard
+from mrb.results import read_leaderboard
 from tests.scale_helpers import Recording, read_log
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ import mrb.cache
 from mrb.cache import _read_segment
 from mrb.lock import ResultsLock
 from mrb.errors import MRBError
-from mrb.leaderboard import read_leaderboard
+from mrb.results import read_leaderboard
 from tests.packs import small_text_task
 from tests.scale_helpers import Recording, pair_score, read_log
 

@@ -8,7 +8,7 @@ import pytest
 
 import mrb
 from mrb.errors import MRBError
-from mrb.leaderboard import read_leaderboard
+from mrb.results import read_leaderboard
 from mrb.report import render_markdown
 from tests.packs import small_text_task
 

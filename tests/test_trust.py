@@ -22,7 +22,7 @@ import mrb
 from mrb.data import Record, read_pack
 from mrb.errors import MRBError
 from mrb.identity import identify
-from mrb.leaderboard import read_leaderboard
+from mrb.results import read_leaderboard
 from mrb.rerankers.base import as_reranker
 from mrb.tasks import load_tasks
 from tests.packs import small_text_task, write_task
@@ -489,7 +489,7 @@ def test_damaged_result_files_are_errors_naming_them(tmp_path):
     per_query = out / "oracle" / "MiniFacts-T2T.parquet"
     damage(per_query)
     with pytest.raises(MRBError, match=rf"^{per_query}: cannot read the per-query values of 'oracle' on MiniFacts-T2T: the file is damaged"):
-        mrb.leaderboard.read_per_query(out, "oracle", "MiniFacts-T2T")
+        mrb.results.read_per_query(out, "oracle", "MiniFacts-T2T")
     damage(out / "leaderboard.parquet")
     assert main(["report", "--results", str(out)]) == 2
 
