@@ -213,22 +213,6 @@ class Pack:
     qrels: pd.DataFrame  # query_id, doc_id, relevance
     manifest: dict[str, Any]
 
-    def candidate_lists(self) -> dict[str, list[str]]:
-        """Query id → doc ids in first-stage order."""
-        return {qid: group["doc_id"].tolist() for qid, group in self.candidates.groupby("query_id", sort=False)}
-
-    def qrels_dict(self) -> dict[str, dict[str, int]]:
-        """Query id → {doc id: graded relevance}."""
-        return qrels_dict(self.qrels)
-
-
-def qrels_dict(qrels: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """Query id → {doc id: graded relevance} of a qrels frame (query_id, doc_id, relevance)."""
-    out: dict[str, dict[str, int]] = {}
-    for qid, did, rel in qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False):
-        out.setdefault(qid, {})[did] = int(rel)
-    return out
-
 
 def without_identical_ids(candidates: pd.DataFrame) -> pd.DataFrame:
     """The candidates whose document id differs from the query id (a task's `ignore_identical_ids`)."""

@@ -70,19 +70,19 @@ class TaskEvaluator:
                 f"{where}: the task declares depth {task.depth} but the pack holds only the top {pack_depth} candidates "
                 f"per query; lower depth in the task's YAML or build a deeper pack"
             )
-        judged = judged_queries(pack.qrels_dict(), task.no_relevant)
+        judged = judged_queries(pack.qrels, task.no_relevant)
         self.qrels = judged.qrels
         self.no_relevant = judged.no_relevant
         listed = pack.candidates["query_id"].unique().tolist()
         self.no_qrels = sorted(set(listed) - set(pack.qrels["query_id"]))
-        pool = pack.candidates[pack.candidates["query_id"].isin(self.qrels.keys())]
+        pool = pack.candidates[pack.candidates["query_id"].isin(set(self.qrels["query_id"]))]
         self.n_identical_ids = 0
         if task.ignore_identical_ids:
             kept = without_identical_ids(pool)
             self.n_identical_ids = len(pool) - len(kept)
             pool = kept
             log.info("%s: %d candidates with the query's own id dropped (ignore_identical_ids)", task.name, self.n_identical_ids)
-        if not self.qrels:
+        if self.qrels.empty:
             judged = pack.qrels["query_id"].nunique()
             why = f"none of its {judged} judged queries has a relevant document (no_relevant: drop)" if judged else "qrels.parquet judges no query"
             raise MRBError(f"{where}: no query can be evaluated: {why}")

@@ -78,6 +78,17 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # what `atomic_file` names its temporary files
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files a killed writer left under `folder` (call it holding the folder's lock)."""
+    stale = [p for p in folder.rglob(".*.tmp") if p.is_file() and _TEMPORARY.match(p.name)] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that readers see either the old or the complete new content."""
     with atomic_file(path) as fh:

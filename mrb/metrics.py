@@ -9,13 +9,13 @@ for every convention.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import ir_measures
 import numpy as np
 import pandas as pd
 
 from mrb.errors import MRBError
+from mrb.tasks import NoRelevant
 
 
 def strict_ranking(candidates: pd.DataFrame, scores: np.ndarray, tail: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -77,15 +77,13 @@ def _f32_from_keys(keys: np.ndarray) -> np.ndarray:
     return bits.view(np.float32)
 
 
-def run_from_ranking(ranking: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """The run `ranking` stands for, with its tie-free scores: what MRB writes to a TREC file and evaluates."""
-    run: dict[str, dict[str, float]] = {}
-    for qid, did, score in zip(ranking["query_id"].tolist(), ranking["doc_id"].tolist(), tie_free_scores(ranking).tolist()):
-        run.setdefault(qid, {})[did] = score
-    return run
+def run_frame(ranking: pd.DataFrame) -> pd.DataFrame:
+    """The run `ranking` stands for (query_id, doc_id, score), with its tie-free scores: what MRB writes to a
+    TREC file and evaluates."""
+    return pd.DataFrame({"query_id": ranking["query_id"].to_numpy(), "doc_id": ranking["doc_id"].to_numpy(),
+                         "score": tie_free_scores(ranking)})
 
 
-NoRelevant = Literal["zero", "drop"]
 NO_RELEVANT_RULES: dict[str, str] = {
     "zero": "count 0 (as pytrec_eval, ir_measures, MTEB and BEIR count them)",
     "drop": "set aside and counted (no_relevant: drop)",
@@ -94,35 +92,35 @@ NO_RELEVANT_RULES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Judged:
-    """The qrels a task is scored on, and the judged queries without any relevant document."""
+    """The qrels a task is scored on (query_id, doc_id, relevance), and the judged queries without any relevant document."""
 
-    qrels: dict[str, dict[str, int]]  # the evaluated queries
+    qrels: pd.DataFrame  # the evaluated queries' judgements
     no_relevant: list[str]  # judged queries with no document of label > 0 (scored 0, or dropped)
 
 
-def judged_queries(qrels: dict[str, dict[str, int]], no_relevant: NoRelevant = "zero") -> Judged:
+def judged_queries(qrels: pd.DataFrame, no_relevant: NoRelevant = "zero") -> Judged:
     """The evaluated queries: every judged query (`zero`: one without a relevant document scores 0 whatever
     the ranking), or only those with a document of label > 0 (`drop`)."""
-    without = sorted(q for q, docs in qrels.items() if not any(rel > 0 for rel in docs.values()))
+    best = qrels.groupby("query_id", sort=False)["relevance"].max()
+    without = sorted(best.index[best <= 0])
     if no_relevant == "drop":
-        qrels = {q: docs for q, docs in qrels.items() if q not in set(without)}
-    return Judged(qrels, without)
+        qrels = qrels[~qrels["query_id"].isin(without)]
+    return Judged(qrels[["query_id", "doc_id", "relevance"]].reset_index(drop=True), without)
 
 
-def per_query_measures(
-    measures: list[str], qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
-) -> dict[str, dict[str, float]]:
-    """Measure → {query → value} for every query of `qrels`; a query absent from the run counts 0."""
-    parsed = [ir_measures.parse_measure(m) for m in measures]
-    got: dict[Any, dict[str, float]] = {p: {} for p in parsed}
-    for metric in ir_measures.iter_calc(list(got), qrels, run):
-        got[metric.measure][metric.query_id] = float(metric.value)
-    return {m: {qid: got[p].get(qid, 0.0) for qid in qrels} for m, p in zip(measures, parsed)}
-
-
-def per_query(measure: str, qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The measure for every query of `qrels`; a query absent from the run counts 0."""
-    return per_query_measures([measure], qrels, run)[measure]
+def per_query_measures(measures: list[str], qrels: pd.DataFrame, run: pd.DataFrame) -> pd.DataFrame:
+    """One row per query of `qrels` (in their order), one column per measure, through ir_measures on the
+    frames; ir_measures scores a judged query absent from the run 0."""
+    parsed = {ir_measures.parse_measure(m): m for m in measures}
+    values = pd.DataFrame(
+        [(m.query_id, parsed[m.measure], float(m.value)) for m in ir_measures.iter_calc(list(parsed), qrels, run)],
+        columns=["query_id", "measure", "value"],
+    ).pivot(index="query_id", columns="measure", values="value")
+    queries = qrels["query_id"].unique()
+    left_out = sorted(set(queries) - set(values.index))
+    if left_out:
+        raise MRBError(f"ir_measures returned no value for judged query {left_out[0]!r}; MRB cannot report a mean without it")
+    return values.reindex(index=queries, columns=measures)
 
 
 # Measures kept per query beside the task's main metric: of the reranked list, and of the
@@ -134,12 +132,15 @@ FIRST_STAGE_PREFIX = "first_stage_"
 MEASURE_COLUMNS = [*RERANKED_MEASURES, *(FIRST_STAGE_PREFIX + m for m in FIRST_STAGE_MEASURES)]
 
 
-def per_query_table(metric: str, qrels: dict[str, dict[str, int]], ranking: pd.DataFrame, first_stage: pd.DataFrame) -> pd.DataFrame:
+def per_query_table(metric: str, qrels: pd.DataFrame, ranking: pd.DataFrame, first_stage: pd.DataFrame) -> pd.DataFrame:
     """One row per judged query: query_id, value (the main metric), first_stage_value, then
     RR@10, R@10, Judged@10 of the reranked list and first_stage_R@100."""
-    mine = per_query_measures([metric, *RERANKED_MEASURES], qrels, run_from_ranking(ranking))
-    base = per_query_measures([metric, *FIRST_STAGE_MEASURES], qrels, run_from_ranking(first_stage))
-    columns = {"query_id": list(qrels), "value": list(mine[metric].values()), "first_stage_value": list(base[metric].values())}
-    columns.update({m: list(mine[m].values()) for m in RERANKED_MEASURES})
-    columns.update({FIRST_STAGE_PREFIX + m: list(base[m].values()) for m in FIRST_STAGE_MEASURES})
-    return pd.DataFrame(columns)
+    mine = per_query_measures([metric, *RERANKED_MEASURES], qrels, run_frame(ranking))
+    base = per_query_measures([metric, *FIRST_STAGE_MEASURES], qrels, run_frame(first_stage))
+    table = pd.DataFrame({"query_id": mine.index.to_numpy(), "value": mine[metric].to_numpy(),
+                          "first_stage_value": base[metric].to_numpy()})
+    for m in RERANKED_MEASURES:
+        table[m] = mine[m].to_numpy()
+    for m in FIRST_STAGE_MEASURES:
+        table[FIRST_STAGE_PREFIX + m] = base[m].to_numpy()
+    return table

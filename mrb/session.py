@@ -26,6 +26,7 @@ import pandas as pd
 from mrb.distributed import World, close_world, init_world
 from mrb.errors import MRBError
 from mrb.identity import ModelIdentity, identify
+from mrb.io import remove_stale_temporaries
 from mrb.lock import ResultsLock
 from mrb.progress import RunProgress
 from mrb.rerankers import Reranker, as_reranker, get_reranker
@@ -143,6 +144,8 @@ class Session:
             folder = Path(self.output_dir)
             try:
                 stack.enter_context(ResultsLock(folder))
+                if remove_stale_temporaries(folder):
+                    log.info("%s: removed the temporary files of an interrupted run", folder)
                 if check_model_folder(folder, identity, replace=self.options.overwrite == "always"):
                     log.warning("%s: replacing the results of a different model of that name in %s (--overwrite always)",
                                 identity.name, folder)

@@ -72,3 +72,16 @@ def combo_task(root: Path) -> None:
         f"  - {{name: a, pack: packs/PartA, {source}}}\n"
         f"  - {{name: b, pack: packs/PartB, {source}}}\n"
     )
+
+
+def candidate_lists(pack) -> dict[str, list[str]]:
+    """Query id → doc ids in first-stage order."""
+    return {qid: group["doc_id"].tolist() for qid, group in pack.candidates.groupby("query_id", sort=False)}
+
+
+def qrels_dict(pack) -> dict[str, dict[str, int]]:
+    """Query id → {doc id: graded relevance}."""
+    out: dict[str, dict[str, int]] = {}
+    for qid, did, rel in pack.qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False):
+        out.setdefault(qid, {})[did] = int(rel)
+    return out

@@ -164,7 +164,7 @@ def test_minilm_rebuilds_the_mini_text_pack_as_brute_force(facts_built, facts_ex
     assert manifest["source"] == {"layout": "beir", "path": "mrb-mini/MiniFacts-T2T", "revision": REV, "split": "test"}
     assert manifest["counts"] == {"queries": 16, "documents": 45, "candidates": 320, "qrels": 67}
     run = {qid: dict(hits) for qid, hits in facts_expected.items()}
-    expected = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], bundled.qrels_dict(), run)
+    expected = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], bundled.qrels, run)
     assert expected[nDCG @ 10] == pytest.approx(0.96731, abs=1e-5)  # MiniLM; the bundled synthetic first stage: 0.8312
     assert manifest["first_stage"] == {
         "nDCG@10": pytest.approx(expected[nDCG @ 10], abs=1e-9), "R@100": expected[R @ 100], "queries": 16, "pairs": 320,

@@ -407,10 +407,10 @@ def test_tied_scores_mislead_trec_tools_and_the_written_file_does_not(tmp_path):
     for query, doc, score in pack.candidates[["query_id", "doc_id", "score"]].itertuples(index=False):
         raw.setdefault(query, {})[doc] = float(score)
     ndcg = ir_measures.nDCG @ 10
-    assert round(ir_measures.calc_aggregate([ndcg], pack.qrels_dict(), raw)[ndcg], 5) == 0.73072  # ties broken by doc id
+    assert round(ir_measures.calc_aggregate([ndcg], pack.qrels, raw)[ndcg], 5) == 0.73072  # ties broken by doc id
     board = mrb.evaluate("first-stage", "MiniPhotos-T2I", output_dir=tmp_path, quiet=True)
     written = ir_measures.read_trec_run(str(tmp_path / "first-stage" / "MiniPhotos-T2I.trec"))
-    assert round(ir_measures.calc_aggregate([ndcg], pack.qrels_dict(), written)[ndcg], 5) == round(board["value"].iloc[0], 5) == 0.73089
+    assert round(ir_measures.calc_aggregate([ndcg], pack.qrels, written)[ndcg], 5) == round(board["value"].iloc[0], 5) == 0.73089
 
 
 def test_ids_a_trec_file_cannot_carry_are_refused_at_write_and_read(tmp_path):
