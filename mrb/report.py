@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from mrb.errors import MRBError
 from mrb.results import read_per_query
@@ -58,25 +59,77 @@ def reported_dir() -> Path:
     raise MRBError(f"MRB's reported numbers are missing (looked in {here / '_bundled' / 'reported'} and {here.parent / 'leaderboards' / 'reported'})")
 
 
+REPORTED_COLUMNS = (*TYPE_ORDER, *CATEGORY_ORDER, ALL)
+
+
+class ReportedModel(BaseModel):
+    """One model's published means, ×100, under the column names of `mrb report` (``T→T``, ``ALL``, …)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    model: str
+    parameters: str = ""
+
+    @model_validator(mode="after")
+    def _columns_are_known_numbers(self) -> ReportedModel:
+        for column, value in (self.model_extra or {}).items():
+            if column not in REPORTED_COLUMNS:
+                unknown = sorted(set(self.model_extra or {}) - set(REPORTED_COLUMNS))
+                raise ValueError(f"model {self.model!r} has unknown column(s) {', '.join(unknown)}")
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 100:
+                raise ValueError(f"column {column!r}: {value!r} is not a number from 0 to 100")
+        return self
+
+    def values(self) -> dict[str, float]:
+        """Column → published value as a fraction."""
+        return {c: round(v / 100, 6) for c, v in (self.model_extra or {}).items()}
+
+
+class ReportedFile(BaseModel):
+    """A file of published numbers (`leaderboards/reported/*.yaml`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    url: str
+    metric: str
+    first_stage: str
+    tasks: dict[str, int]
+    models: list[ReportedModel]
+
+    @model_validator(mode="after")
+    def _first_stage_is_a_model(self) -> ReportedFile:
+        if self.first_stage not in {m.model for m in self.models}:
+            raise ValueError(f"first_stage {self.first_stage!r} is not one of its models")
+        return self
+
+
+def _reported_problems(exc: ValidationError) -> str:
+    """A reported-numbers file's problems in words: missing keys together, then each other problem."""
+    errors = exc.errors()
+    missing = [".".join(map(str, e["loc"])) for e in errors if e["type"] == "missing"]
+    problems = [f"missing key(s) {', '.join(missing)}"] if missing else []
+    for e in errors:
+        if e["type"] == "value_error":
+            problems.append(str(e["ctx"]["error"]))
+        elif e["type"] != "missing":
+            problems.append(f"{'.'.join(map(str, e['loc']))}: {e['msg']}")
+    return "; ".join(problems)
+
+
 def load_reported(folder: Path | None = None) -> list[Reported]:
     """Every `*.yaml` of reported numbers in `folder` (default: the bundled ones), values ×100 → fractions."""
-    columns = [*TYPE_ORDER, *CATEGORY_ORDER, ALL]
     out = []
     for path in sorted((folder or reported_dir()).glob("*.yaml")):
-        data = load_yaml(path)
-        missing = [k for k in ("source", "url", "metric", "first_stage", "tasks", "models") if k not in data]
-        if missing:
-            raise MRBError(f"{path}: missing key(s) {', '.join(missing)}")
-        rows = {}
-        for entry in data["models"]:
-            unknown = set(entry) - {"model", "parameters", *columns}
-            if unknown:
-                raise MRBError(f"{path}: model {entry.get('model')!r} has unknown column(s) {', '.join(sorted(unknown))}")
-            rows[entry["model"]] = {c: round(entry[c] / 100, 6) for c in columns if c in entry}
-        values = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=[c for c in columns if any(c in r for r in rows.values())])
-        if data["first_stage"] not in values.index:
-            raise MRBError(f"{path}: first_stage {data['first_stage']!r} is not one of its models")
-        out.append(Reported(data["source"], data["url"], data["metric"], data["first_stage"], data["tasks"], values))
+        try:
+            data = ReportedFile(**load_yaml(path))
+        except ValidationError as exc:
+            raise MRBError(f"{path}: {_reported_problems(exc)}") from None
+        rows = {m.model: m.values() for m in data.models}
+        values = pd.DataFrame.from_dict(rows, orient="index").reindex(
+            columns=[c for c in REPORTED_COLUMNS if any(c in r for r in rows.values())]
+        )
+        out.append(Reported(data.source, data.url, data.metric, data.first_stage, data.tasks, values))
     return out
 
 

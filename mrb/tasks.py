@@ -332,7 +332,8 @@ def load_yaml(path: Path) -> dict:
     return data
 
 
-def _format_validation(path: Path, exc: ValidationError) -> str:
+def validation_message(path: Path, exc: ValidationError) -> str:
+    """A pydantic error of a YAML file as one line: the file, then each problem by key."""
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -353,7 +354,7 @@ def load_task_file(path: str | Path) -> TaskSpec:
     try:
         return TaskSpec(**data, source_file=path)
     except ValidationError as exc:
-        raise MRBError(_format_validation(path, exc)) from None
+        raise MRBError(validation_message(path, exc)) from None
 
 
 def load_suite_file(path: str | Path) -> SuiteSpec:
@@ -362,7 +363,7 @@ def load_suite_file(path: str | Path) -> SuiteSpec:
     try:
         return SuiteSpec(**data)
     except ValidationError as exc:
-        raise MRBError(_format_validation(path, exc)) from None
+        raise MRBError(validation_message(path, exc)) from None
 
 
 class Catalogue:
