@@ -90,3 +90,12 @@ def test_the_registry_refuses_a_name_another_class_holds():
         assert resolve_adapter("my-scorer") is MyScorer
     finally:
         del _ADAPTERS["my-scorer"]
+
+
+def test_the_preset_table_of_docs_models_is_generated_from_the_presets():
+    import runpy
+    from pathlib import Path
+
+    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "gen_models_doc.py"))
+    assert script["main"](["--check"]) == 0, "docs/models.md is stale: run python scripts/gen_models_doc.py"
+    assert "| `gmr-7b` | `qwen-vl-yes-no` | `vec-ai/lychee-rerank-mm` (*unverified*) | unpinned | all | 3136 … 1003520 | 3200 |" in script["render_table"]()
