@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mrb.errors import MRBError
 from mrb.io import atomic_write_bytes, atomic_write_parquet
@@ -320,9 +321,10 @@ def read_pack(folder: str | Path) -> Pack:
     if not manifest_path.is_file():
         raise MRBError(f"pack {folder}: missing file manifest.json")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MRBError(f"pack {folder}: manifest.json is not valid JSON ({exc})") from exc
+    check_manifest(folder, manifest)
     verify_pack(folder, manifest)
     queries = _records(folder, "queries")
     documents = _records(folder, "documents")
@@ -332,6 +334,32 @@ def read_pack(folder: str | Path) -> Pack:
     _check_qrels(folder, qrels, queries)
     candidates = candidates.sort_values(["query_id", "rank"], kind="stable").reset_index(drop=True)
     return Pack(folder, queries, documents, candidates, qrels, manifest)
+
+
+class PackManifest(BaseModel):
+    """What MRB reads from a pack's manifest.json; builders add provenance of their own (kept as it is)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    sha256: dict[str, str]
+    task: str | None = None
+    type: str | None = None
+    instruction: str | None = None
+    depth: int | None = Field(default=None, gt=0)
+    mrb_version: str | None = None
+
+
+def check_manifest(folder: Path, manifest: Any) -> None:
+    """An `MRBError` naming the pack and the key when manifest.json does not have the shape of `PackManifest`."""
+    if not isinstance(manifest, dict):
+        raise MRBError(f"pack {folder}: manifest.json is not a JSON object")
+    if "sha256" not in manifest:
+        raise MRBError(f"pack {folder}: manifest.json has no sha256 of the pack files")
+    try:
+        PackManifest(**manifest)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise MRBError(f"pack {folder}: manifest.json: {problems}") from None
 
 
 def verify_pack(folder: Path, manifest: dict[str, Any]) -> None:

@@ -575,3 +575,13 @@ def test_an_output_that_is_a_file_is_one_error_line(tmp_path, capsys):
     blocker.write_text("not a folder")
     assert main(["run", "--model", "oracle", "--tasks", "MiniFacts-T2T", "--output", str(blocker), "--quiet"]) == 2
     assert capsys.readouterr().err == f"mrb: error: cannot use {blocker} as a folder: it is a file\n"
+
+
+def test_a_manifest_of_the_wrong_shape_names_the_key(tmp_path):
+    small_text_task(tmp_path)
+    folder = tmp_path / "packs" / "Small-T2T"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "depth": "ten"}))
+    with pytest.raises(MRBError) as err:
+        read_pack(folder)
+    assert str(err.value) == f"pack {folder}: manifest.json: depth: Input should be a valid integer, unable to parse string as an integer"
