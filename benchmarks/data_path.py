@@ -125,7 +125,7 @@ def naive_rates(root: Path) -> dict[str, float]:
         scores = [reranker.score([Pair(task.instruction, pack.queries[q], pack.documents[d])])[0]
                   for q, d in zip(c["query_id"], c["doc_id"])]
         # the same metrics as MRB's run, so both time the whole task: read, score, measure
-        per_query_table(task.metric, judged_queries(pack.qrels_dict()).qrels, strict_ranking(c, np.array(scores)),
+        per_query_table(task.metric, judged_queries(pack.qrels).qrels, strict_ranking(c, np.array(scores)),
                         strict_ranking(c, np.zeros(len(c))))
         rates[task.type.label] = len(c) / (time.perf_counter() - started)
     return rates

@@ -1,11 +1,40 @@
 """MRB: the Multimodal Reranking Benchmark — an evaluation harness for universal multimodal rerankers."""
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from mrb.api import evaluate  # noqa: E402
-from mrb.data import Pair, Record, read_pack  # noqa: E402
-from mrb.errors import MRBError  # noqa: E402
-from mrb.rerankers import Reranker, get_reranker, register  # noqa: E402
-from mrb.tasks import load_tasks  # noqa: E402
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MRBError", "Pair", "Record", "Reranker", "__version__", "evaluate", "get_reranker", "load_tasks", "read_pack", "register"]
+__version__ = "0.2.0"
+
+# The public API, imported on first use so that `mrb --help`, `mrb models` and `mrb tasks` start fast.
+_EXPORTS = {
+    "evaluate": "mrb.api",
+    "load_results": "mrb.results",
+    "TaskScores": "mrb.results",
+    "Pair": "mrb.data",
+    "Record": "mrb.data",
+    "read_pack": "mrb.data",
+    "MRBError": "mrb.errors",
+    "Reranker": "mrb.rerankers",
+    "get_reranker": "mrb.rerankers",
+    "register": "mrb.rerankers",
+    "load_tasks": "mrb.tasks",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from mrb.api import evaluate
+    from mrb.data import Pair, Record, read_pack
+    from mrb.errors import MRBError
+    from mrb.rerankers import Reranker, get_reranker, register
+    from mrb.results import TaskScores, load_results
+    from mrb.tasks import load_tasks
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mrb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

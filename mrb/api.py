@@ -1,33 +1,17 @@
-"""The Python entry point: `evaluate(model, tasks)` runs a reranker and returns the leaderboard rows."""
+"""The Python entry point: `evaluate(model, tasks)` runs a reranker (a `Session`) and returns the leaderboard rows."""
 
 from __future__ import annotations
 
-import logging
-from contextlib import ExitStack
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mrb.cache import ResultsLock
-from mrb.distributed import World, init_world
-from mrb.errors import MRBError
-from mrb.leaderboard import (
-    LEADERBOARD_COLUMNS,
-    LEADERBOARD_FILE,
-    check_model_folder,
-    leaderboard_row,
-    provenance,
-    read_leaderboard,
-    update_leaderboard,
-    write_task_outputs,
-)
-from mrb.progress import RunProgress, RunStats
-from mrb.rerankers import Reranker, as_reranker, get_reranker
-from mrb.runner import Overwrite, RunOptions, TaskResult, run_task
-from mrb.tasks import load_tasks
+from mrb.runner import RunOptions
+from mrb.session import Session
 
-log = logging.getLogger(__name__)
+RUN_OPTIONS = frozenset(f.name for f in fields(RunOptions))
 
 
 def evaluate(
@@ -35,99 +19,45 @@ def evaluate(
     tasks: str = "mini",
     *,
     output_dir: str | Path | None = None,
-    batch_size: int = 32,
-    max_batch_tokens: int | None = None,
-    workers: int = 1,
-    overwrite: Overwrite = "missing",
-    cache_dir: str | Path | None = None,
-    image_cache_mb: int = 1024,
     adapter: str | None = None,
+    name: str | None = None,
+    version: str | None = None,
     task_dirs: list[str | Path] | None = None,
     data_dir: str | Path | None = None,
+    build_missing: bool = False,
     quiet: bool = False,
     **options: Any,
 ) -> pd.DataFrame:
     """Rerank the selected tasks with `model` and return one leaderboard row per task.
 
-    `model` is a preset name (see `mrb models`), a checkpoint folder with `adapter`, a
-    `Reranker`, or a callable ``f(pairs) -> scores``. With `output_dir`, per-task Parquet and
-    TREC run files and ``leaderboard.parquet`` are written there as each task finishes, the
-    folder is locked against a second run, and scores are cached under ``<output_dir>/cache``
-    (or `cache_dir`) so that an interrupted run resumes. `overwrite`: ``never`` keeps tasks that
-    already have results, ``missing`` scores only pairs the cache lacks, ``always`` rescores.
-    Under ``torchrun`` the queries are split across the processes; rank 0 returns the rows.
-    Packs of hub tasks are looked up in `data_dir` (default ``$MRB_DATA_DIR``, else ``~/.cache/mrb``).
+    Args:
+        model: a preset name (see `mrb models`), a checkpoint folder or hub id with `adapter`, a `Reranker`,
+            an object with a ``score(pairs)`` method, or a callable ``f(pairs) -> scores``.
+        tasks: a selection: ``all``, task names, globs, type codes (``t2i``), categories or suites (``mini``).
+        output_dir: where per-task Parquet and TREC files and ``leaderboard.parquet`` are written as each task
+            finishes; the folder is locked against a second run, and scores are cached under
+            ``<output_dir>/cache`` (or `cache_dir`) so that an interrupted run resumes. None: nothing written.
+        adapter: the adapter that loads `model` when it is a checkpoint.
+        name, version: the model's name and a version marking a state MRB cannot fingerprint; together with
+            what decides its scores they are its identity (`mrb.identity`). A results folder refuses a
+            different model under a name it holds unless ``overwrite="always"``, which replaces its results.
+        task_dirs: folders of task YAML added to the bundled catalogue.
+        data_dir: where source mirrors and packs live (default ``$MRB_DATA_DIR``, else ``~/.cache/mrb``).
+        build_missing: build missing candidate packs with each task's first stage first.
+        quiet: no progress bars.
+        **options: the runner's options (`RunOptions`: batch_size, max_batch_tokens, workers, overwrite,
+            cache_dir, image_cache_mb), and for a preset or checkpoint the adapter's options (device, dtype, …).
+
+    Returns:
+        The leaderboard rows (`mrb.results.LEADERBOARD_COLUMNS`), one per task; under ``torchrun`` the queries are
+        split across the processes and rank 0 returns the rows (the others an empty frame).
     """
-    run_options = RunOptions(
-        batch_size=batch_size, max_batch_tokens=max_batch_tokens, workers=workers, overwrite=overwrite,
-        cache_dir=Path(cache_dir) if cache_dir is not None else Path(output_dir) / "cache" if output_dir is not None else None,
-        image_cache_mb=image_cache_mb,
+    run = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}
+    if run.get("cache_dir") is not None:
+        run["cache_dir"] = Path(run["cache_dir"])
+    session = Session(
+        model, tasks, RunOptions(**run), output_dir=Path(output_dir) if output_dir is not None else None, adapter=adapter,
+        name=name, version=version, model_options=options, task_dirs=task_dirs, data_dir=data_dir,
+        build_missing=build_missing, quiet=quiet,
     )
-    specs = load_tasks(tasks, task_dirs=task_dirs)
-    if isinstance(model, str):
-        reranker = get_reranker(model, adapter=adapter, **options)
-    elif options or adapter:
-        raise MRBError("options and adapter apply to a preset name or checkpoint folder, not to a reranker object")
-    else:
-        reranker = as_reranker(model)
-    settings = reranker.settings()
-    results_dir = Path(output_dir) if output_dir is not None else None
-    world = init_world()
-    rows = []
-    total = RunStats()
-    with ExitStack() as stack:
-        _lock(stack, results_dir, reranker.name, world)
-        finished = _finished_rows(results_dir, reranker.name, world) if overwrite == "never" else {}
-        progress = None if quiet or not world.is_main else stack.enter_context(RunProgress(len(specs)))
-        for spec in specs:
-            if spec.name in finished:
-                log.info("%s on %s: kept from %s (--overwrite never)", reranker.name, spec.name, results_dir)
-                rows.append(finished[spec.name])
-            else:
-                result = run_task(spec, reranker, options=run_options, progress=progress, world=world, data_dir=data_dir)
-                total.add(result.stats)
-                if world.is_main:
-                    rows.append(_record(results_dir, reranker, settings, result, world))
-            if progress is not None:
-                progress.finish_task()
-    if world.is_main:
-        log.info("%s: %s", reranker.name, total.summary())
-        if progress is not None:
-            progress.console.print(f"[bold]{reranker.name}[/bold]: {total.summary()}", soft_wrap=True)
-    return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
-
-
-def _record(results_dir: Path | None, reranker: Reranker, settings: dict[str, Any], result: TaskResult, world: World) -> dict[str, Any]:
-    """The task's leaderboard row, written with the task's outputs when there is a results folder."""
-    from mrb import __version__
-
-    row = leaderboard_row(reranker.name, result, settings, __version__, provenance(reranker, settings, result, world.size))
-    if results_dir is not None:
-        write_task_outputs(results_dir, reranker.name, result)
-        update_leaderboard(results_dir, [row])
-    log.info("%s on %s: %s", reranker.name, result.task.name, row["value"] if result.status == "ok" else result.status)
-    return row
-
-
-def _lock(stack: ExitStack, results_dir: Path | None, model: str, world: World) -> None:
-    """Rank 0 locks the results folder and checks that `model` has a folder of its own there; every rank
-    fails with its message when either is refused."""
-    error = None
-    if results_dir is not None and world.is_main:
-        try:
-            stack.enter_context(ResultsLock(results_dir))
-            check_model_folder(results_dir, model)
-        except MRBError as exc:
-            error = str(exc)
-    error = world.broadcast(error)
-    if error:
-        raise MRBError(error)
-
-
-def _finished_rows(results_dir: Path | None, model: str, world: World) -> dict[str, dict[str, Any]]:
-    """Rows of tasks this model already finished in `results_dir` (rank 0 reads, all ranks get them)."""
-    found: dict[str, dict[str, Any]] = {}
-    if results_dir is not None and world.is_main and (results_dir / LEADERBOARD_FILE).is_file():
-        board = read_leaderboard(results_dir)
-        found = {row["task"]: row for row in board[board["model"] == model].to_dict("records")}
-    return world.broadcast(found)
+    return session.run()

@@ -1,7 +1,7 @@
 """Pairs for the model: decoded-image sharing, token estimates and length-aware batches.
 
-A task's pairs reference shared records; the runner hands rerankers `CachedRecord`s whose
-`image()` goes through one bounded `ImageCache` per task, so a query image shared by all its
+A task's pairs reference shared records; the runner gives them one bounded `ImageCache` per
+task as their image source (`Record.with_source`), so a query image shared by all its
 candidates, or a corpus image that recurs across queries, is decoded once while it stays in
 the cache. Batches are planned longest first under a token budget; the runner restores the
 original order when it stores the scores.
@@ -13,7 +13,7 @@ import math
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -27,8 +27,10 @@ ROLES = {"q": "query", "d": "document"}  # cache roles as error messages name th
 class ImageCache:
     """A thread-safe LRU of decoded images, bounded by decoded size in bytes; counts requests and decodes.
 
-    With `expect`, the cache also knows how many requests each image will get in this task and
-    drops an image after its last one, so it holds only images still to be used.
+    Images are decoded within `max_pixels`, the reranker's bound. With `expect`, the cache also knows
+    how many requests each image will get in this task and drops an image after its last one, so it
+    holds only images still to be used. `side("q")` / `side("d")` is the image source of a task's
+    queries / documents (ids are keyed per side: a query and a document may share one).
     """
 
     def __init__(self, max_bytes: int, max_pixels: int | None = None) -> None:
@@ -46,6 +48,10 @@ class ImageCache:
         """How many times each (role, id) will be requested from now on."""
         with self._lock:
             self._uses = dict(uses)
+
+    def side(self, role: str) -> SideSource:
+        """The image source of one side's records (``q`` or ``d``)."""
+        return SideSource(self, role)
 
     def get(self, role: str, record: Record) -> Image.Image | None:
         """The decoded image of `record` (as role ``q`` or ``d``); decoded at most once while cached."""
@@ -76,7 +82,7 @@ class ImageCache:
                     break
             waiting.wait()  # another thread is decoding this image
         try:
-            image = Record.image(record, self.max_pixels, ROLES[role])
+            image = record.decode(self.max_pixels, ROLES[role])
             assert image is not None
             with self._lock:
                 self.decodes += 1
@@ -116,20 +122,17 @@ def _nbytes(image: Image.Image) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class CachedRecord(Record):
-    """A `Record` whose `image()` is served by the task's `ImageCache` (rerankers see a plain Record)."""
+class SideSource:
+    """One side's view of an `ImageCache`: what `Record.image()` calls for the records the runner hands out."""
 
-    role: str = "d"
-    cache: ImageCache | None = field(default=None, compare=False, repr=False)
+    cache: ImageCache
+    role: str  # "q" or "d"
 
-    def image(self, max_pixels: int | None = None, role: str = "record") -> Image.Image | None:
-        """The cached image, decoded within the cache's bound (the runner sets it to the reranker's)."""
-        assert self.cache is not None
-        return self.cache.get(self.role, self)
-
-
-def cached(record: Record, role: str, cache: ImageCache) -> CachedRecord:
-    return CachedRecord(record.id, record.text, record.image_bytes, record.stored_image, role, cache)
+    def image(self, record: Record, max_pixels: int | None, role: str) -> Image.Image | None:
+        """The cached image; a request for another bound than the cache's is decoded on its own, uncached."""
+        if max_pixels is not None and max_pixels != self.cache.max_pixels:
+            return record.decode(max_pixels, role)
+        return self.cache.get(self.role, record)
 
 
 def image_size(record: Record) -> tuple[int, int] | None:

@@ -5,21 +5,43 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Literal, get_args, get_origin, get_type_hints
 
 from rich.console import Console
 from rich.table import Table
 
 from mrb.errors import MRBError
+from mrb.io import os_error
+from mrb.options import RunOptions
 
 # Options handed to the reranker only when the user gives them (adapters reject options they do not take).
 TASK_DIR_HELP = "add the task YAML of this folder to the bundled catalogue (repeatable); `all` then means its tasks"
 MODEL_OPTIONS = ("device", "dtype", "attn_implementation", "max_length", "min_pixels", "max_pixels", "trust_remote_code")
 
 
+def add_options(parser: argparse.ArgumentParser, options: type) -> None:
+    """One flag per field of the dataclass `options` (``batch_size`` → ``--batch-size``), with its type,
+    choices, default and help taken from the field, so each default is written once."""
+    hints = get_type_hints(options)
+    for spec in fields(options):
+        kind = hints[spec.name]
+        choices = get_args(kind) if get_origin(kind) is Literal else None
+        convert = next((t for t in (get_args(kind) or (kind,)) if t is not type(None)), str)
+        text = spec.metadata["help"]
+        parser.add_argument(
+            "--" + spec.name.replace("_", "-"), type=None if choices else convert, choices=choices, default=spec.default,
+            help=text if "default:" in text else f"{text} (default: {spec.default})",
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrb", description="MRB: the Multimodal Reranking Benchmark")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="rerank tasks with a model and write nDCG@10 results")
@@ -29,13 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
     run.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
     run.add_argument("--output", default="results", help="results folder (default: results)")
-    run.add_argument("--batch-size", type=int, default=32, help="most pairs in one batch (default: 32)")
-    run.add_argument("--max-batch-tokens", type=int, help="most padded tokens in one batch (pairs × longest pair; default: no budget)")
-    run.add_argument("--workers", type=int, default=1, help="threads preparing batches (tokens, images) ahead of the model (default: 1; 0: inline)")
-    run.add_argument("--overwrite", choices=("never", "missing", "always"), default="missing",
-                     help="never: keep tasks with results; missing: score only what the cache lacks (default); always: rescore")
-    run.add_argument("--cache-dir", help="score cache folder (default: OUTPUT/cache)")
-    run.add_argument("--image-cache-mb", type=int, default=1024, help="bound on decoded images kept per task (default: 1024)")
+    add_options(run, RunOptions)
     run.add_argument("--device", help="cuda, cpu or mps (default: cuda when available)")
     run.add_argument("--dtype", help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)")
     run.add_argument("--attn-implementation", help="sdpa (default) or flash_attention_2")
@@ -105,37 +121,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from mrb.api import evaluate
-    from mrb.distributed import close_world, init_world
     from mrb.report import render_markdown
+    from mrb.session import Session
 
-    options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k) is not None}
-    world = init_world()
-    try:
-        if args.build_missing:
-            from mrb.candidates import ensure_packs
-            from mrb.tasks import load_tasks
-
-            ensure_packs(load_tasks(args.tasks, task_dirs=args.task_dir), args.data_dir, build_missing=True)
-            world.barrier()  # under torchrun, rank 0 writes the packs the others then read
-        board = evaluate(
-            args.model, args.tasks, output_dir=args.output, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
-            workers=args.workers, overwrite=args.overwrite, cache_dir=args.cache_dir, image_cache_mb=args.image_cache_mb,
-            adapter=args.adapter, task_dirs=args.task_dir, data_dir=args.data_dir, quiet=args.quiet, **options,
-        )
-    finally:
-        close_world(world)
-    if not world.is_main:
+    model_options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k) is not None}
+    run_options = RunOptions(**{f.name: getattr(args, f.name) for f in fields(RunOptions)})
+    session = Session(
+        args.model, args.tasks, run_options, output_dir=Path(args.output), adapter=args.adapter,
+        model_options=model_options, task_dirs=args.task_dir, data_dir=args.data_dir, build_missing=args.build_missing,
+        quiet=args.quiet,
+    )
+    board = session.run()
+    if board.empty:  # a torchrun rank other than 0
         return
     print(render_markdown(board))
     print(f"\nResults written to {args.output}/ (leaderboard.parquet, per-task Parquet and TREC run files).")
 
 
 def _report(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from mrb.export import export_mteb
-    from mrb.leaderboard import guard_consistency, read_leaderboards
+    from mrb.results import guard_consistency, read_leaderboards
     from mrb.report import compare_models, load_reported, render_comparison, summarise, to_csv, to_json, to_markdown, to_png
 
     if args.format == "png" and (args.compare or not args.output):
@@ -267,8 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         handler(args)
-    except MRBError as exc:
-        print(f"mrb: error: {exc}", file=sys.stderr)
+    except (MRBError, OSError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"mrb: error: {exc if isinstance(exc, MRBError) else os_error(exc.filename or '?', exc, 'use')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mrb: interrupted", file=sys.stderr)

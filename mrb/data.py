@@ -24,14 +24,15 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mrb.errors import MRBError
 
@@ -92,18 +93,26 @@ class StoredImage:
         return self.store.read(self)
 
 
+class ImageSource(Protocol):
+    """Where a record's `image()` comes from when it is not decoded on the spot (the runner's per-task cache)."""
+
+    def image(self, record: Record, max_pixels: int | None, role: str) -> Image.Image | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One query or document: an id, optional text and an optional encoded image.
 
     The image is either in memory (`image_bytes`) or, for records read from a pack, on disk
-    (`stored_image`); `has_image` and `encoded_image()` serve both.
+    (`stored_image`); `has_image` and `encoded_image()` serve both. A record may carry an image
+    `source` (the runner gives each task's records its image cache); `image()` then goes through it.
     """
 
     id: str
     text: str | None = None
     image_bytes: bytes | None = None
     stored_image: StoredImage | None = field(default=None, repr=False)
+    source: ImageSource | None = field(default=None, compare=False, repr=False)
 
     @property
     def has_image(self) -> bool:
@@ -115,16 +124,27 @@ class Record:
             return self.stored_image.read()
         return self.image_bytes
 
+    def with_source(self, source: ImageSource | None) -> Record:
+        """This record with its images served by `source`."""
+        return replace(self, source=source)
+
     def image(self, max_pixels: int | None = None, role: str = "record") -> Image.Image | None:
-        """Decode the image (RGB), or None when the record has none; see `decode_image` for `max_pixels`.
-        An error names the record as `role` (query, document)."""
+        """The image (RGB) within `max_pixels` (see `decode_image`), or None when the record has none: from its
+        source when it has one, else decoded here. An error names the record as `role` (query, document)."""
+        if self.source is not None:
+            return self.source.image(self, max_pixels, role)
+        return self.decode(max_pixels, role)
+
+    def decode(self, max_pixels: int | None = None, role: str = "record") -> Image.Image | None:
+        """Decode the image from its bytes, whatever the source."""
         data = self.encoded_image()
         if data is None:
             return None
         try:
             return decode_image(data, max_pixels)
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise MRBError(f"{role} {self.id!r}: image does not decode ({exc})") from exc
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            origin = f"{self.stored_image.store.origin}: " if self.stored_image is not None else ""
+            raise MRBError(f"{origin}{role} {self.id!r}: image does not decode ({exc})") from exc
 
 
 _PIXEL_LIMIT = threading.Lock()  # held while PIL's process-wide MAX_IMAGE_PIXELS is lifted
@@ -142,21 +162,25 @@ def open_image(data: bytes) -> tuple[Image.Image, int | None]:
 
 
 def decode_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
-    """Decode encoded image bytes as RGB.
+    """Decode encoded image bytes as RGB, never holding more than PIL's pixel limit decoded.
 
-    An image over PIL's pixel limit (a decompression bomb, or a 20000×20000 scan) is decoded at reduced
-    size to about `max_pixels` (JPEG draft mode, then box reduction), so it neither trips the guard nor
-    fills memory; without `max_pixels` it is refused with `Image.DecompressionBombError`.
+    An image over that limit (a decompression bomb, or a 20000×20000 scan) is decoded at reduced size to
+    about `max_pixels` where its format allows it (JPEG's draft mode), then box-reduced; any other is
+    refused with `Image.DecompressionBombError`, as is every such image without `max_pixels`.
     """
     img, limit = open_image(data)
     with img:
-        pixels = img.width * img.height
+        width, height = img.size
+        pixels = width * height
         if limit is None or pixels <= limit:
             return img.convert("RGB")
+        too_big = f"{width}×{height} {img.format or 'image'} has {pixels} pixels, over the limit of {limit}"
         if max_pixels is None:
-            raise Image.DecompressionBombError(f"{pixels} pixels exceed the limit of {limit}")
+            raise Image.DecompressionBombError(too_big)
         scale = math.sqrt(max_pixels / pixels)
-        img.draft("RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+        img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+        if img.width * img.height > limit:
+            raise Image.DecompressionBombError(f"{too_big}, and {img.format or 'this format'} cannot be decoded at reduced size")
         return img.reduce(max(1, math.floor(math.sqrt(img.width * img.height / max_pixels)))).convert("RGB")
 
 
@@ -192,22 +216,6 @@ class Pack:
     qrels: pd.DataFrame  # query_id, doc_id, relevance
     manifest: dict[str, Any]
 
-    def candidate_lists(self) -> dict[str, list[str]]:
-        """Query id → doc ids in first-stage order."""
-        return {qid: group["doc_id"].tolist() for qid, group in self.candidates.groupby("query_id", sort=False)}
-
-    def qrels_dict(self) -> dict[str, dict[str, int]]:
-        """Query id → {doc id: graded relevance}."""
-        return qrels_dict(self.qrels)
-
-
-def qrels_dict(qrels: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """Query id → {doc id: graded relevance} of a qrels frame (query_id, doc_id, relevance)."""
-    out: dict[str, dict[str, int]] = {}
-    for qid, did, rel in qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False):
-        out.setdefault(qid, {})[did] = int(rel)
-    return out
-
 
 def without_identical_ids(candidates: pd.DataFrame) -> pd.DataFrame:
     """The candidates whose document id differs from the query id (a task's `ignore_identical_ids`)."""
@@ -225,8 +233,8 @@ def _open(folder: Path, name: str, **options: Any) -> pq.ParquetFile:
     if not path.is_file():
         raise MRBError(f"pack {folder}: missing file {path.name}")
     try:
-        parquet = pq.ParquetFile(path, **options)
-    except (pa.ArrowInvalid, OSError) as exc:
+        parquet = pq.ParquetFile(path, page_checksum_verification=True, **options)
+    except (pa.ArrowException, OSError) as exc:
         raise MRBError(f"pack {folder}: {path.name} is not a readable Parquet file ({exc})") from exc
     expected = PACK_FILES[name]
     columns = parquet.schema_arrow.names
@@ -246,8 +254,27 @@ def _typed(table: pa.Table, folder: Path, name: str) -> pa.Table:
         raise MRBError(f"pack {folder}: {name}.parquet has a column of the wrong type ({exc})") from exc
 
 
+def _damaged(folder: Path, name: str, exc: Exception) -> MRBError:
+    return MRBError(f"pack {folder}: {name}.parquet is damaged: a page does not read back ({exc}); rebuild or re-download the pack")
+
+
 def _read_table(folder: Path, name: str) -> pa.Table:
-    return _typed(_open(folder, name).read(columns=PACK_FILES[name].names), folder, name)
+    parquet = _open(folder, name)
+    try:
+        table = parquet.read(columns=PACK_FILES[name].names)
+    except (pa.ArrowException, OSError) as exc:
+        raise _damaged(folder, name, exc) from exc
+    return _typed(table, folder, name)
+
+
+def check_id(value: str, where: str) -> None:
+    """A query or document id must be a non-empty printable string without whitespace: TREC run files
+    (``qid Q0 docid rank score tag``) split on whitespace, and MTEB keys results by these ids."""
+    if not value or not value.isprintable() or any(c.isspace() for c in value):
+        raise MRBError(
+            f"{where}: id {value!r} cannot be written to a TREC run file or an MTEB dataset "
+            "(ids must be non-empty, printable and free of whitespace)"
+        )
 
 
 def _records(folder: Path, name: str) -> dict[str, Record]:
@@ -259,7 +286,14 @@ def _records(folder: Path, name: str) -> dict[str, Record]:
     out: dict[str, Record] = {}
     store = ImageStore(f"pack {folder}: {name}.parquet")
     parquet = _open(folder, name, pre_buffer=False, buffer_size=1 << 20)
-    for batch in parquet.iter_batches(batch_size=RECORD_BATCH, columns=PACK_FILES[name].names, use_threads=False):
+    batches = parquet.iter_batches(batch_size=RECORD_BATCH, columns=PACK_FILES[name].names, use_threads=False)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except (pa.ArrowException, OSError) as exc:
+            raise _damaged(folder, name, exc) from exc
         table = _typed(pa.Table.from_batches([batch]), folder, name)
         images = table.column("image").combine_chunks()
         for i, (rid, text) in enumerate(zip(table.column("id").to_pylist(), table.column("text").to_pylist())):
@@ -267,6 +301,7 @@ def _records(folder: Path, name: str) -> dict[str, Record]:
                 raise MRBError(f"pack {folder}: {name}.parquet has a row with a null id")
             if rid in out:
                 raise MRBError(f"pack {folder}: {name}.parquet repeats id {rid!r}")
+            check_id(rid, f"pack {folder}: {name}.parquet")
             image = images[i]
             if text is None and not image.is_valid:
                 raise MRBError(f"pack {folder}: {name}.parquet record {rid!r} has neither text nor image")
@@ -288,9 +323,10 @@ def read_pack(folder: str | Path) -> Pack:
     if not manifest_path.is_file():
         raise MRBError(f"pack {folder}: missing file manifest.json")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MRBError(f"pack {folder}: manifest.json is not valid JSON ({exc})") from exc
+    check_manifest(folder, manifest)
     verify_pack(folder, manifest)
     queries = _records(folder, "queries")
     documents = _records(folder, "documents")
@@ -300,6 +336,32 @@ def read_pack(folder: str | Path) -> Pack:
     _check_qrels(folder, qrels, queries)
     candidates = candidates.sort_values(["query_id", "rank"], kind="stable").reset_index(drop=True)
     return Pack(folder, queries, documents, candidates, qrels, manifest)
+
+
+class PackManifest(BaseModel):
+    """What MRB reads from a pack's manifest.json; builders add provenance of their own (kept as it is)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    sha256: dict[str, str]
+    task: str | None = None
+    type: str | None = None
+    instruction: str | None = None
+    depth: int | None = Field(default=None, gt=0)
+    mrb_version: str | None = None
+
+
+def check_manifest(folder: Path, manifest: Any) -> None:
+    """An `MRBError` naming the pack and the key when manifest.json does not have the shape of `PackManifest`."""
+    if not isinstance(manifest, dict):
+        raise MRBError(f"pack {folder}: manifest.json is not a JSON object")
+    if "sha256" not in manifest:
+        raise MRBError(f"pack {folder}: manifest.json has no sha256 of the pack files")
+    try:
+        PackManifest(**manifest)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise MRBError(f"pack {folder}: manifest.json: {problems}") from None
 
 
 def verify_pack(folder: Path, manifest: dict[str, Any]) -> None:
@@ -354,34 +416,6 @@ def _check_qrels(folder: Path, qrels: pd.DataFrame, queries: dict) -> None:
     unknown = sorted(set(qrels["query_id"]) - queries.keys())
     if unknown:
         raise MRBError(f"pack {folder}: qrels.parquet names query id {unknown[0]!r} absent from queries.parquet")
-
-
-@contextmanager
-def _atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A temporary file beside `path`, fsynced and renamed over it on success, removed on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see either the old or the complete new content."""
-    with _atomic_file(path) as fh:
-        fh.write(data)
-
-
-def atomic_write_parquet(path: Path, table: pa.Table, row_group_size: int | None = None) -> None:
-    """Write a Parquet file atomically, streaming it to disk (no second copy in memory)."""
-    with _atomic_file(path) as fh:
-        pq.write_table(table, fh, row_group_size=row_group_size)
 
 
 def write_pack(
@@ -448,6 +482,7 @@ def _write_records(staging: Path, folder: Path, name: str, records: Iterable[Rec
     rows: dict[str, list] = {"id": [], "text": [], "image": []}
     with _synced(staging / f"{name}.parquet") as fh, pq.ParquetWriter(fh, schema) as writer:
         for record in records:
+            check_id(record.id, f"pack {folder}: {name}")
             if record.id in ids:
                 raise MRBError(f"cannot write pack {folder}: {name}.parquet would repeat id {record.id!r}")
             image = record.encoded_image()

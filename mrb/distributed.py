@@ -26,6 +26,7 @@ class World:
     rank: int = 0
     size: int = 1
     group: Any = None
+    owned: bool = False  # MRB started the process group (and so ends it)
 
     @property
     def is_main(self) -> bool:
@@ -71,23 +72,25 @@ def init_world() -> World:
     import torch
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            backend = "cpu:gloo,cuda:nccl"
-        else:
-            backend = "gloo"
+    if torch.cuda.is_available():  # this rank's GPU, before any model is built on "cuda"
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    owned = not dist.is_initialized()
+    if owned:
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend, timeout=timedelta(hours=2))
     group = dist.new_group(backend="gloo", timeout=timedelta(hours=2))
-    world = World(dist.get_rank(), dist.get_world_size(), group)
+    world = World(dist.get_rank(), dist.get_world_size(), group, owned)
     log.info("rank %d of %d", world.rank, world.size)
     return world
 
 
 def close_world(world: World) -> None:
+    """End the process group MRB started (one the caller started stays theirs)."""
     if world.size > 1:
         import torch.distributed as dist
 
-        if dist.is_initialized():
+        if world.owned and dist.is_initialized():
             dist.destroy_process_group()
+        elif dist.is_initialized():
+            dist.destroy_process_group(world.group)
         init_world.cache_clear()

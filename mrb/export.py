@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mrb.data import atomic_write_bytes
-from mrb.leaderboard import model_dirname
+from mrb.io import atomic_write_bytes, contained
+from mrb.results import model_dirname
 from mrb.metrics import FIRST_STAGE_MEASURES, FIRST_STAGE_PREFIX, RERANKED_MEASURES
 
 MTEB_REVISION = "no_revision_available"  # MTEB's folder name when a model revision is unknown
@@ -65,10 +65,10 @@ def export_mteb(board: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     written = []
     for model, rows in board[board["status"] == "ok"].groupby("model", sort=False):
-        folder = out / model_dirname(model) / MTEB_REVISION
+        folder = contained(out, model_dirname(model), MTEB_REVISION)
         atomic_write_bytes(folder / "model_meta.json", json.dumps({"name": model, "revision": None}, indent=2).encode())
         for _, row in rows.iterrows():
-            path = folder / f"{mteb_task_name(row['task'])}.json"
+            path = contained(folder, f"{mteb_task_name(row['task'])}.json")  # a task name read back from a file stays inside
             atomic_write_bytes(path, json.dumps(mteb_result(row), indent=2, ensure_ascii=False).encode())
             written.append(path)
     return written

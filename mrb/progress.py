@@ -1,8 +1,7 @@
-"""Run statistics, rich progress bars (per task and overall) and the closing summary."""
+"""Rich progress bars: one per task and one overall, on stderr."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
 from typing import Any, Self
 
 from rich.console import Console
@@ -16,47 +15,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
-
-
-@dataclass
-class RunStats:
-    """What a run did: pairs, cache hits, image decodes, retries and where the time went."""
-
-    pairs: int = 0  # pairs of the task(s) handled by this process
-    scored: int = 0  # pairs the model scored in this run
-    cache_hits: int = 0  # pairs whose score came from the score cache
-    batches: int = 0
-    decodes: int = 0  # images decoded
-    image_requests: int = 0  # images the reranker asked for
-    oom_retries: int = 0  # out-of-memory errors answered by halving the batch
-    retries: int = 0  # failed batches retried
-    prep_seconds: float = 0.0  # the reranker's prepare(), or decoding images ahead of the model
-    model_seconds: float = 0.0  # inside the reranker's forward() (or score(), when it does not prepare)
-    seconds: float = 0.0  # wall time, pack reading and metrics included
-
-    def add(self, other: RunStats) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    @property
-    def pairs_per_second(self) -> float:
-        return self.scored / self.model_seconds if self.model_seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key in ("prep_seconds", "model_seconds", "seconds"):
-            out[key] = round(out[key], 3)
-        out["pairs_per_second"] = round(self.pairs_per_second, 1)
-        return out
-
-    def summary(self) -> str:
-        return (
-            f"{self.pairs} pairs: {self.scored} scored, {self.cache_hits} from the cache; "
-            f"model {self.model_seconds:.1f} s ({self.pairs_per_second:,.0f} pairs/s), "
-            f"preparation {self.prep_seconds:.1f} s, total {self.seconds:.1f} s; "
-            f"{self.decodes} image decodes for {self.image_requests} requests; "
-            f"{self.oom_retries} out-of-memory retries, {self.retries} failed batches retried"
-        )
 
 
 class SpeedColumn(ProgressColumn):

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from mrb.errors import MRBError
-from mrb.leaderboard import read_per_query
-from mrb.metrics import MEASURE_COLUMNS
+from mrb.results import read_per_query
+from mrb.metrics import MEASURE_COLUMNS, NO_RELEVANT_RULES
 from mrb.stats import PERMUTATIONS, SEED, paired_randomisation
-from mrb.tasks import Category, TaskType
+from mrb.tasks import Category, TaskType, load_yaml
 
 TYPE_ORDER = [t.label for t in TaskType]
 CATEGORY_ORDER = [c.value for c in Category]
@@ -59,25 +59,77 @@ def reported_dir() -> Path:
     raise MRBError(f"MRB's reported numbers are missing (looked in {here / '_bundled' / 'reported'} and {here.parent / 'leaderboards' / 'reported'})")
 
 
+REPORTED_COLUMNS = (*TYPE_ORDER, *CATEGORY_ORDER, ALL)
+
+
+class ReportedModel(BaseModel):
+    """One model's published means, ×100, under the column names of `mrb report` (``T→T``, ``ALL``, …)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    model: str
+    parameters: str = ""
+
+    @model_validator(mode="after")
+    def _columns_are_known_numbers(self) -> ReportedModel:
+        for column, value in (self.model_extra or {}).items():
+            if column not in REPORTED_COLUMNS:
+                unknown = sorted(set(self.model_extra or {}) - set(REPORTED_COLUMNS))
+                raise ValueError(f"model {self.model!r} has unknown column(s) {', '.join(unknown)}")
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 100:
+                raise ValueError(f"column {column!r}: {value!r} is not a number from 0 to 100")
+        return self
+
+    def values(self) -> dict[str, float]:
+        """Column → published value as a fraction."""
+        return {c: round(v / 100, 6) for c, v in (self.model_extra or {}).items()}
+
+
+class ReportedFile(BaseModel):
+    """A file of published numbers (`leaderboards/reported/*.yaml`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    url: str
+    metric: str
+    first_stage: str
+    tasks: dict[str, int]
+    models: list[ReportedModel]
+
+    @model_validator(mode="after")
+    def _first_stage_is_a_model(self) -> ReportedFile:
+        if self.first_stage not in {m.model for m in self.models}:
+            raise ValueError(f"first_stage {self.first_stage!r} is not one of its models")
+        return self
+
+
+def _reported_problems(exc: ValidationError) -> str:
+    """A reported-numbers file's problems in words: missing keys together, then each other problem."""
+    errors = exc.errors()
+    missing = [".".join(map(str, e["loc"])) for e in errors if e["type"] == "missing"]
+    problems = [f"missing key(s) {', '.join(missing)}"] if missing else []
+    for e in errors:
+        if e["type"] == "value_error":
+            problems.append(str(e["ctx"]["error"]))
+        elif e["type"] != "missing":
+            problems.append(f"{'.'.join(map(str, e['loc']))}: {e['msg']}")
+    return "; ".join(problems)
+
+
 def load_reported(folder: Path | None = None) -> list[Reported]:
     """Every `*.yaml` of reported numbers in `folder` (default: the bundled ones), values ×100 → fractions."""
-    columns = [*TYPE_ORDER, *CATEGORY_ORDER, ALL]
     out = []
     for path in sorted((folder or reported_dir()).glob("*.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        missing = [k for k in ("source", "url", "metric", "first_stage", "tasks", "models") if k not in data]
-        if missing:
-            raise MRBError(f"{path}: missing key(s) {', '.join(missing)}")
-        rows = {}
-        for entry in data["models"]:
-            unknown = set(entry) - {"model", "parameters", *columns}
-            if unknown:
-                raise MRBError(f"{path}: model {entry.get('model')!r} has unknown column(s) {', '.join(sorted(unknown))}")
-            rows[entry["model"]] = {c: round(entry[c] / 100, 6) for c in columns if c in entry}
-        values = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=[c for c in columns if any(c in r for r in rows.values())])
-        if data["first_stage"] not in values.index:
-            raise MRBError(f"{path}: first_stage {data['first_stage']!r} is not one of its models")
-        out.append(Reported(data["source"], data["url"], data["metric"], data["first_stage"], data["tasks"], values))
+        try:
+            data = ReportedFile(**load_yaml(path))
+        except ValidationError as exc:
+            raise MRBError(f"{path}: {_reported_problems(exc)}") from None
+        rows = {m.model: m.values() for m in data.models}
+        values = pd.DataFrame.from_dict(rows, orient="index").reindex(
+            columns=[c for c in REPORTED_COLUMNS if any(c in r for r in rows.values())]
+        )
+        out.append(Reported(data.source, data.url, data.metric, data.first_stage, data.tasks, values))
     return out
 
 
@@ -141,7 +193,7 @@ def summarise(board: pd.DataFrame, reported: Sequence[Reported] = (), *, borda: 
     table = pd.DataFrame({c: matrix[groups[c]].mean(axis=1, skipna=False) if groups[c] else np.nan for c in shown}, index=matrix.index)
     table[GAIN] = table[ALL] - table.at[FIRST_STAGE, ALL]
     kind = {label: ("first stage" if label == FIRST_STAGE else "run") for label in table.index}
-    notes = []
+    notes = no_relevant_notes(board)
     for source in reported:
         rows = source.values.reindex(columns=shown)
         rows[GAIN] = (rows[ALL] - rows.at[source.first_stage, ALL]).round(6)  # the source's two decimals, ×100
@@ -161,6 +213,18 @@ def summarise(board: pd.DataFrame, reported: Sequence[Reported] = (), *, borda: 
     details = details.sort_values("task", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
     metric = ", ".join(dict.fromkeys(board["metric"])) or "nDCG@10"
     return Summary(metric, {c: len(groups[c]) for c in shown}, table, kind, matrix, tasks, details, notes)
+
+
+def no_relevant_notes(board: pd.DataFrame) -> list[str]:
+    """How judged queries without a relevant document were counted, per rule, naming the tasks that had any."""
+    ok = board[board["status"] == "ok"].drop_duplicates("task")
+    by_rule: dict[str, list[str]] = {}
+    for task, settings, count in zip(ok["task"], ok["metric_settings"], ok["n_no_relevant"]):
+        rule = json.loads(settings).get("no_relevant", "drop")  # MRB 0.1 dropped them
+        if count or rule == "drop":
+            by_rule.setdefault(rule, []).append(f"{task} ({count} quer{'y' if count == 1 else 'ies'})")
+    return [f"Judged queries without a relevant document: {NO_RELEVANT_RULES[rule]} in {', '.join(tasks)}."
+            for rule, tasks in sorted(by_rule.items(), key=lambda item: item[0] != "zero")]
 
 
 # ── markdown ─────────────────────────────────────────────────────────────────────────────
@@ -284,6 +348,10 @@ def compare_models(board: pd.DataFrame, a: str, b: str) -> Comparison:
         column = "first_stage_value" if model == FIRST_STAGE else "value"
         return frame[["query_id", "part", column]].rename(columns={column: "value"})
 
+    def task_value(model: str, task: str) -> float:
+        """The stored task value (the first stage's beside the other model's result)."""
+        return float(ok.at[(holder[model], task), "first_stage_value" if model == FIRST_STAGE else "value"])
+
     tasks = _ordered_tasks(board)
     rows, differences, skipped = [], [], []
     for task, label in zip(tasks["task"], tasks["type"]):
@@ -295,11 +363,10 @@ def compare_models(board: pd.DataFrame, a: str, b: str) -> Comparison:
         if not len(merged) == len(values[0]) == len(values[1]):
             raise MRBError(f"{task}: {a!r} and {b!r} were scored on different queries")
         merged["diff"] = merged["value_b"] - merged["value_a"]
-        parts = merged.groupby("part", sort=False)
-        strata = [group["diff"].to_numpy() for _, group in parts]
-        means = parts[["value_a", "value_b", "diff"]].mean().mean()  # over parts, as the task's score
+        strata = [group["diff"].to_numpy() for _, group in merged.groupby("part", sort=False)]
         differences.append(strata)
-        rows.append([task, label, len(merged), means["value_a"], means["value_b"], means["diff"], paired_randomisation([strata])])
+        value_a, value_b = task_value(a, task), task_value(b, task)
+        rows.append([task, label, len(merged), value_a, value_b, value_b - value_a, paired_randomisation([strata])])
     if not rows:
         raise MRBError(f"{a!r} and {b!r} have no task with results for both")
     table = pd.DataFrame(rows, columns=["task", "type", "queries", a, b, "delta", "p_value"])

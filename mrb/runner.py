@@ -2,36 +2,38 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
+import numbers
 import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mrb.batching import (
     ImageCache,
-    cached,
     image_groups,
     pair_tokens,
     plan_batches,
     token_estimator,
 )
-from mrb.cache import ScoreCache, model_key, short_digest, task_key
-from mrb.data import Pack, Pair, read_pack, without_identical_ids
+from mrb.cache import ScoreCache, task_key
+from mrb.data import Pack, Pair, read_pack
 from mrb.distributed import World
 from mrb.errors import MRBError
-from mrb.metrics import judged_queries, per_query_table, strict_ranking
-from mrb.progress import RunProgress, RunStats
+from mrb.evaluation import TaskEvaluator, combine, unsupported
+from mrb.identity import ModelIdentity, identify
+from mrb.options import RunOptions
+from mrb.progress import RunProgress
+from mrb.results import TaskScores
 from mrb.rerankers.base import Reranker, prepares_ahead
 from mrb.tasks import TaskSpec
 
@@ -39,69 +41,46 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TaskResult:
-    """The outcome of one task for one reranker."""
+class RunStats:
+    """What a run did: pairs, cache hits, image decodes, retries and where the time went."""
 
-    task: TaskSpec
-    status: str  # "ok" or "unsupported"
-    pack_hash: str
-    per_query: pd.DataFrame | None = None  # query_id, value, first_stage_value
-    ranking: pd.DataFrame | None = None  # query_id, doc_id, score, first_stage_rank, rank
-    n_no_qrels: int = 0  # candidate-list queries without judgements (not scorable)
-    n_no_relevant: int = 0  # judged queries without any relevant document
-    n_identical_ids: int = 0  # candidates dropped because doc id == query id
-    parts: list[TaskResult] = field(default_factory=list)  # a composite task's part results
-    stats: RunStats = field(default_factory=lambda: RunStats())
-    source_revision: str | None = None  # the pack's source: hub revision or local digest (parts: comma-joined)
+    pairs: int = 0  # pairs of the task(s) handled by this process
+    scored: int = 0  # pairs the model scored in this run
+    cache_hits: int = 0  # pairs whose score came from the score cache
+    cache_rejected: int = 0  # cached scores dropped because their batch failed its checksum (scored again)
+    batches: int = 0
+    decodes: int = 0  # images decoded
+    image_requests: int = 0  # images the reranker asked for
+    oom_retries: int = 0  # out-of-memory errors answered by halving the batch
+    retries: int = 0  # failed batches retried
+    prep_seconds: float = 0.0  # the reranker's prepare(), or decoding images ahead of the model
+    model_seconds: float = 0.0  # inside the reranker's forward() (or score(), when it does not prepare)
+    seconds: float = 0.0  # wall time, pack reading and metrics included
 
-    @property
-    def seconds(self) -> float:
-        """Wall time of the task (all parts of a composite task)."""
-        return self.stats.seconds
-
-    def _mean(self, column: str) -> float | None:
-        if self.per_query is None:
-            return None
-        if self.parts:
-            return self.task.aggregate({p.task.name: p._mean(column) for p in self.parts})
-        return float(self.per_query[column].mean())
+    def add(self, other: RunStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     @property
-    def value(self) -> float | None:
-        """The task's score: the mean over queries, or over parts for a composite task."""
-        return self._mean("value")
+    def pairs_per_second(self) -> float:
+        return self.scored / self.model_seconds if self.model_seconds > 0 else 0.0
 
-    @property
-    def first_stage_value(self) -> float | None:
-        return self._mean("first_stage_value")
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("prep_seconds", "model_seconds", "seconds"):
+            out[key] = round(out[key], 3)
+        out["pairs_per_second"] = round(self.pairs_per_second, 1)
+        return out
 
-
-Overwrite = Literal["never", "missing", "always"]
-OVERWRITE_MODES: tuple[str, ...] = get_args(Overwrite)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How pairs reach the model; none of these changes a score."""
-
-    batch_size: int = 32  # most pairs in one batch
-    max_batch_tokens: int | None = None  # most padded tokens in one batch (pairs × longest pair)
-    workers: int = 1  # threads preparing batches (prepare(), or decoding images) ahead of the model; 0: inline
-    overwrite: Overwrite = "missing"  # never: keep finished tasks; missing: score what the cache lacks; always: rescore
-    cache_dir: Path | None = None  # the score cache; None: no cache
-    image_cache_mb: int = 1024  # bound on the decoded images kept per task
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise MRBError(f"batch size must be at least 1, got {self.batch_size}")
-        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
-            raise MRBError(f"--max-batch-tokens must be at least 1, got {self.max_batch_tokens}")
-        if self.workers < 0:
-            raise MRBError(f"--workers must be 0 or more, got {self.workers}")
-        if self.image_cache_mb < 0:
-            raise MRBError(f"--image-cache-mb must be 0 or more, got {self.image_cache_mb}")
-        if self.overwrite not in OVERWRITE_MODES:
-            raise MRBError(f"--overwrite must be one of {', '.join(OVERWRITE_MODES)}, got {self.overwrite!r}")
+    def summary(self) -> str:
+        return (
+            f"{self.pairs} pairs: {self.scored} scored, {self.cache_hits} from the cache"
+            + (f" ({self.cache_rejected} damaged cache entries scored again)" if self.cache_rejected else "") + "; "
+            f"model {self.model_seconds:.1f} s ({self.pairs_per_second:,.0f} pairs/s), "
+            f"preparation {self.prep_seconds:.1f} s, total {self.seconds:.1f} s; "
+            f"{self.decodes} image decodes for {self.image_requests} requests; "
+            f"{self.oom_retries} out-of-memory retries, {self.retries} failed batches retried"
+        )
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -138,7 +117,10 @@ class TaskScorer:
     def run(self, pairs: Sequence[Pair]) -> np.ndarray:
         """Scores aligned with `pairs`; cached scores are reused, the rest computed and appended."""
         scores = np.full(len(pairs), np.nan)
-        known = self.cache.load() if self.cache is not None else {}
+        known: dict[tuple[str, str], float] = {}
+        if self.cache is not None:
+            found = self.cache.load()
+            known, self.stats.cache_rejected = found.scores, self.stats.cache_rejected + found.rejected
         todo = []
         for i, p in enumerate(pairs):
             value = known.get((p.query.id, p.document.id))
@@ -268,12 +250,14 @@ class TaskScorer:
                     prepared = ready.result() if ready is not None and attempt == 1 else self._prepare(batch)
                 started = time.perf_counter()
                 try:
-                    got = list(self.reranker.forward(prepared) if self.split else self.reranker.score(batch))
+                    got = self.reranker.forward(prepared) if self.split else self.reranker.score(batch)
                 finally:
                     self.stats.model_seconds += time.perf_counter() - started
                 break
-            except MRBError:
-                raise
+            except MRBError as exc:
+                if str(exc).startswith(f"task {self.task.name}"):
+                    raise
+                raise MRBError(f"task {self.task.name}: {exc}") from exc
             except Exception as exc:
                 if _is_oom(exc):
                     raise
@@ -290,36 +274,59 @@ class TaskScorer:
         return check_scores(self.task, self.reranker, batch, got)
 
 
-def check_scores(task: TaskSpec, reranker: Reranker, batch: Sequence[Pair], got: list[Any]) -> list[float]:
-    """The batch's scores as floats, after checking their count and finiteness."""
-    if len(got) != len(batch):
-        raise MRBError(
-            f"task {task.name}: reranker {reranker.name!r} returned {len(got)} scores for a batch of "
-            f"{len(batch)} pairs (first query {batch[0].query.id!r})"
-        )
-    values = [float(v) for v in got]
+def check_scores(task: TaskSpec, reranker: Reranker, batch: Sequence[Pair], got: Any) -> list[float]:
+    """The batch's scores as floats: exactly one finite real number per pair, given as a sequence, a NumPy
+    array or a tensor of shape (n,). Anything else is an `MRBError` naming the reranker, task and first query."""
+    where = f"task {task.name}: reranker {reranker.name!r}"
+    first = f"(first query {batch[0].query.id!r})"
+    values = _real_vector(got)
+    if isinstance(values, str):
+        raise MRBError(f"{where} returned {values} for a batch of {len(batch)} pairs {first}; "
+                       f"score must return one finite real number per pair")
+    if len(values) != len(batch):
+        raise MRBError(f"{where} returned {len(values)} scores for a batch of {len(batch)} pairs {first}")
     for pair, value in zip(batch, values):
         if not math.isfinite(value):
-            raise MRBError(
-                f"task {task.name}: reranker {reranker.name!r} returned {value} for query {pair.query.id!r}, "
-                f"document {pair.document.id!r}"
-            )
+            raise MRBError(f"{where} returned {value} for query {pair.query.id!r}, document {pair.document.id!r}")
     return values
 
 
-def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, candidates: pd.DataFrame, options: RunOptions,
-                     progress: RunProgress | None, world: World, stats: RunStats) -> np.ndarray | None:
+def _real_vector(got: Any) -> list[float] | str:
+    """`got` as a list of floats when it is a 1-D sequence, array or tensor of real numbers; else what it is, in words."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(got, torch.Tensor):
+        if got.dim() != 1:
+            return f"a tensor of shape {tuple(got.shape)}"
+        if got.is_complex() or got.dtype == torch.bool:
+            return f"a tensor of {got.dtype}"
+        return got.detach().to("cpu", torch.float64).tolist()
+    if isinstance(got, np.ndarray):
+        if got.ndim != 1:
+            return f"an array of shape {got.shape}"
+        if got.dtype.kind not in "iuf":
+            return f"an array of dtype {got.dtype}"
+        return got.astype(np.float64).tolist()
+    if isinstance(got, str | bytes | dict) or not isinstance(got, Sequence):
+        return f"a {type(got).__name__}" if got is not None else "None"
+    for value in got:
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+            return f"a {type(got).__name__} holding {type(value).__name__} {value!r}"
+    return [float(v) for v in got]
+
+
+def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, identity: ModelIdentity, candidates: pd.DataFrame,
+                     options: RunOptions, progress: RunProgress | None, world: World, stats: RunStats) -> np.ndarray | None:
     """Scores aligned with `candidates` on rank 0 (None on other ranks), each rank scoring its share of the queries."""
     query_ids, doc_ids = candidates["query_id"].tolist(), candidates["doc_id"].tolist()
     mine = world.shard(query_ids) if world.size > 1 else None
     rows = [i for i, q in enumerate(query_ids) if mine is None or q in mine]
     images = ImageCache(options.image_cache_mb << 20, max_pixels=getattr(reranker, "max_pixels", None))
-    queries = {q: cached(pack.queries[q], "q", images) for q in {query_ids[i] for i in rows}}
-    documents = {d: cached(pack.documents[d], "d", images) for d in {doc_ids[i] for i in rows}}
+    queries = {q: pack.queries[q].with_source(images.side("q")) for q in {query_ids[i] for i in rows}}
+    documents = {d: pack.documents[d].with_source(images.side("d")) for d in {doc_ids[i] for i in rows}}
     pairs = [Pair(task.instruction, queries[query_ids[i]], documents[doc_ids[i]]) for i in rows]
     cache = None
-    if options.cache_dir is not None:
-        cache = ScoreCache(options.cache_dir, model_key(reranker), task_key(task, pack))
+    if options.cache_dir is not None and identity.digest is not None:
+        cache = ScoreCache(options.cache_dir, identity, task_key(task, pack))
         if options.overwrite == "always":
             cache.clear()  # on every rank: without a shared file system each has its own cache
             world.barrier()
@@ -339,80 +346,43 @@ def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, candidates:
 
 
 def run_task(
-    task: TaskSpec, reranker: Reranker, *, options: RunOptions | None = None,
+    task: TaskSpec, reranker: Reranker, *, identity: ModelIdentity | None = None, options: RunOptions | None = None,
     progress: RunProgress | None = None, world: World | None = None, data_dir: str | Path | None = None,
-) -> TaskResult:
-    """Rerank one task's candidate lists and compute per-query metrics beside the first stage's.
+) -> TaskScores | None:
+    """Rerank one task's candidate lists and return its scores beside the first stage's (`TaskEvaluator`).
 
-    `options` (default: ``RunOptions()``) sets batching, cache and prefetch; under
-    torch.distributed (`world`), every rank scores its share and rank 0 alone gets the metrics
-    (other ranks get status ``shard``).
+    `identity` (default: `identify(reranker)`) keys the score cache; `options` (default: ``RunOptions()``)
+    set batching, cache and prefetch; under torch.distributed (`world`), every rank scores its share and
+    rank 0 alone gets the scores (other ranks get None). The run statistics are in the result's `stats`.
     """
     options = options or RunOptions()
     world = world or World()
-    stats = RunStats()
+    identity = identity or identify(reranker)
     if not reranker.supports(task.type):
         log.info("%s: %s does not take %s pairs; marked unsupported", task.name, reranker.name, task.type.label)
-        return TaskResult(task, "unsupported", "")
+        return replace(unsupported(task), stats=RunStats())
     if task.parts:
-        return run_composite(task, reranker, options=options, progress=progress, world=world, data_dir=data_dir)
+        return run_composite(task, reranker, identity=identity, options=options, progress=progress, world=world, data_dir=data_dir)
     started = time.perf_counter()
+    stats = RunStats()
     pack = read_pack(task.pack_path(data_dir))
-    fingerprint = short_digest(pack.manifest.get("sha256", {}))  # results of different packs never mix unnoticed
-
-    judged = judged_queries(pack.qrels_dict())
-    candidates = pack.candidates
-    in_lists = set(candidates["query_id"])
-    n_no_qrels = len(in_lists - judged.qrels.keys() - set(judged.no_relevant))
-    candidates = candidates[candidates["query_id"].isin(judged.qrels.keys())]
-    n_identical = 0
-    if task.ignore_identical_ids:
-        kept = without_identical_ids(candidates)
-        n_identical = len(candidates) - len(kept)
-        candidates = kept
-        log.info("%s: %d candidates with the query's own id dropped (ignore_identical_ids)", task.name, n_identical)
-    candidates = candidates.reset_index(drop=True)
-    for qid in judged.no_relevant:
-        log.warning("%s: query %r has no relevant document in the qrels; dropped", task.name, qid)
-    if n_no_qrels:
-        log.warning("%s: %d queries in the candidate lists have no qrels; dropped", task.name, n_no_qrels)
-
+    evaluator = TaskEvaluator(task, pack)  # checks that task and pack agree before anything is scored
     reranker.start_task(task, pack)
-    scores = score_candidates(task, pack, reranker, candidates, options, progress, world, stats)
-    stats.seconds = time.perf_counter() - started
+    scores = score_candidates(task, pack, reranker, identity, evaluator.candidates, options, progress, world, stats)
     if scores is None:
-        return TaskResult(task, "shard", fingerprint, stats=stats)
-
-    ranking = strict_ranking(candidates, scores)
-    first_stage = strict_ranking(candidates, np.zeros(len(candidates)))  # ties → first-stage order
-    table = per_query_table(task.metric, judged.qrels, ranking, first_stage)
+        return None
+    result = evaluator.evaluate(scores)
     stats.seconds = time.perf_counter() - started
-    source = pack.manifest.get("source")
-    return TaskResult(task, "ok", fingerprint, table, ranking, n_no_qrels, len(judged.no_relevant), n_identical, stats=stats,
-                      source_revision=source.get("revision") if isinstance(source, dict) else None)
+    return replace(result, stats=stats, seconds=stats.seconds)
 
 
-def run_composite(task: TaskSpec, reranker: Reranker, **options: Any) -> TaskResult:
-    """Run each part of a composite task; per-query rows and runs are kept with ids ``<part>/<query id>``."""
+def run_composite(task: TaskSpec, reranker: Reranker, **options: Any) -> TaskScores | None:
+    """Run each part of a composite task and `combine` them (None on ranks other than 0)."""
     parts = [run_task(unit, reranker, **options) for unit in task.units()]
     stats = RunStats()
     for part in parts:
-        stats.add(part.stats)
-    if any(p.status == "shard" for p in parts):
-        return TaskResult(task, "shard", "", stats=stats)
-
-    def prefixed(frame: pd.DataFrame, part: TaskResult) -> pd.DataFrame:
-        return frame.assign(query_id=part.task.name + "/" + frame["query_id"])
-
-    return TaskResult(
-        task, "ok",
-        hashlib.sha256(" ".join(p.pack_hash for p in parts).encode()).hexdigest()[:16],
-        per_query=pd.concat([prefixed(p.per_query, p) for p in parts], ignore_index=True),
-        ranking=pd.concat([prefixed(p.ranking, p) for p in parts], ignore_index=True),
-        n_no_qrels=sum(p.n_no_qrels for p in parts),
-        n_no_relevant=sum(p.n_no_relevant for p in parts),
-        n_identical_ids=sum(p.n_identical_ids for p in parts),
-        parts=parts,
-        stats=stats,
-        source_revision=",".join(p.source_revision or "" for p in parts) if any(p.source_revision for p in parts) else None,
-    )
+        if part is not None and part.stats is not None:
+            stats.add(part.stats)
+    if any(p is None for p in parts):
+        return None
+    return replace(combine(task, [p for p in parts if p is not None]), stats=stats, seconds=stats.seconds)

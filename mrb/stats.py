@@ -2,7 +2,8 @@
 
 Both work on per-query values, draw from numpy's PCG64 with a fixed seed (so a report is
 reproducible to the last digit), and resample in chunks so memory stays bounded for large
-tasks. See docs/metrics.md.
+tasks. The interval is scipy's bootstrap; the paired test has no scipy equivalent that
+stratifies over tasks and parts. See docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import scipy.stats
 
 BOOTSTRAP_RESAMPLES = 1000
 PERMUTATIONS = 10_000
@@ -30,23 +32,28 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """The percentile bootstrap interval of a task's score: the mean over `strata` of each one's mean.
 
-    A plain task is one stratum (its per-query values); a composite task has one per part,
-    each resampled on its own (queries drawn with replacement) so every part keeps its weight.
+    A plain task is one stratum (its per-query values); a composite task has one per part, each
+    resampled on its own (queries drawn with replacement) so every part keeps its weight. This is
+    `scipy.stats.bootstrap` over the strata as independent samples (a stratum of one query, which
+    scipy does not resample, adds its value as a constant).
     """
     groups = [np.asarray(s, dtype=np.float64) for s in strata if len(s)]
     if not groups:
         return float("nan"), float("nan")
-    rng = np.random.Generator(np.random.PCG64(seed))
-    means = np.zeros(resamples)
-    for group in groups:
-        done = 0
-        for rows in _chunks(resamples, group.size):
-            means[done : done + rows] += group[rng.integers(0, group.size, size=(rows, group.size))].mean(axis=1)
-            done += rows
-    means /= len(groups)
-    tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(low), float(high)
+    fixed = sum(float(g[0]) for g in groups if g.size == 1)
+    varying = tuple(g for g in groups if g.size > 1)
+    if not varying:
+        return fixed / len(groups), fixed / len(groups)
+
+    def score(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+        return (sum(np.mean(sample, axis=axis) for sample in samples) + fixed) / len(groups)
+
+    cells = sum(g.size for g in varying)
+    result = scipy.stats.bootstrap(
+        varying, score, n_resamples=resamples, batch=None if cells * resamples <= _CHUNK_CELLS else max(1, _CHUNK_CELLS // cells),
+        vectorized=True, axis=-1, confidence_level=level, method="percentile", rng=np.random.Generator(np.random.PCG64(seed)),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def paired_randomisation(

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -73,6 +73,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 Layout = Literal["beir", "mteb", "mbeir", "vidore", "mteb2"]
 HUB_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 GIVEN = "given"  # the first stage whose lists come with the source (`top_ranked`)
+
+# What a judged query without any relevant document contributes to a task's mean: 0 (pytrec_eval,
+# ir_measures, MTEB and BEIR average it in as 0), or nothing (set aside, counted); docs/metrics.md.
+NoRelevant = Literal["zero", "drop"]
 
 DATA_DIR_ENV = "MRB_DATA_DIR"
 BENCHMARK_SUITE = "mrb"  # the suite that ``all``, type codes and categories select from
@@ -169,6 +173,9 @@ class TaskSpec(BaseModel):
     description: str = ""
     reference: str = ""
     ignore_identical_ids: bool = False
+    no_relevant: NoRelevant = Field(
+        default="zero", description="a judged query without any relevant document: zero (scored 0) or drop (set aside)"
+    )
     sample: SampleSpec | None = Field(default=None, description="build the pack on a seeded query sample")
     source_file: Path | None = Field(default=None, exclude=True)
     _composite: str | None = PrivateAttr(default=None)
@@ -334,9 +341,29 @@ def bundled_tasks_dir() -> Path:
     raise MRBError(f"MRB's task catalogue is missing (looked in {here / '_bundled' / 'tasks'} and {here.parent / 'tasks'})")
 
 
-def _load_yaml(path: Path) -> dict:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a mapping that repeats a key (yaml itself keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is repeated", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: Path) -> dict:
+    """A YAML file of MRB's (a task, a suite, reported numbers) as a mapping: UTF-8, safe tags only, no repeated key."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MRBError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
+    except OSError as exc:
+        raise MRBError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass: no Python objects)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -347,7 +374,8 @@ def _load_yaml(path: Path) -> dict:
     return data
 
 
-def _format_validation(path: Path, exc: ValidationError) -> str:
+def validation_message(path: Path, exc: ValidationError) -> str:
+    """A pydantic error of a YAML file as one line: the file, then each problem by key."""
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -364,20 +392,20 @@ def _format_validation(path: Path, exc: ValidationError) -> str:
 def load_task_file(path: str | Path) -> TaskSpec:
     """Read and validate one task YAML file."""
     path = Path(path)
-    data = _load_yaml(path)
+    data = load_yaml(path)
     try:
         return TaskSpec(**data, source_file=path)
     except ValidationError as exc:
-        raise MRBError(_format_validation(path, exc)) from None
+        raise MRBError(validation_message(path, exc)) from None
 
 
 def load_suite_file(path: str | Path) -> SuiteSpec:
     path = Path(path)
-    data = _load_yaml(path)
+    data = load_yaml(path)
     try:
         return SuiteSpec(**data)
     except ValidationError as exc:
-        raise MRBError(_format_validation(path, exc)) from None
+        raise MRBError(validation_message(path, exc)) from None
 
 
 class Catalogue:
@@ -403,7 +431,7 @@ class Catalogue:
                 if path.resolve() in read:
                     continue
                 read.add(path.resolve())
-                if "suite" in _load_yaml(path):
+                if "suite" in load_yaml(path):
                     suite = load_suite_file(path)
                     self._add(self.suites, suite.suite, suite, path)
                 else:

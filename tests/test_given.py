@@ -23,6 +23,7 @@ from mrb.data import Record, read_pack
 from mrb.errors import MRBError
 from mrb.tasks import load_tasks
 from tests.hub import write_repo
+from tests.packs import candidate_lists
 from tests.packs import write_task
 
 N_QUERIES, N_DOCS, LISTED = 6, 24, 10
@@ -98,8 +99,8 @@ def per_query(results: Path, task: str, model: str = "tie_free") -> dict[str, tu
 def ndcg10(ranked: list[str], judged: dict[str, int]) -> float:
     """nDCG@10 by hand: gain = grade, log2 discount, ideal over every judged document."""
     dcg = sum(judged.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
-    ideal = sorted(judged.values(), reverse=True)[:10]
-    return dcg / sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    ideal = sum(g / math.log2(i + 2) for i, g in enumerate(sorted(judged.values(), reverse=True)[:10]))
+    return dcg / ideal if ideal else 0.0
 
 
 # ---------------------------------------------------------------- given lists and imported runs
@@ -118,7 +119,7 @@ def test_given_lists_become_a_pack_that_records_where_they_came_from(given, caps
     tasks, folder = given
     pack = read_pack(folder)
     depth8 = {q: docs[:8] for q, docs in lists().items() if q != "q5"}  # q5 has qrels but no relevant document
-    assert pack.candidate_lists() == {**depth8, "q5": lists()["q5"][:8]}
+    assert candidate_lists(pack) == {**depth8, "q5": lists()["q5"][:8]}
     assert pack.candidates.query("query_id == 'q0'")["score"].tolist() == [8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
     assert pack.queries["q0"] == Record("q0", "question 0")
     assert pack.documents["d00"] == Record("d00", "Doc 0 passage number 0")
@@ -169,9 +170,8 @@ def test_an_mteb2_folder_gives_the_per_query_ndcg_computed_independently(tmp_pat
     score = lambda q, d: tie_free([mrb.Pair("", Record(q), Record(d))])[0]  # noqa: E731
     expected = {}
     for q, docs in lists().items():
-        if any(judged[q].values()):
-            reranked = sorted(docs[:8], key=lambda d: -score(q, d))
-            expected[q] = (ndcg10(reranked, judged[q]), ndcg10(docs[:8], judged[q]))
+        reranked = sorted(docs[:8], key=lambda d: -score(q, d))
+        expected[q] = (ndcg10(reranked, judged[q]), ndcg10(docs[:8], judged[q]))  # q5, without a relevant document: 0
     got = per_query(tmp_path / "r", name)
     assert got.keys() == expected.keys()
     for q, (value, first) in expected.items():
@@ -189,8 +189,8 @@ def test_runs_without_ranks_are_ordered_by_score_then_doc_id_and_cut_to_the_dept
     for name in ("run.csv", "run.parquet"):
         result = import_run(task, tmp_path / name, out=tmp_path / name.replace(".", "-"))
         pack = read_pack(result.pack)
-        assert pack.candidate_lists()["q0"] == ["d03", "d00", "d01", "d09"]
-        assert pack.candidate_lists()["q1"] == ["d04", *[f"d{i:02d}" for i in range(10, 17)]]
+        assert candidate_lists(pack)["q0"] == ["d03", "d00", "d01", "d09"]
+        assert candidate_lists(pack)["q1"] == ["d04", *[f"d{i:02d}" for i in range(10, 17)]]
         retriever = pack.manifest["retriever"]
         assert (retriever["name"], retriever["format"], retriever["ties_broken_by_doc_id"], retriever["cut_below_depth"]) == (
             "imported", name.split(".")[1], 10, 3)  # d01 ties d09, and nine of q1's ten 0.1s tie an earlier one

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrb.metrics import MEASURE_COLUMNS, judged_queries, per_query, per_query_table, run_from_ranking, strict_ranking
+from mrb.metrics import MEASURE_COLUMNS, judged_queries, per_query_measures, per_query_table, run_frame, strict_ranking
 
 
 def reference_ndcg(ranked: list[str], labels: dict[str, int], k: int = 10) -> float:
@@ -24,9 +24,9 @@ def reference_rr(ranked: list[str], labels: dict[str, int], k: int = 10) -> floa
 
 
 def reference_recall(ranked: list[str], labels: dict[str, int], k: int) -> float:
-    """Relevant (label ≥ 1) documents in the top k over all relevant documents of the query."""
+    """Relevant (label ≥ 1) documents in the top k over all relevant documents of the query (0 without any)."""
     relevant = {d for d, g in labels.items() if g > 0}
-    return len(relevant & set(ranked[:k])) / len(relevant)
+    return len(relevant & set(ranked[:k])) / len(relevant) if relevant else 0.0
 
 
 def reference_judged(ranked: list[str], labels: dict[str, int], k: int = 10) -> float:
@@ -38,6 +38,10 @@ def reference_judged(ranked: list[str], labels: dict[str, int], k: int = 10) -> 
 def reference_order(cands: list[tuple[str, int, float]]) -> list[str]:
     """Sort (doc id, first-stage rank, score) by score desc, then first-stage rank, then doc id."""
     return [d for d, _, _ in sorted(cands, key=lambda c: (-c[2], c[1], c[0]))]
+
+
+def frame(qrels: dict[str, dict[str, int]]) -> pd.DataFrame:
+    return pd.DataFrame([(q, d, r) for q, docs in qrels.items() for d, r in docs.items()], columns=["query_id", "doc_id", "relevance"])
 
 
 def random_instance(rng: random.Random):
@@ -59,11 +63,11 @@ def random_instance(rng: random.Random):
 def test_ndcg_matches_independent_implementation(seed):
     rng = random.Random(seed)
     qrels, cands = random_instance(rng)
-    judged = judged_queries(qrels)
+    judged = judged_queries(frame(qrels))
     ranking = strict_ranking(cands, cands["score"].to_numpy())
-    got = per_query("nDCG@10", judged.qrels, run_from_ranking(ranking))
-    assert set(got) == set(judged.qrels)
-    for qid, labels in judged.qrels.items():
+    got = per_query_measures(["nDCG@10"], judged.qrels, run_frame(ranking))["nDCG@10"].to_dict()
+    assert set(got) == set(qrels)
+    for qid, labels in qrels.items():
         mine = cands[cands.query_id == qid]
         expected = reference_ndcg(reference_order(list(zip(mine.doc_id, mine["rank"], mine.score))), labels)
         assert got[qid] == pytest.approx(expected, abs=1e-9), qid
@@ -74,14 +78,14 @@ def test_ndcg_matches_independent_implementation(seed):
 def test_every_measure_matches_independent_implementations(seed):
     rng = random.Random(1000 + seed)
     qrels, cands = random_instance(rng)
-    judged = judged_queries(qrels)
+    judged = judged_queries(frame(qrels))
     cands["score"] = [rng.choice([0.0, 1.0]) for _ in range(len(cands))]  # heavy ties
     ranking = strict_ranking(cands, cands["score"].to_numpy())
     first_stage = strict_ranking(cands, np.zeros(len(cands)))
     table = per_query_table("nDCG@10", judged.qrels, ranking, first_stage).set_index("query_id")
     assert table.columns.tolist() == ["value", "first_stage_value", *MEASURE_COLUMNS]
-    assert sorted(table.index) == sorted(judged.qrels)
-    for qid, labels in judged.qrels.items():
+    assert sorted(table.index) == sorted(qrels)
+    for qid, labels in qrels.items():
         mine = cands[cands.query_id == qid]
         order = reference_order(list(zip(mine.doc_id, mine["rank"], mine.score)))
         first = mine.sort_values("rank")["doc_id"].tolist()
@@ -102,7 +106,7 @@ def test_measures_by_hand_with_a_query_missing_from_the_run():
         pd.DataFrame([("q1", d, r, 0.0) for r, d in enumerate("xyzabcdefghijk", 1)], columns=["query_id", "doc_id", "rank", "score"]),
         np.zeros(14),
     )  # q1: x y z a b c d … (b at 5, c at 6, z at 3); q2 absent
-    table = per_query_table("nDCG@10", qrels, ranking, ranking).set_index("query_id")
+    table = per_query_table("nDCG@10", frame(qrels), ranking, ranking).set_index("query_id")
     assert table.loc["q1", "RR@10"] == 1 / 3
     assert table.loc["q1", "R@10"] == 1.0 and table.loc["q1", "first_stage_R@100"] == 1.0
     assert table.loc["q1", "Judged@10"] == 0.4  # z, a, b, c among the top 10
@@ -130,5 +134,6 @@ def test_constant_scores_reproduce_first_stage_order():
 
 def test_judged_query_absent_from_run_counts_zero():
     qrels = {"q1": {"a": 1}, "q2": {"b": 2}}
-    got = per_query("nDCG@10", qrels, {"q1": {"a": -1.0}})
+    run = pd.DataFrame({"query_id": ["q1"], "doc_id": ["a"], "score": [-1.0]})
+    got = per_query_measures(["nDCG@10"], frame(qrels), run)["nDCG@10"].to_dict()
     assert got == {"q1": 1.0, "q2": 0.0}

@@ -5,6 +5,8 @@ import math
 import pandas as pd
 import pytest
 
+from tests.packs import candidate_lists, qrels_dict
+
 import mrb
 from mrb.data import read_pack
 from mrb.metrics import MEASURE_COLUMNS
@@ -18,8 +20,8 @@ def test_mini_covers_the_required_types_and_sizes():
     assert {t.type.value for t in MINI} >= {"t2t", "t2i", "i2t", "it2t"}
     for task in MINI:
         pack = read_pack(task.pack_path())
-        lists = pack.candidate_lists()
-        qrels = pack.qrels_dict()
+        lists = candidate_lists(pack)
+        qrels = qrels_dict(pack)
         assert len(pack.queries) >= 12 and len(pack.documents) >= 40, task.name
         assert set(pack.qrels["relevance"]) == {0, 1, 2}, task.name
         assert task.depth == 20 and all(len(docs) == 20 for docs in lists.values()), task.name
@@ -34,8 +36,8 @@ def test_mini_covers_the_required_types_and_sizes():
 
 def ceiling(pack) -> float:
     """Best nDCG@10 reachable by reordering each candidate list: sort candidates by label."""
-    qrels = pack.qrels_dict()
-    lists = pack.candidate_lists()
+    qrels = qrels_dict(pack)
+    lists = candidate_lists(pack)
     values = []
     for qid, labels in qrels.items():
         if not any(v > 0 for v in labels.values()):
@@ -46,8 +48,8 @@ def ceiling(pack) -> float:
 
 
 def first_stage(pack) -> float:
-    qrels = pack.qrels_dict()
-    lists = pack.candidate_lists()
+    qrels = qrels_dict(pack)
+    lists = candidate_lists(pack)
     values = [reference_ndcg(lists.get(q, []), labels) for q, labels in qrels.items() if any(v > 0 for v in labels.values())]
     return sum(values) / len(values)
 

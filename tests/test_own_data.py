@@ -12,6 +12,7 @@ import pandas as pd
 
 from mrb.cli import main
 from mrb.data import read_pack
+from tests.packs import candidate_lists
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "own-data.md"
 BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
@@ -56,7 +57,7 @@ def test_every_command_of_the_walk_through_runs_as_written(tmp_path, monkeypatch
 
     built = read_pack(tmp_path / "data" / "packs" / "MyPhotos")
     imported = read_pack(tmp_path / "imported" / "MyPhotos")
-    assert built.candidate_lists() == imported.candidate_lists()  # the run holds the same lists
+    assert candidate_lists(built) == candidate_lists(imported)  # the run holds the same lists
     assert (len(built.queries), len(built.candidates), built.manifest["retriever"]["name"]) == (20, 400, "given")
     assert imported.manifest["retriever"]["name"] == "imported"
     board = pd.read_parquet(tmp_path / "results" / "leaderboard.parquet").set_index("model")

@@ -13,7 +13,7 @@ from mrb.cli import main
 from mrb.data import Record
 from mrb.errors import MRBError
 from mrb.export import mteb_score_name
-from mrb.leaderboard import LEADERBOARD_COLUMNS, read_leaderboards
+from mrb.results import LEADERBOARD_COLUMNS, read_leaderboards
 from mrb.report import ALL, BORDA, GAIN, borda_ranks, load_reported, summarise, to_markdown, to_png
 from tests.packs import combo_task, small_text_task, write_task
 

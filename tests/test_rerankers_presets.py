@@ -63,3 +63,39 @@ def test_preset_loads_a_tiny_checkpoint_and_scores_a_mixed_batch(tmp_path_factor
     assert settings["max_length"] == PRESETS[names[0]].max_length
     bounds = {k: v for k, v in PRESETS[names[0]].adapter_options().items() if k.endswith("_pixels")}
     assert {k: settings[k] for k in bounds} == bounds  # the preset's pixel bounds reach the adapter
+
+
+def test_the_registry_refuses_a_name_another_class_holds():
+    from mrb.errors import MRBError
+    from mrb.rerankers.base import _ADAPTERS, Reranker, register, resolve_adapter
+
+    with pytest.raises(MRBError) as err:
+
+        @register("bm25")
+        class MyBM25(Reranker):
+            pass
+
+    assert str(err.value) == (
+        "adapter name 'bm25' is taken by mrb.rerankers.baselines:BM25; register "
+        f"{__name__}:test_the_registry_refuses_a_name_another_class_holds.<locals>.MyBM25 under another name"
+    )
+    assert resolve_adapter("bm25").__name__ == "BM25"
+
+    @register("my-scorer")
+    class MyScorer(Reranker):
+        pass
+
+    try:
+        assert register("my-scorer")(MyScorer) is MyScorer  # the same class again (a re-import) is fine
+        assert resolve_adapter("my-scorer") is MyScorer
+    finally:
+        del _ADAPTERS["my-scorer"]
+
+
+def test_the_preset_table_of_docs_models_is_generated_from_the_presets():
+    import runpy
+    from pathlib import Path
+
+    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "gen_models_doc.py"))
+    assert script["main"](["--check"]) == 0, "docs/models.md is stale: run python scripts/gen_models_doc.py"
+    assert "| `gmr-7b` | `qwen-vl-yes-no` | `vec-ai/lychee-rerank-mm` (*unverified*) | unpinned | all | 3136 … 1003520 | 3200 |" in script["render_table"]()

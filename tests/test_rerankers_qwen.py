@@ -217,7 +217,7 @@ def test_cli_runs_a_checkpoint_folder_with_the_yes_no_adapter(tmp_path_factory, 
     import json
 
     from mrb.cli import main
-    from mrb.leaderboard import read_leaderboard
+    from mrb.results import read_leaderboard
     from mrb.tasks import load_tasks
 
     folder = str(artefact(tmp_path_factory, "qwen2_5_vl"))

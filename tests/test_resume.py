@@ -18,9 +18,10 @@ import pytest
 
 import mrb
 import mrb.cache
-from mrb.cache import ResultsLock, _read_segment
+from mrb.cache import _read_segment
+from mrb.lock import ResultsLock
 from mrb.errors import MRBError
-from mrb.leaderboard import read_leaderboard
+from mrb.results import read_leaderboard
 from tests.packs import small_text_task
 from tests.scale_helpers import Recording, pair_score, read_log
 
@@ -34,8 +35,9 @@ def cached_pairs(cache_dir: Path) -> list[tuple[str, str, str]]:
     for key in cache_dir.glob("*/*/key.json"):
         task = json.loads(key.read_text())["task"]["task"]
         for segment in key.parent.glob("*.arrows"):
-            for batch in _read_segment(segment):
-                out += [(task, q, d) for q, d in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())]
+            for batch, good in _read_segment(segment):
+                if good:
+                    out += [(task, q, d) for q, d in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())]
     return out
 
 
@@ -102,7 +104,7 @@ def test_a_batch_failing_twice_stops_the_run_naming_task_and_queries_and_keeps_t
     with pytest.raises(MRBError) as err:
         mrb.evaluate(Failing("d0", times=2), "all", task_dirs=[tasks_dir], output_dir=out, batch_size=2, quiet=True)
     assert str(err.value) == (
-        "task Small-T2T: reranker 'recording' failed twice on a batch of 2 pairs (queries 'q1', 'q2'): "
+        "task Small-T2T: reranker 'Failing' failed twice on a batch of 2 pairs (queries 'q1', 'q2'): "
         "RuntimeError: boom. The 2 pairs scored before it are kept in the score cache; run again to resume"
     )
     assert sorted(cached_pairs(out / "cache")) == [("Small-T2T", "q1", "d2"), ("Small-T2T", "q2", "d3")]
@@ -179,22 +181,29 @@ def test_overwrite_modes(tasks_dir, tmp_path):
 
 def test_a_changed_setting_or_function_misses_the_cache(tasks_dir, tmp_path):
     out = tmp_path / "out"
-    calls = []
 
     def plus(pairs):
-        calls.append(len(pairs))
         return [pair_score(p) + 1 for p in pairs]
 
     def minus(pairs):
-        calls.append(len(pairs))
         return [pair_score(p) - 1 for p in pairs]
 
-    for fn in (plus, plus, minus):
-        fn.__name__ = "same-name"
-        mrb.evaluate(fn, "all", task_dirs=[tasks_dir], output_dir=out, quiet=True)
-    assert calls == [6, 6]  # the second run of `plus` came from the cache
-    mrb.evaluate("random", "all", task_dirs=[tasks_dir], output_dir=out, quiet=True, seed=1)
-    hits = json.loads(mrb.evaluate("random", "all", task_dirs=[tasks_dir], output_dir=out, quiet=True, seed=2)["provenance"].iloc[0])
+    def run(fn, **kwargs):
+        board = mrb.evaluate(fn, "all", task_dirs=[tasks_dir], output_dir=out, quiet=True, name="same-name", **kwargs)
+        return json.loads(board["provenance"].iloc[0])
+
+    assert run(plus)["scored"] == 6
+    assert (run(plus)["cache_hits"], run(plus)["scored"]) == (6, 0)  # the same code: from the cache
+    with pytest.raises(MRBError) as err:
+        run(minus)
+    assert str(err.value) == (
+        f"results folder {out} holds results of another model named 'same-name' (they differ in code, definition); give this model "
+        "its own name (or a new version), use another output folder, or pass --overwrite always to replace those results"
+    )
+    assert (run(minus, overwrite="always")["scored"], run(minus)["cache_hits"]) == (6, 6)
+    mrb.evaluate("random", "all", task_dirs=[tasks_dir], output_dir=tmp_path / "r1", quiet=True, seed=1)
+    hits = json.loads(mrb.evaluate("random", "all", task_dirs=[tasks_dir], output_dir=tmp_path / "r2", cache_dir=tmp_path / "r1" / "cache",
+                                   quiet=True, seed=2)["provenance"].iloc[0])
     assert hits["cache_hits"] == 0
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import mrb
 from mrb.errors import MRBError
-from mrb.leaderboard import read_leaderboard
+from mrb.results import read_leaderboard
 from mrb.report import render_markdown
 from tests.packs import small_text_task
 
@@ -52,8 +52,9 @@ def test_outputs_and_report_from_parquet_alone(tasks_dir, tmp_path):
         # by hand: q1 ranks d0 (2), d2 (1), d1 (0), d3 (unjudged); q2 ranks d3 (1), d0 (unjudged)
         "RR@10": [1.0, 1.0], "R@10": [1.0, 1.0], "Judged@10": [0.75, 0.5], "first_stage_R@100": [1.0, 1.0],
     }
+    # scores strictly decreasing as float32 (what trec_eval holds): a tie takes the next float32 below
     assert (out / "oracle" / "Small-T2T.trec").read_text().splitlines() == [
-        "q1 Q0 d0 1 2.0 oracle", "q1 Q0 d2 2 1.0 oracle", "q1 Q0 d1 3 0.0 oracle", "q1 Q0 d3 4 0.0 oracle",
+        "q1 Q0 d0 1 2.0 oracle", "q1 Q0 d2 2 1.0 oracle", "q1 Q0 d1 3 0.0 oracle", "q1 Q0 d3 4 -1e-45 oracle",
         "q2 Q0 d3 1 1.0 oracle", "q2 Q0 d0 2 0.0 oracle",
     ]
     board = read_leaderboard(out)
@@ -118,7 +119,7 @@ def test_ignore_identical_ids(tmp_path, caplog):
         candidates=[("a", "a", 1, 1.0), ("a", "b", 2, 0.5)], qrels=[("a", "b", 1)],
         extra_yaml="ignore_identical_ids: true\n",
     )
-    with caplog.at_level(logging.INFO, logger="mrb.runner"):
+    with caplog.at_level(logging.INFO, logger="mrb.evaluation"):
         row = mrb.evaluate("first-stage", "all", task_dirs=[tmp_path], quiet=True).iloc[0]
     assert row["value"] == 1.0  # the query's own document is removed before ranking
     assert "Self-T2T: 1 candidates with the query's own id dropped (ignore_identical_ids)" in caplog.messages

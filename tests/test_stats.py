@@ -81,3 +81,13 @@ def test_randomisation_edge_cases():
     assert paired_randomisation([[[0.5] * 10]]) < 0.01
     assert paired_randomisation([[[0.2, -0.1, 0.3]]]) == paired_randomisation([[[0.2, -0.1, 0.3]]])
     assert math.isnan(paired_randomisation([]))
+
+
+def test_bootstrap_is_scipys_and_keeps_the_hand_written_intervals():
+    """scipy.stats.bootstrap with the same seed reproduces MRB 0.1's own resampling (to a unit in the
+    last place: scipy takes the percentiles of the same resampled means in another order)."""
+    rng = np.random.default_rng(5)
+    plain, part = rng.random(37), rng.random(12)
+    assert bootstrap_ci([plain]) == pytest.approx((0.4031491270549241, 0.5887767342745125), abs=2e-16)
+    assert bootstrap_ci([plain, part]) == pytest.approx((0.3781824920413314, 0.5428393496068052), abs=2e-16)
+    assert bootstrap_ci([plain, [0.5]]) == pytest.approx(tuple((v + 0.5) / 2 for v in bootstrap_ci([plain])), abs=1e-15)

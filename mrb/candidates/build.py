@@ -34,9 +34,10 @@ import torch
 
 from mrb.candidates.encoders import Encoder
 from mrb.candidates.search import TopK, sample_queries
-from mrb.data import Record, atomic_write_bytes, atomic_write_parquet, qrels_dict, read_pack, write_pack
+from mrb.data import Record, read_pack, write_pack
+from mrb.io import atomic_write_bytes, atomic_write_parquet
 from mrb.errors import MRBError
-from mrb.metrics import judged_queries, per_query_measures, run_from_ranking, strict_ranking
+from mrb.metrics import judged_queries, per_query_measures, run_frame, strict_ranking
 from mrb.sources import SourceReader
 from mrb.tasks import SampleSpec, TaskSpec, resolve_data_dir
 
@@ -178,13 +179,14 @@ def search(
 
 
 def first_stage_metrics(candidates: pd.DataFrame, qrels: pd.DataFrame, metric: str = "nDCG@10") -> dict[str, Any]:
-    """The candidate lists' own `metric` and Recall@100, averaged over the queries with a relevant document."""
-    judged = judged_queries(qrels_dict(qrels))
-    run = run_from_ranking(strict_ranking(candidates, np.zeros(len(candidates))))
+    """The candidate lists' own `metric` and Recall@100, averaged over the judged queries (one without a
+    relevant document counts 0)."""
+    judged = judged_queries(qrels)
+    run = run_frame(strict_ranking(candidates, np.zeros(len(candidates))))
     values = per_query_measures([metric, RECALL], judged.qrels, run)
     return {
-        **{m: float(np.mean(list(v.values()))) if v else None for m, v in values.items()},
-        "queries": len(judged.qrels),
+        **{m: float(values[m].mean()) if len(values) else None for m in (metric, RECALL)},
+        "queries": len(values),
         "pairs": len(candidates),
     }
 

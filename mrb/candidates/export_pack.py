@@ -21,6 +21,7 @@ import yaml
 from datasets import Features, Image, Sequence, Value
 
 from mrb.data import RECORD_ROW_GROUP, Record, read_pack
+from mrb.io import contained
 from mrb.tasks import Side, TaskSpec
 
 CONFIGS = ("corpus", "queries", "default", "top_ranked")
@@ -71,7 +72,7 @@ def export_mteb(pack_dir: str | Path, task: TaskSpec, out: str | Path) -> Path:
     pack = read_pack(pack_dir)
     source = pack.manifest.get("source")
     split = source.get("split", "test") if isinstance(source, dict) else "test"
-    target = Path(out) / task.name
+    target = contained(Path(out), task.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{task.name}.", suffix=".tmp"))
     try:
@@ -85,7 +86,8 @@ def export_mteb(pack_dir: str | Path, task: TaskSpec, out: str | Path) -> Path:
         ))
         lists = Features({"query-id": Value("string"), "corpus-ids": Sequence(Value("string"))})
         _write_config(staging / files["top_ranked"], lists, (
-            {"query-id": qid, "corpus-ids": docs} for qid, docs in pack.candidate_lists().items()
+            {"query-id": qid, "corpus-ids": group["doc_id"].tolist()}
+            for qid, group in pack.candidates.groupby("query_id", sort=False)  # read_pack sorts by (query_id, rank)
         ))
         card = {"configs": [{"config_name": c, "data_files": [{"split": split, "path": files[c]}]} for c in CONFIGS]}
         hashes = "\n".join(f"- {name}: {digest}" for name, digest in sorted(pack.manifest["sha256"].items()))

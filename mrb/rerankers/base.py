@@ -23,18 +23,29 @@ ENTRY_POINT_GROUP = "mrb.rerankers"
 class Reranker:
     """Base class of every reranker: declare the sides you accept and implement `score`.
 
-    `score` receives a batch of pairs and returns one float per pair, higher meaning more
-    relevant. `start_task` is called once before a task's pairs arrive (a baseline that
-    needs the pack, such as the oracle, reads it there).
+    `score` receives a batch of pairs and returns one finite float per pair (a sequence, a NumPy
+    array or a 1-D tensor), higher meaning more relevant. `start_task` is called once before a
+    task's pairs arrive (a baseline that needs the pack, such as the oracle, reads it there).
 
     A model may instead split scoring into `prepare` (the CPU work for a batch: decoding,
     tokenising, image preprocessing) and `forward` (the model on a prepared batch); the runner
     then prepares the next batches in a worker thread while the model scores the current one.
+
+    Identity (`mrb.identity`): `name` (by default the class's name) labels the results; `version`,
+    or a `settings()` override that returns what decides the scores, identifies the model when its
+    state cannot be fingerprinted (a loaded model, a tokenizer). Without either, MRB fingerprints
+    the class's code and the instance's attributes.
     """
 
     name: str = "reranker"
+    version: str | None = None
     query_sides: frozenset[Side] = ALL_SIDES
     document_sides: frozenset[Side] = ALL_SIDES
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in vars(cls):
+            cls.name = cls.__name__  # two unnamed classes never share a name
 
     def supports(self, task_type: TaskType) -> bool:
         return task_type.query_side in self.query_sides and task_type.document_side in self.document_sides
@@ -56,8 +67,13 @@ class Reranker:
         raise NotImplementedError
 
     def settings(self) -> dict[str, Any]:
-        """What identifies this reranker's scores (name, checkpoint, dtype, …) for provenance."""
+        """What decides this reranker's scores (checkpoint, dtype, options, …): recorded with every result
+        and, when overridden, the model's identity in place of a fingerprint of its state."""
         return {"name": self.name}
+
+    def declares_settings(self) -> bool:
+        """Whether `settings()` is the class's own declaration rather than the base's name-only default."""
+        return type(self).settings is not Reranker.settings
 
 
 def prepares_ahead(reranker: Reranker) -> bool:
@@ -66,32 +82,46 @@ def prepares_ahead(reranker: Reranker) -> bool:
 
 
 class CallableReranker(Reranker):
-    """Wraps a plain function ``f(pairs) -> scores`` (or any object with a ``score`` method)."""
+    """Wraps a plain function ``f(pairs) -> scores`` (or the ``score`` method of an object); its name, version,
+    sides and settings come from the arguments, else from the function or object's attributes."""
 
-    def __init__(self, fn: Callable[[Sequence[Pair]], Sequence[float]], name: str | None = None):
+    def __init__(self, fn: Callable[[Sequence[Pair]], Sequence[float]], name: str | None = None,
+                 version: str | None = None, source: Any = None) -> None:
+        source = fn if source is None else source
         self.fn = fn
-        self.name = name or getattr(fn, "name", None) or getattr(fn, "__name__", type(fn).__name__)
-        self.query_sides = frozenset(getattr(fn, "query_sides", ALL_SIDES))
-        self.document_sides = frozenset(getattr(fn, "document_sides", ALL_SIDES))
+        self.name = name or getattr(source, "name", None) or getattr(source, "__name__", type(source).__name__)
+        self.version = version if version is not None else getattr(source, "version", None)
+        self.query_sides = frozenset(getattr(source, "query_sides", ALL_SIDES))
+        self.document_sides = frozenset(getattr(source, "document_sides", ALL_SIDES))
+        declared = getattr(source, "settings", None)
+        self._settings = declared if callable(declared) else None
+        start = getattr(source, "start_task", None)
+        if callable(start):
+            self.start_task = start  # type: ignore[method-assign]
 
     def score(self, pairs: Sequence[Pair]) -> Sequence[float]:
         return self.fn(pairs)
 
+    def settings(self) -> dict[str, Any]:
+        return dict(self._settings()) if self._settings is not None else {"name": self.name}
 
-def as_reranker(obj: Any) -> Reranker:
-    """Accept a `Reranker`, an object with a ``score(pairs)`` method, or a plain callable."""
+    def declares_settings(self) -> bool:
+        return self._settings is not None
+
+
+def as_reranker(obj: Any, *, name: str | None = None, version: str | None = None) -> Reranker:
+    """Accept a `Reranker`, an object with a ``score(pairs)`` method, or a plain callable; `name` and `version`
+    (when given) override the object's own."""
     if isinstance(obj, Reranker):
+        if name is not None:
+            obj.name = name
+        if version is not None:
+            obj.version = version
         return obj
     if callable(getattr(obj, "score", None)):
-        wrapped = CallableReranker(obj.score, name=getattr(obj, "name", type(obj).__name__))
-        wrapped.query_sides = frozenset(getattr(obj, "query_sides", ALL_SIDES))
-        wrapped.document_sides = frozenset(getattr(obj, "document_sides", ALL_SIDES))
-        start = getattr(obj, "start_task", None)
-        if callable(start):
-            wrapped.start_task = start  # type: ignore[method-assign]
-        return wrapped
+        return CallableReranker(obj.score, name=name or getattr(obj, "name", None) or type(obj).__name__, version=version, source=obj)
     if callable(obj):
-        return CallableReranker(obj)
+        return CallableReranker(obj, name=name, version=version)
     raise MRBError(f"cannot use {obj!r} as a reranker: pass a preset name, a Reranker, or a callable f(pairs) -> scores")
 
 
@@ -113,13 +143,22 @@ _ADAPTERS: dict[str, str | type[Reranker]] = {
 
 
 def register(name: str) -> Callable[[type[Reranker]], type[Reranker]]:
-    """Class decorator: make a reranker class available as an adapter under `name`."""
+    """Class decorator: make a reranker class available as an adapter under `name` (refused if another
+    class holds that name)."""
 
     def decorate(cls: type[Reranker]) -> type[Reranker]:
+        held = _ADAPTERS.get(name)
+        where = f"{cls.__module__}:{cls.__qualname__}"
+        if held is not None and held is not cls and held != where and _where(held) != where:
+            raise MRBError(f"adapter name {name!r} is taken by {_where(held)}; register {where} under another name")
         _ADAPTERS[name] = cls
         return cls
 
     return decorate
+
+
+def _where(target: str | type) -> str:
+    return target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
 
 
 def _plugin_adapters() -> dict[str, Any]:
@@ -133,8 +172,10 @@ def adapter_names() -> list[str]:
 def resolve_adapter(name: str) -> Callable[..., Reranker]:
     """The class (or factory) registered under `name`, from the built-ins or an installed plugin."""
     target = _ADAPTERS.get(name)
+    plugin = _plugin_adapters().get(name)
+    if target is not None and plugin is not None:
+        raise MRBError(f"adapter name {name!r} is both MRB's ({_where(target)}) and the plugin {plugin.value}'s; rename the plugin's entry point")
     if target is None:
-        plugin = _plugin_adapters().get(name)
         if plugin is None:
             raise MRBError(unknown_name_message("adapter", name, adapter_names()))
         return plugin.load()

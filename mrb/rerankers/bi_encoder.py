@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mrb.errors import MRBError
+from mrb.identity import checkpoint_identity
 from mrb.rerankers.base import TEXT_ONLY, Reranker
-from mrb.rerankers.devices import dtype_name, load_pretrained, pick_device, pick_dtype
+from mrb.rerankers.devices import dtype_name, load_failure, load_pretrained, pick_device, pick_dtype
 
 if TYPE_CHECKING:
     from mrb.data import Pair
@@ -49,8 +50,12 @@ class SentenceEmbedding(Reranker):
         path = resolve_checkpoint(checkpoint)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-        self.model = load_pretrained(AutoModel, path, device=self.device, dtype=self.dtype, revision=revision)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+            self.model = load_pretrained(AutoModel, path, device=self.device, dtype=self.dtype, revision=revision)
+        except Exception as exc:  # from_pretrained fails in many ways: missing files, bad configs, wrong classes
+            raise MRBError(f"SentenceEmbedding cannot load the checkpoint {checkpoint!r}: {load_failure(exc)}") from exc
+        self.weights = checkpoint_identity(path, revision)
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
@@ -73,5 +78,5 @@ class SentenceEmbedding(Reranker):
         return (q * d).sum(-1).tolist()
 
     def settings(self) -> dict[str, Any]:
-        return {"name": self.name, "checkpoint": self.checkpoint, "revision": self.revision,
-                "dtype": dtype_name(self.dtype), "max_length": self.max_length}
+        return {"name": self.name, "checkpoint": self.checkpoint, "revision": self.revision, "weights": self.weights,
+                "device": self.device.type, "dtype": dtype_name(self.dtype), "max_length": self.max_length}

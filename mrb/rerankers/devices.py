@@ -43,3 +43,9 @@ def load_pretrained(auto_class: Any, source: str, *, device: torch.device, dtype
     """`auto_class.from_pretrained(source, dtype=dtype, **kwargs)` moved to `device` (no `device_map`, which
     would need accelerate), in eval mode."""
     return auto_class.from_pretrained(source, dtype=dtype, **kwargs).to(device).eval()
+
+
+def load_failure(exc: BaseException) -> str:
+    """The first line of a loading error, with its type (transformers' messages run to many lines)."""
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -14,8 +14,9 @@ import torch
 
 from mrb.data import Record
 from mrb.errors import MRBError
+from mrb.identity import checkpoint_identity
 from mrb.rerankers.base import Reranker
-from mrb.rerankers.devices import dtype_name, load_pretrained, pick_device, pick_dtype
+from mrb.rerankers.devices import dtype_name, load_failure, load_pretrained, pick_device, pick_dtype
 
 ATTENTION = ("sdpa", "flash_attention_2", "eager")
 
@@ -66,7 +67,13 @@ class TransformersReranker(Reranker):
         self.attn_implementation = resolve_attention(attn_implementation, self.device, self.dtype)
         self.max_length = max_length
         self.trust_remote_code = trust_remote_code
-        self.load()
+        try:
+            self.load()
+        except MRBError:
+            raise
+        except Exception as exc:  # from_pretrained fails in many ways: missing files, bad configs, wrong classes
+            raise MRBError(f"{type(self).__name__} cannot load the checkpoint {self.checkpoint!r}: {load_failure(exc)}") from exc
+        self.weights = checkpoint_identity(self.checkpoint, self.revision)
 
     def load(self) -> None:
         """Load the tokenizer or processor and the model (each adapter's own)."""
@@ -93,7 +100,8 @@ class TransformersReranker(Reranker):
             "adapter": type(self).__name__,
             "checkpoint": self.checkpoint,
             "revision": self.revision,
-            "device": str(self.device),
+            "weights": self.weights,
+            "device": self.device.type,
             "dtype": dtype_name(self.dtype),
             "attn_implementation": self.attn_implementation,
             "max_length": self.max_length,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,13 +188,20 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def checkpoint_name(checkpoint: str) -> str:
+    """The name of a model given as a checkpoint: the folder as written (normalised) or the hub id."""
+    return os.path.normpath(checkpoint) if Path(checkpoint).expanduser().exists() else checkpoint.rstrip("/")
+
+
 def get_reranker(model: str, *, adapter: str | None = None, **options: Any) -> Reranker:
     """Build a reranker from a preset name, a local checkpoint folder (with `adapter`), or an adapter name."""
     if adapter is not None:
         factory = resolve_adapter(adapter)
         if model in PRESETS:
             raise MRBError(f"--adapter goes with a checkpoint folder or hub id, not with the preset {model!r}")
-        return build(factory, {"checkpoint": model, **options})
+        reranker = build(factory, {"checkpoint": model, **options})
+        reranker.name = checkpoint_name(model)  # two checkpoints of one adapter never share a name
+        return reranker
     if model in PRESETS:
         preset = PRESETS[model]
         merged = {**preset.adapter_options(), **options}
