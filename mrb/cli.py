@@ -20,6 +20,7 @@ from mrb.io import os_error
 from mrb.options import RunOptions
 
 # Options handed to the reranker only when the user gives them (adapters reject options they do not take).
+TASK_DIR_HELP = "add the task YAML of this folder to the bundled catalogue (repeatable); `all` then means its tasks"
 MODEL_OPTIONS = ("device", "dtype", "attn_implementation", "max_length", "min_pixels", "max_pixels", "trust_remote_code")
 
 
@@ -47,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", required=True, help="preset name (see `mrb models`) or checkpoint folder with --adapter")
     run.add_argument("--adapter", help="adapter that loads a checkpoint folder given as --model")
     run.add_argument("--tasks", default="mini", help="all, names, globs, type codes, categories or suites (comma-separated)")
-    run.add_argument("--task-dir", action="append", help="read task YAML from this folder instead of the bundled catalogue")
+    run.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
     run.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
     run.add_argument("--output", default="results", help="results folder (default: results)")
     add_options(run, RunOptions)
@@ -75,39 +76,47 @@ def _parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="list the task catalogue")
     tasks.add_argument("--tasks", default="all", help="selection, as for `mrb run`")
     tasks.add_argument("--suite", help="shorthand for --tasks SUITE")
-    tasks.add_argument("--task-dir", action="append")
+    tasks.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
 
     sub.add_parser("models", help="list the model presets")
 
     download = sub.add_parser("download", help="mirror the hub data of tasks for offline runs")
     download.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
     download.add_argument("--dir", help="data dir to mirror into (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
-    download.add_argument("--task-dir", action="append")
+    download.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
 
     candidates = sub.add_parser("candidates", help="build, verify and summarise first-stage candidate packs")
     actions = candidates.add_subparsers(dest="action", required=True)
     build = actions.add_parser("build", help="retrieve each query's top candidates from the raw source and write the pack")
-    build.add_argument("--retriever", help="gme-qwen2-vl-2b, minilm or clip (default: each task's first_stage)")
+    build.add_argument("--retriever", help="gme-qwen2-vl-2b, minilm, clip, or given: the source's own top_ranked lists "
+                       "(default: each task's first_stage)")
     build.add_argument("--checkpoint", help="load the retriever from this folder or hub id instead of its default")
-    build.add_argument("--depth", type=int, help="candidates per query (default: the task's depth, 100 for MRB)")
-    build.add_argument("--sample", type=int, help="build on a seeded sample of this many queries per task")
-    build.add_argument("--seed", type=int, help="seed of --sample (default 0)")
-    build.add_argument("--out", help="write packs to OUT/<task> instead of the data dir")
     build.add_argument("--push-to-hub", metavar="REPO", help="also upload each pack to this hub dataset repo")
     build.add_argument("--batch-size", type=int, default=32, help="records per forward pass")
     build.add_argument("--shard-size", type=int, help="records per embedding shard, the unit of resumption (default 4096)")
     build.add_argument("--device")
     build.add_argument("--dtype")
+    imported = actions.add_parser("import", help="write a task's pack from a given first-stage run (TREC, Parquet or CSV)")
+    imported.add_argument("--run", required=True, help="a TREC run file, or a Parquet / CSV file of query_id, doc_id, score[, rank]")
+    imported.add_argument("--format", choices=("trec", "parquet", "csv"), help="the run's format (default: from its suffix; TREC otherwise)")
+    for action in (build, imported):
+        action.add_argument("--depth", type=int, help="candidates per query (default: the task's depth, 100 for MRB)")
+        action.add_argument("--sample", type=int, help="build on a seeded sample of this many queries per task")
+        action.add_argument("--seed", type=int, help="seed of --sample (default 0)")
+        action.add_argument("--out", help="write packs to OUT/<task> instead of the data dir")
+    export = actions.add_parser("export", help="write packs as datasets other tools read: DIR/<task>")
+    export.add_argument("--format", required=True, choices=("mteb",), help="mteb: an MTEB 2.x reranking dataset (corpus, queries, default, top_ranked)")
+    export.add_argument("dir", help="folder to write into")
     pull = actions.add_parser("pull", help="fetch published packs from a hub dataset repo into the data dir")
     pull.add_argument("--repo", required=True, help="the dataset repo the packs were pushed to")
     pull.add_argument("--revision", help="a commit, branch or tag of that repo")
     push = actions.add_parser("push", help="verify the packs of tasks and upload them to a hub dataset repo")
     push.add_argument("--repo", required=True, help="the dataset repo to upload to (created if missing)")
-    for action in (build, pull, push, actions.add_parser("verify", help="re-hash the packs of tasks against their manifests"),
+    for action in (build, imported, export, pull, push, actions.add_parser("verify", help="re-hash the packs of tasks against their manifests"),
                    actions.add_parser("stats", help="first-stage nDCG@10, Recall@100 and pair counts of packs")):
         action.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
         action.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
-        action.add_argument("--task-dir", action="append")
+        action.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
     return parser
 
 
@@ -214,6 +223,12 @@ def _candidates(args: argparse.Namespace) -> None:
         for unit, folder in candidates.pull_packs(tasks, args.repo, data_dir=args.data_dir, revision=args.revision):
             print(f"{unit.name}: {folder}")
         return
+    if args.action == "export":
+        from mrb.candidates.export_pack import export_mteb
+
+        for unit, folder in candidates.pack_folders(tasks, args.data_dir):
+            print(f"{unit.name}: {export_mteb(folder, unit, args.dir)}")
+        return
     if args.action in ("verify", "push"):
         for unit, folder in candidates.verify_packs(tasks, args.data_dir):
             commit = f", pushed: {candidates.push_pack(folder, args.repo)}" if args.action == "push" else ""
@@ -224,14 +239,20 @@ def _candidates(args: argparse.Namespace) -> None:
     else:
         if args.seed is not None and args.sample is None:
             raise MRBError("--seed goes with --sample")
-        options = {k: getattr(args, k) for k in ("device", "dtype") if getattr(args, k) is not None}
         sample = SampleSpec(queries=args.sample, seed=args.seed or 0) if args.sample is not None else None
         logging.getLogger("mrb.candidates").setLevel(logging.INFO)
-        built = candidates.build_candidates(
-            tasks, args.retriever, checkpoint=args.checkpoint, depth=args.depth, sample=sample, out=args.out,
-            data_dir=args.data_dir, batch_size=args.batch_size, shard_size=args.shard_size,
-            push_to_hub=args.push_to_hub, **options,
-        )
+        if args.action == "import":
+            if len(tasks) != 1:
+                raise MRBError(f"a run file gives the lists of one task; --tasks {args.tasks} selects {len(tasks)}")
+            built = [candidates.import_run(tasks[0], args.run, format=args.format, depth=args.depth, sample=sample,
+                                           out=args.out, data_dir=args.data_dir)]
+        else:
+            options = {k: getattr(args, k) for k in ("device", "dtype") if getattr(args, k) is not None}
+            built = candidates.build_candidates(
+                tasks, args.retriever, checkpoint=args.checkpoint, depth=args.depth, sample=sample, out=args.out,
+                data_dir=args.data_dir, batch_size=args.batch_size, shard_size=args.shard_size,
+                push_to_hub=args.push_to_hub, **options,
+            )
         units = {unit.name: unit for task in tasks for unit in task.units()}
         packs = [(units[result.task], result.pack) for result in built]
     if not packs:  # a torchrun rank other than 0 only embeds

@@ -19,8 +19,11 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
 import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -32,7 +35,6 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mrb.errors import MRBError
-from mrb.io import atomic_write_bytes, atomic_write_parquet
 
 
 class ImageStore:
@@ -419,32 +421,89 @@ def _check_qrels(folder: Path, qrels: pd.DataFrame, queries: dict) -> None:
 def write_pack(
     folder: str | Path,
     *,
-    queries: list[Record],
-    documents: list[Record],
+    queries: Iterable[Record],
+    documents: Iterable[Record],
     candidates: pd.DataFrame,
     qrels: pd.DataFrame,
     manifest: dict[str, Any],
 ) -> Path:
-    """Write a pack folder with a manifest recording the sha256 of every file."""
-    folder = Path(folder)
+    """Write a pack folder; the manifest gets the row count (`counts`) and sha256 of every file.
 
-    def records_table(records: list[Record], name: str) -> pa.Table:
+    `queries` and `documents` may be any iterables (generators included): records are written
+    `RECORD_ROW_GROUP` at a time as they come, so memory holds one row group of images, not
+    the corpus. Everything is written into a staging folder beside `folder` first and checked
+    (ids unique, every candidate's query and document written); only a complete pack replaces
+    the files of `folder`, and an error leaves it as it was.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        written = {name: _write_records(staging, folder, name, records)
+                   for name, records in (("queries", queries), ("documents", documents))}
+        for column, name, one in (("query_id", "queries", "query"), ("doc_id", "documents", "document")):
+            unknown = candidates.loc[~candidates[column].isin(written[name]), ["query_id", "doc_id"]]
+            if len(unknown):
+                query, doc = unknown.iloc[0]
+                raise MRBError(f"cannot write pack {folder}: candidate (query {query!r}, doc {doc!r}) names a {one} "
+                               f"that {name}.parquet lacks")
+        counts = {name: len(ids) for name, ids in written.items()}
+        for name, frame in (("candidates", candidates), ("qrels", qrels)):
+            schema = PACK_FILES[name]
+            table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+            with _synced(staging / f"{name}.parquet") as fh:
+                pq.write_table(table, fh)
+            counts[name] = len(frame)
+        hashes = {f"{name}.parquet": sha256_file(staging / f"{name}.parquet") for name in PACK_FILES}
+        with _synced(staging / "manifest.json") as fh:
+            fh.write((json.dumps({**manifest, "counts": counts, "sha256": hashes}, indent=2) + "\n").encode())
+        _move_into(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+@contextmanager
+def _synced(path: Path) -> Iterator[BinaryIO]:
+    """A new file, flushed and fsynced when the block ends."""
+    with open(path, "wb") as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_records(staging: Path, folder: Path, name: str, records: Iterable[Record]) -> set[str]:
+    """Stream records into ``<staging>/<name>.parquet`` in row groups of `RECORD_ROW_GROUP`; returns their ids.
+
+    Small row groups also let `read_pack` stream the records back instead of inflating a whole column.
+    """
+    schema = PACK_FILES[name]
+    ids: set[str] = set()
+    rows: dict[str, list] = {"id": [], "text": [], "image": []}
+    with _synced(staging / f"{name}.parquet") as fh, pq.ParquetWriter(fh, schema) as writer:
         for record in records:
             check_id(record.id, f"pack {folder}: {name}")
-        rows = {"id": [r.id for r in records], "text": [r.text for r in records], "image": [r.encoded_image() for r in records]}
-        return pa.table(rows, schema=PACK_FILES[name])
+            if record.id in ids:
+                raise MRBError(f"cannot write pack {folder}: {name}.parquet would repeat id {record.id!r}")
+            image = record.encoded_image()
+            if record.text is None and image is None:
+                raise MRBError(f"cannot write pack {folder}: {name} record {record.id!r} has neither text nor image")
+            ids.add(record.id)
+            for column, value in (("id", record.id), ("text", record.text), ("image", image)):
+                rows[column].append(value)
+            if len(rows["id"]) == RECORD_ROW_GROUP:
+                writer.write_table(pa.table(rows, schema=schema))
+                rows = {column: [] for column in rows}
+        if rows["id"] or not ids:
+            writer.write_table(pa.table(rows, schema=schema))
+    return ids
 
-    tables = {
-        "queries": records_table(queries, "queries"),
-        "documents": records_table(documents, "documents"),
-        "candidates": pa.Table.from_pandas(candidates[PACK_FILES["candidates"].names], schema=PACK_FILES["candidates"], preserve_index=False),
-        "qrels": pa.Table.from_pandas(qrels[PACK_FILES["qrels"].names], schema=PACK_FILES["qrels"], preserve_index=False),
-    }
-    hashes = {}
-    for name, table in tables.items():
-        path = folder / f"{name}.parquet"
-        # small row groups let read_pack stream the records instead of inflating a whole column at once
-        atomic_write_parquet(path, table, row_group_size=RECORD_ROW_GROUP if name in ("queries", "documents") else None)
-        hashes[path.name] = sha256_file(path)
-    atomic_write_bytes(folder / "manifest.json", (json.dumps({**manifest, "sha256": hashes}, indent=2) + "\n").encode())
-    return folder
+
+def _move_into(staging: Path, folder: Path) -> None:
+    """Replace the pack files of `folder` by the staged ones: the old manifest goes first and the new one
+    comes last, so a pack caught half-way has no manifest and is never read as complete."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").unlink(missing_ok=True)
+    for name in PACK_FILES:
+        os.replace(staging / f"{name}.parquet", folder / f"{name}.parquet")
+    os.replace(staging / "manifest.json", folder / "manifest.json")

@@ -123,9 +123,16 @@ class TaskEvaluator:
             per_query=per_query, value=float(per_query["value"].mean()),
             first_stage_value=float(per_query["first_stage_value"].mean()),
             measures={m: float(per_query[m].mean()) for m in MEASURE_COLUMNS}, ci=bootstrap_ci([per_query["value"]]),
-            pack_hash=short_digest(self.pack.manifest.get("sha256", {})), n_no_relevant=self.n_no_relevant,
+            pack_hash=short_digest(self.pack.manifest.get("sha256", {})), source_revision=_source_revision(self.pack),
+            n_no_relevant=self.n_no_relevant,
             n_no_qrels=self.n_no_qrels, n_identical_ids=self.n_identical_ids, spec=task, ranking=ranking,
         )
+
+
+def _source_revision(pack: Pack) -> str | None:
+    """The revision of the source a pack was built from (its manifest's ``source``), when it records one."""
+    source = pack.manifest.get("source")
+    return source.get("revision") if isinstance(source, dict) else None
 
 
 def combine(task: TaskSpec, parts: list[TaskScores]) -> TaskScores:
@@ -147,6 +154,7 @@ def combine(task: TaskSpec, parts: list[TaskScores]) -> TaskScores:
         ci=bootstrap_ci([p.per_query["value"] for p in parts if p.per_query is not None]),
         parts={p.task: p.value for p in parts if p.value is not None},
         pack_hash=hashlib.sha256(" ".join(p.pack_hash for p in parts).encode()).hexdigest()[:16],
+        source_revision=",".join(p.source_revision or "" for p in parts) if any(p.source_revision for p in parts) else None,
         n_no_relevant=sum(p.n_no_relevant for p in parts), n_no_qrels=sum(p.n_no_qrels for p in parts),
         n_identical_ids=sum(p.n_identical_ids for p in parts), spec=task,
         ranking=pd.concat([prefixed(p.ranking, p) for p in parts if p.ranking is not None], ignore_index=True),

@@ -78,6 +78,7 @@ class TaskScores:
     ci: tuple[float, float] | None = None
     parts: dict[str, float] = field(default_factory=dict)
     pack_hash: str = ""
+    source_revision: str | None = None  # the pack's source: hub commit or local digest (a composite's parts comma-joined)
     n_no_relevant: int = 0
     n_no_qrels: int = 0
     n_identical_ids: int = 0

@@ -212,5 +212,6 @@ def provenance(settings: dict[str, Any], scores: TaskScores, world: World, devic
         "devices": devices,
         "dtype": settings.get("dtype"),
         "processes": world.size,
+        "source_revision": scores.source_revision,
         **scores.stats.as_dict(),
     }

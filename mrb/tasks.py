@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import statistics
 from collections.abc import Mapping
 from enum import StrEnum
@@ -66,9 +67,12 @@ class TaskType(StrEnum):
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
-# The four hub layouts MRB's source sets come in (see docs/tasks.md and mrb/sources.py):
-# older BEIR text sets, the newer MTEB layout, M-BEIR / UMRB, and ViDoRe BEIR.
-Layout = Literal["beir", "mteb", "mbeir", "vidore"]
+# The layouts MRB reads (see docs/tasks.md, docs/own-data.md and mrb/sources.py): the four of the
+# paper's hub sets (older BEIR text sets, the newer MTEB layout, M-BEIR / UMRB, ViDoRe BEIR) and
+# MTEB 2.x's own retrieval layout (qrels in `default`, optional `top_ranked`).
+Layout = Literal["beir", "mteb", "mbeir", "vidore", "mteb2"]
+HUB_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+GIVEN = "given"  # the first stage whose lists come with the source (`top_ranked`)
 
 # What a judged query without any relevant document contributes to a task's mean: 0 (pytrec_eval,
 # ir_measures, MTEB and BEIR average it in as 0), or nothing (set aside, counted); docs/metrics.md.
@@ -89,14 +93,31 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
 
 
 class SourceSpec(BaseModel):
-    """A task's raw data on the Hugging Face hub, pinned to one commit."""
+    """A task's raw data: a Hugging Face hub dataset pinned to one commit, or, without a
+    revision, a local folder (relative to the task YAML, or absolute) whose revision is the
+    content digest MRB computes when it reads it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     layout: Layout
-    path: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    revision: str = Field(pattern=r"^[0-9a-f]{40}$", description="full commit sha of the dataset repo")
+    path: str = Field(min_length=1, description="hub dataset owner/name, or a local folder")
+    revision: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{40}$", description="full commit sha of a hub dataset; none for a local folder"
+    )
     split: str = Field(default="test", min_length=1, description="evaluation split")
+
+    @model_validator(mode="after")
+    def _hub_repo_named(self) -> SourceSpec:
+        if self.revision is not None and not re.match(HUB_REPO_PATTERN, self.path):
+            raise ValueError(
+                f"a source with a revision is a hub dataset named owner/name, not {self.path!r} "
+                "(a local folder has no revision)"
+            )
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        return self.revision is None
 
 
 class Sizes(BaseModel):
@@ -159,6 +180,7 @@ class TaskSpec(BaseModel):
     source_file: Path | None = Field(default=None, exclude=True)
     _composite: str | None = PrivateAttr(default=None)
     _sampled_from: TaskSpec | None = PrivateAttr(default=None)
+    _task_dir: Path | None = PrivateAttr(default=None)  # the --task-dir it was read from; None: bundled
 
     @field_validator("metric")
     @classmethod
@@ -197,6 +219,26 @@ class TaskSpec(BaseModel):
     def sampled_from(self) -> TaskSpec | None:
         """For a sampled variant selected through a suite (``ArguAna-lite``), the full task; else None."""
         return self._sampled_from
+
+    @property
+    def task_dir(self) -> Path | None:
+        """The user's task folder (``--task-dir``) this task was read from; None for the bundled catalogue."""
+        return self._task_dir
+
+    def selection_flags(self) -> str:
+        """The flags that select this task on the command line: ``--tasks NAME`` and, for a task of a
+        user's folder, ``--task-dir DIR``."""
+        folder = f" --task-dir {self._task_dir}" if self._task_dir is not None else ""
+        return f"--tasks {self.composite or self.name}{folder}"
+
+    def source_folder(self) -> Path:
+        """A local source's folder: ``source.path`` relative to the task YAML (or the current folder), or absolute."""
+        if self.source is None or not self.source.is_local:
+            raise MRBError(f"task {self.name!r} has no local source folder")
+        path = Path(self.source.path).expanduser()
+        if not path.is_absolute() and self.source_file is not None:
+            path = self.source_file.parent / path
+        return path
 
     def units(self) -> list[TaskSpec]:
         """The tasks that hold data and get scored: a composite's parts, or the task itself."""
@@ -265,7 +307,7 @@ class TaskSpec(BaseModel):
         """The exact CLI command that builds this task's pack(s) with its own first stage."""
         retriever = f" --retriever {self.first_stage}" if self.first_stage else ""
         target = f" --data-dir {data_dir}" if data_dir is not None else ""
-        return f"mrb candidates build --tasks {self.composite or self.name}{retriever}{target}"
+        return f"mrb candidates build {self.selection_flags()}{retriever}{target}"
 
 
 class SuiteSpec(BaseModel):
@@ -367,18 +409,36 @@ def load_suite_file(path: str | Path) -> SuiteSpec:
 
 
 class Catalogue:
-    """All task and suite YAML files under one or more folders (``*.yaml``; suites carry a ``suite`` key)."""
+    """All task and suite YAML files under one or more folders (``*.yaml``; suites carry a ``suite`` key).
 
-    def __init__(self, folders: list[Path]):
+    `own` folders (a user's ``--task-dir``) come on top of `folders`: their tasks remember the folder,
+    so that every command MRB suggests for them carries ``--task-dir``, and they are what ``all``, type
+    codes and categories range over. A name defined twice is an error naming both files; a file
+    reached twice (a folder given again) is read once.
+    """
+
+    def __init__(self, folders: list[Path], own: list[Path] | None = None):
         self.tasks: dict[str, TaskSpec] = {}
         self.suites: dict[str, SuiteSpec] = {}
-        for folder in folders:
-            for path in sorted(Path(folder).rglob("*.yaml")):
+        self._origins: dict[str, Path] = {}  # task or suite name → the file that defines it
+        self._own: list[str] = []  # names of the tasks read from `own` folders
+        self._own_folders = [Path(f) for f in own or []]
+        read: set[Path] = set()
+        for folder, is_own in [(Path(f), False) for f in folders] + [(f, True) for f in self._own_folders]:
+            if is_own and not folder.is_dir():
+                raise MRBError(f"task folder {folder} does not exist (given as --task-dir)")
+            for path in sorted(folder.rglob("*.yaml")):
+                if path.resolve() in read:
+                    continue
+                read.add(path.resolve())
                 if "suite" in load_yaml(path):
                     suite = load_suite_file(path)
                     self._add(self.suites, suite.suite, suite, path)
                 else:
                     task = load_task_file(path)
+                    if is_own:
+                        task._task_dir = folder
+                        self._own.append(task.name)
                     self._add(self.tasks, task.name, task, path)
         self.variants: dict[str, TaskSpec] = {}  # sampled tasks of the suites with a sample
         for suite in self.suites.values():
@@ -404,11 +464,11 @@ class Catalogue:
         variant._sampled_from = task
         return variant
 
-    @staticmethod
-    def _add(into: dict, name: str, item, path: Path) -> None:
+    def _add(self, into: dict, name: str, item, path: Path) -> None:
         if name in into:
-            raise MRBError(f"{path}: name {name!r} is already defined elsewhere in the catalogue")
+            raise MRBError(f"{path}: name {name!r} is already defined in {self._origins.get(name, 'the catalogue')}")
         into[name] = item
+        self._origins.setdefault(name, path)
 
     def select(self, selection: str) -> list[TaskSpec]:
         """Resolve a selection: ``all``, comma lists of names, globs, type codes, categories or suites."""
@@ -425,8 +485,11 @@ class Catalogue:
         return list(chosen.values())
 
     def scope(self) -> list[TaskSpec]:
-        """What ``all``, type codes and categories range over: the suite named
-        `BENCHMARK_SUITE` (the paper's 40) when the catalogue has it, else every task."""
+        """What ``all``, type codes and categories range over: the tasks of the `own` folders when
+        there are any, else the suite named `BENCHMARK_SUITE` (the paper's 40) when the catalogue
+        has it, else every task."""
+        if self._own:
+            return [self.tasks[name] for name in self._own]
         if BENCHMARK_SUITE in self.suites:
             return self.select(",".join(self.suites[BENCHMARK_SUITE].tasks))
         return list(self.tasks.values())
@@ -454,7 +517,8 @@ class Catalogue:
 
         names = list(self.tasks) + list(self.suites)
         close = difflib.get_close_matches(term, names, n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else " See `mrb tasks` for the catalogue."
+        folders = "".join(f" --task-dir {folder}" for folder in self._own_folders)
+        hint = f" Did you mean: {', '.join(close)}?" if close else f" See `mrb tasks{folders}` for the catalogue."
         return f"no task matches {term!r}.{hint}"
 
 
@@ -464,6 +528,8 @@ def bundled_catalogue() -> Catalogue:
 
 
 def load_tasks(selection: str = "all", *, task_dirs: list[str | Path] | None = None) -> list[TaskSpec]:
-    """Select tasks from the bundled catalogue, or from the given folders of YAML files."""
-    catalogue = Catalogue([Path(d) for d in task_dirs]) if task_dirs else bundled_catalogue()
-    return catalogue.select(selection)
+    """Select tasks from the bundled catalogue and, on top of it, the given folders of YAML files
+    (whose tasks are then what ``all``, type codes and categories range over)."""
+    if not task_dirs:
+        return bundled_catalogue().select(selection)
+    return Catalogue([bundled_tasks_dir()], own=[Path(d) for d in task_dirs]).select(selection)

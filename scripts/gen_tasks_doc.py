@@ -29,9 +29,13 @@ def _row(number: int, task: TaskSpec) -> str:
     return _cells([str(number), task.name, task.type.label, *source, *counts, task.instruction])
 
 
+def _either(names: tuple[str, ...]) -> str:
+    return " or ".join(f"`{name}`" for name in names)
+
+
 def _columns(columns: Columns) -> str:
-    named = [f"{role} `{name}`" for role, name in vars(columns).items() if role != "config" and name]
-    return f"config `{columns.config}`: " + ", ".join(named)
+    named = [f"{role} `{name}`" for role, name in vars(columns).items() if role not in ("configs", "ids") and name]
+    return f"config {_either(columns.configs)}: " + ", ".join([f"id {_either(columns.ids)}", *named])
 
 
 def _one(values: set[str]) -> str:
@@ -87,18 +91,23 @@ def render(tasks: list[TaskSpec]) -> str:
         lines += [_cells([unit.name, *_source(unit.source)]) for unit in task.units()]
     lines += [
         "",
-        "## Hub layouts",
+        "## Layouts",
         "",
         "Every id is read as a string; a document with a title reads `title + \" \" + text`; each side keeps "
         "only the modalities of the task type; queries without qrels are dropped. Qrels always carry "
         "`query-id`, `corpus-id` and `score`. For each config MRB reads the evaluation split, or the "
-        "config's only split when it has no such split.",
+        "config's only split when it has no such split. Where a cell names two configs or ids, the first "
+        "the dataset has is read (as MTEB 2.x's loader does). The same layouts are read from a local folder "
+        "(docs/own-data.md).",
         "",
-        "| layout | queries | corpus | qrels |",
-        "|---|---|---|---|",
+        "| layout | queries | corpus | qrels | first-stage lists |",
+        "|---|---|---|---|---|",
     ]
     lines += [
-        _cells([name, _columns(layout.queries), _columns(layout.corpus), f"config `{layout.qrels_config}`"])
+        _cells([
+            name, _columns(layout.queries), _columns(layout.corpus), f"config {_either(layout.qrels_configs)}",
+            f"config `{layout.top_ranked_config}` (optional): `query-id`, `corpus-ids`" if layout.top_ranked_config else "",
+        ])
         for name, layout in LAYOUTS.items()
     ]
     return "\n".join(lines) + "\n"

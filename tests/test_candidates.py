@@ -268,7 +268,7 @@ def facts_yaml(folder: Path) -> Path:
     """A task folder holding MiniFacts-T2T with its raw source and MiniLM as its first stage."""
     folder.mkdir()
     (folder / "facts.yaml").write_text(
-        "name: MiniFacts-T2T\ntype: t2t\ninstruction: Given a question, find the passage that answers it.\ndepth: 20\n"
+        "name: Facts-T2T\ntype: t2t\ninstruction: Given a question, find the passage that answers it.\ndepth: 20\n"
         f"first_stage: minilm\nsource: {{layout: beir, path: mrb-mini/MiniFacts-T2T, revision: {REV}}}\n"
     )
     return folder
@@ -276,29 +276,29 @@ def facts_yaml(folder: Path) -> Path:
 
 def test_cli_builds_a_missing_pack_for_a_run_then_verifies_and_summarises_it(data_dir, tmp_path, capsys):
     facts_yaml(tmp_path / "tasks")
-    where = ["--tasks", "MiniFacts-T2T", "--task-dir", str(tmp_path / "tasks"), "--data-dir", str(data_dir)]
+    where = ["--tasks", "Facts-T2T", "--task-dir", str(tmp_path / "tasks"), "--data-dir", str(data_dir)]
     run = ["run", "--model", "first-stage", "--output", str(tmp_path / "results"), "--quiet", *where]
     assert main(run) == 2
     assert capsys.readouterr().err == (
-        f"mrb: error: task 'MiniFacts-T2T' has no candidate pack yet (looked in {data_dir}/packs/MiniFacts-T2T): "
-        f"build it with `mrb candidates build --tasks MiniFacts-T2T --retriever minilm --data-dir {data_dir}`, "
+        f"mrb: error: task 'Facts-T2T' has no candidate pack yet (looked in {data_dir}/packs/Facts-T2T): "
+        f"build it with `mrb candidates build --tasks Facts-T2T --task-dir {tmp_path}/tasks --retriever minilm --data-dir {data_dir}`, "
         "or pass --build-missing to `mrb run`\n"
     )
     assert main([*run, "--build-missing"]) == 0
     board = pd.read_parquet(tmp_path / "results" / "leaderboard.parquet")
     assert board[["task", "value", "first_stage_value"]].values.tolist() == [
-        ["MiniFacts-T2T", pytest.approx(0.96731, abs=1e-5), pytest.approx(0.96731, abs=1e-5)]
+        ["Facts-T2T", pytest.approx(0.96731, abs=1e-5), pytest.approx(0.96731, abs=1e-5)]
     ]
     capsys.readouterr()
 
     assert main(["candidates", "stats", *where]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "         task retriever  depth  queries  pairs  metric first_stage  R@100",
-        "MiniFacts-T2T    minilm     20       16    320 nDCG@10       96.73 100.00",
+        "     task retriever  depth  queries  pairs  metric first_stage  R@100",
+        "Facts-T2T    minilm     20       16    320 nDCG@10       96.73 100.00",
     ]
     assert main(["candidates", "verify", *where]) == 0
-    pack = data_dir / "packs" / "MiniFacts-T2T"
-    assert capsys.readouterr().out == f"MiniFacts-T2T: ok ({pack})\n"
+    pack = data_dir / "packs" / "Facts-T2T"
+    assert capsys.readouterr().out == f"Facts-T2T: ok ({pack})\n"
     data = bytearray((pack / "documents.parquet").read_bytes())
     data[100] ^= 0xFF
     (pack / "documents.parquet").write_bytes(bytes(data))
@@ -307,7 +307,7 @@ def test_cli_builds_a_missing_pack_for_a_run_then_verifies_and_summarises_it(dat
 
     sampled = ["candidates", "build", "--retriever", "minilm", "--sample", "4", "--seed", "3", "--out", str(tmp_path / "lite"), *where]
     assert main(sampled) == 0
-    assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["MiniFacts-T2T", "minilm", "20", "4", "80"]
+    assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["Facts-T2T", "minilm", "20", "4", "80"]
     assert main(["candidates", "build", "--seed", "3", *where]) == 2
     assert capsys.readouterr().err == "mrb: error: --seed goes with --sample\n"
 
@@ -380,12 +380,12 @@ def test_push_pack_uploads_the_folder_under_the_task_name(facts_built, tmp_path,
     pushed = calls[:]
     calls.clear()
     data = tmp_path / "data"
-    shutil.copytree(facts_built.pack, data / "packs" / "MiniFacts-T2T")
-    cli = ["candidates", "push", "--repo", "org/mrb-candidates", "--tasks", "MiniFacts-T2T",
+    shutil.copytree(facts_built.pack, data / "packs" / "Facts-T2T")
+    cli = ["candidates", "push", "--repo", "org/mrb-candidates", "--tasks", "Facts-T2T",
            "--task-dir", str(facts_yaml(tmp_path / "tasks")), "--data-dir", str(data)]
     assert main(cli) == 0
-    assert capsys.readouterr().out == f"MiniFacts-T2T: ok ({data}/packs/MiniFacts-T2T), pushed: https://hub/commit/1\n"
-    assert calls[2][1]["folder_path"] == str(data / "packs" / "MiniFacts-T2T")
+    assert capsys.readouterr().out == f"Facts-T2T: ok ({data}/packs/Facts-T2T), pushed: https://hub/commit/1\n"
+    assert calls[2][1]["folder_path"] == str(data / "packs" / "Facts-T2T")
     assert pushed == [
         ("token", None),
         ("create", "org/mrb-candidates", {"repo_type": "dataset", "exist_ok": True}),
@@ -397,14 +397,14 @@ def test_push_pack_uploads_the_folder_under_the_task_name(facts_built, tmp_path,
 def test_a_lite_pack_is_cut_from_the_full_pack_exactly_as_a_sampled_build(data_dir, minilm, facts_built, tmp_path, monkeypatch):
     (tmp_path / "data" / "packs").mkdir(parents=True)
     (tmp_path / "data" / "sources").symlink_to(data_dir / "sources")
-    shutil.copytree(facts_built.pack, tmp_path / "data" / "packs" / "MiniFacts-T2T")
+    shutil.copytree(facts_built.pack, tmp_path / "data" / "packs" / "Facts-T2T")
     facts_yaml(tmp_path / "tasks")
-    (tmp_path / "tasks" / "lite.yaml").write_text("suite: facts-lite\nsample: {queries: 4, seed: 3}\nsuffix: lite\ntasks: [MiniFacts-T2T]\n")
+    (tmp_path / "tasks" / "lite.yaml").write_text("suite: facts-lite\nsample: {queries: 4, seed: 3}\nsuffix: lite\ntasks: [Facts-T2T]\n")
     (lite,) = load_tasks("facts-lite", task_dirs=[tmp_path / "tasks"])
-    assert (lite.name, lite.sampled_from.name) == ("MiniFacts-T2T-lite", "MiniFacts-T2T")
+    assert (lite.name, lite.sampled_from.name) == ("Facts-T2T-lite", "Facts-T2T")
     monkeypatch.setattr(commands, "get_encoder", lambda *a, **k: pytest.fail("no model is needed to cut a lite pack"))
     (cut,) = build_candidates([lite], data_dir=tmp_path / "data")
-    assert cut.pack == tmp_path / "data" / "packs" / "MiniFacts-T2T-lite"
+    assert cut.pack == tmp_path / "data" / "packs" / "Facts-T2T-lite"
     full = read_pack(facts_built.pack)
     pack = read_pack(cut.pack)
     ids = sample_queries([f"q{i:02d}" for i in range(1, 17)], 4, seed=3)
@@ -426,7 +426,7 @@ def test_cli_pulls_published_packs_and_verifies_them_before_replacing(facts_buil
 
     def snapshot_download(repo_id, *, repo_type, revision, local_dir, allow_patterns):
         calls.append((repo_id, repo_type, revision, allow_patterns))
-        target = Path(local_dir) / "MiniFacts-T2T"
+        target = Path(local_dir) / "Facts-T2T"
         shutil.copytree(facts_built.pack, target)
         if corrupt:
             data = bytearray((target / "candidates.parquet").read_bytes())
@@ -434,12 +434,12 @@ def test_cli_pulls_published_packs_and_verifies_them_before_replacing(facts_buil
             (target / "candidates.parquet").write_bytes(bytes(data))
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    pull = ["candidates", "pull", "--repo", "org/mrb-candidates", "--tasks", "MiniFacts-T2T",
+    pull = ["candidates", "pull", "--repo", "org/mrb-candidates", "--tasks", "Facts-T2T",
             "--task-dir", str(facts_yaml(tmp_path / "tasks")), "--data-dir", str(tmp_path / "data")]
     assert main(pull) == 0
-    pack = tmp_path / "data" / "packs" / "MiniFacts-T2T"
-    assert capsys.readouterr().out == f"MiniFacts-T2T: {pack}\n"
-    assert calls == [("org/mrb-candidates", "dataset", None, ["MiniFacts-T2T/*"])]
+    pack = tmp_path / "data" / "packs" / "Facts-T2T"
+    assert capsys.readouterr().out == f"Facts-T2T: {pack}\n"
+    assert calls == [("org/mrb-candidates", "dataset", None, ["Facts-T2T/*"])]
     assert sha256_file(pack / "candidates.parquet") == sha256_file(facts_built.pack / "candidates.parquet")
     corrupt.append(True)
     assert main(pull) == 2

@@ -116,8 +116,13 @@ def test_data_dir_precedence(tmp_path, monkeypatch):
     ("body", "problem"),
     [
         ("source: {layout: beir, path: mteb/x, revision: " + REV + ", config: en}\n", "unknown key 'source.config'"),
-        ("source: {layout: csv, path: mteb/x, revision: " + REV + "}\n", "source.layout: Input should be 'beir', 'mteb', 'mbeir' or 'vidore'"),
+        ("source: {layout: csv, path: mteb/x, revision: " + REV + "}\n", "source.layout: Input should be 'beir', 'mteb', 'mbeir', 'vidore' or 'mteb2'"),
         ("source: {layout: beir, path: mteb/x, revision: main}\n", "source.revision: String should match pattern '^[0-9a-f]{40}$'"),
+        (
+            "source: {layout: beir, path: ../data, revision: " + REV + "}\n",
+            "source: Value error, a source with a revision is a hub dataset named owner/name, not '../data' "
+            "(a local folder has no revision)",
+        ),
         ("sizes: {queries: 3, documents: 0, qrels: 1}\npack: p\n", "sizes.documents: Input should be greater than 0"),
         ("description: nothing to read\n", "(top level): Value error, a task needs a hub source, a pack folder or parts"),
         (

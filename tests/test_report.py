@@ -250,17 +250,19 @@ def test_mteb_export(results, tmp_path, capsys):
     out = tmp_path / "mteb"
     assert main(["report", "--results", str(results), "--export-mteb", str(out), "--no-reported"]) == 0
     assert capsys.readouterr().err == f"MTEB-style results: 6 file(s) under {out}/\n"
-    data = json.loads((out / "first-stage" / "no_revision_available" / "Small-T2T.json").read_text())
+    data = json.loads((out / "first-stage" / "no_revision_available" / "MRB-Small-T2T.json").read_text())
     board = read_leaderboards([results]).set_index(["model", "task"])
     row = board.loc[("first-stage", "Small-T2T")]
-    assert data["dataset_revision"] == row["pack_hash"] and data["task_name"] == "Small-T2T"
+    # a pack-only task has no source revision; the pack hash rides along, and the name never passes for MTEB's own
+    assert (data["dataset_revision"], data["mrb_pack_hash"], data["task_name"], data["mteb_version"]) == (
+        "revision_not_applicable", row["pack_hash"], "MRB-Small-T2T", "2.26.24")
     assert data["scores"]["test"][0] == {
         "ndcg_at_10": row["value"], "main_score": row["value"], "mrr_at_10": 0.5, "recall_at_10": 1.0,
         "judged_at_10": 0.625, "first_stage_recall_at_100": 1.0, "first_stage_ndcg_at_10": row["value"],
         "main_score_ci95_low": row["ci_low"], "main_score_ci95_high": row["ci_high"],
         "hf_subset": "default", "languages": ["eng-Latn"],
     }
-    oracle = json.loads((out / "oracle" / "no_revision_available" / "Small-T2T.json").read_text())["scores"]["test"][0]
+    oracle = json.loads((out / "oracle" / "no_revision_available" / "MRB-Small-T2T.json").read_text())["scores"]["test"][0]
     assert (oracle["ndcg_at_10"], oracle["first_stage_ndcg_at_10"]) == (board.loc[("oracle", "Small-T2T"), "value"], row["value"])
     assert oracle["ndcg_at_10"] > row["value"]  # the reranked and the first-stage values are told apart
     assert json.loads((out / "oracle" / "no_revision_available" / "model_meta.json").read_text()) == {"name": "oracle", "revision": None}

@@ -253,7 +253,7 @@ def test_composite_downloads_every_part_and_reads_each_on_its_own(hub, tmp_path)
     assert len(SourceReader(english, tmp_path).qrels) == 3
     with pytest.raises(MRBError) as err:
         SourceReader(spec, tmp_path)
-    assert str(err.value) == "task 'CQADupStack' has no hub source (a composite: read each of task.units())"
+    assert str(err.value) == "task 'CQADupStack' has no source (a composite: read each of task.units())"
 
 
 def test_data_dir_comes_from_the_environment(hub, tmp_path, monkeypatch):
@@ -341,7 +341,7 @@ def test_a_missing_config_is_named(hub, tmp_path):
     spec = mirror(hub, tmp_path, task("MSCOCO-T2I", "t2i", "mbeir", "mteb/mbeir_mscoco_task0"), repo)
     assert qrels_error(spec, tmp_path) == (
         f"task 'MSCOCO-T2I': {mirror_path(spec.source, tmp_path)} has no config 'qrels' "
-        "(layout 'mbeir' expects it; the dataset has query, corpus)"
+        "for the qrels (layout 'mbeir' expects it; the dataset has query, corpus)"
     )
 
 
@@ -415,11 +415,11 @@ def test_mrb_download_mirrors_the_selected_tasks(hub, tmp_path, capsys):
     hub("mteb/arguana", beir_repo())
     (tmp_path / "tasks").mkdir()
     source = f"source: {{layout: beir, path: mteb/arguana, revision: {REV}}}\n"
-    (tmp_path / "tasks" / "a.yaml").write_text("name: ArguAna\ntype: t2t\ninstruction: Refute it.\n" + source)
-    argv = ["download", "--tasks", "ArguAna", "--dir", str(tmp_path / "data"), "--task-dir", str(tmp_path / "tasks")]
+    (tmp_path / "tasks" / "a.yaml").write_text("name: MyArguAna\ntype: t2t\ninstruction: Refute it.\n" + source)
+    argv = ["download", "--tasks", "MyArguAna", "--dir", str(tmp_path / "data"), "--task-dir", str(tmp_path / "tasks")]
     assert main(argv) == 0
     assert capsys.readouterr().out == f"{tmp_path}/data/sources/mteb/arguana/{REV}\n"
     assert SourceReader(load_task_file(tmp_path / "tasks" / "a.yaml"), tmp_path / "data").qrels.shape == (3, 3)
     capsys.readouterr()  # datasets' progress bars
-    assert main(["download", "--tasks", "Arguana", "--task-dir", str(tmp_path / "tasks")]) == 2
-    assert capsys.readouterr().err == "mrb: error: no task matches 'Arguana'. Did you mean: ArguAna?\n"
+    assert main(["download", "--tasks", "MyArguana", "--task-dir", str(tmp_path / "tasks")]) == 2
+    assert capsys.readouterr().err == "mrb: error: no task matches 'MyArguana'. Did you mean: MyArguAna, ArguAna?\n"

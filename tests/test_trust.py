@@ -543,7 +543,7 @@ def test_model_and_task_names_never_leave_their_folder(tmp_path):
     board.loc[0, "task"] = "../../evil"
     with pytest.raises(MRBError) as err:
         export_mteb(board, tmp_path / "mteb")
-    assert str(err.value) == f"refusing the name '../../evil.json': it would leave the folder {tmp_path / 'mteb' / 'escaped' / 'no_revision_available'}"
+    assert str(err.value) == f"refusing the name 'MRB-../../evil.json': it would leave the folder {tmp_path / 'mteb' / 'escaped' / 'no_revision_available'}"
     assert not (tmp_path / "evil.json").exists()
 
 

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,6 +44,7 @@ from mrb.tasks import SampleSpec, TaskSpec, resolve_data_dir
 LOG = logging.getLogger(__name__)
 
 SHARD_SIZE = 4096  # records per embedding shard (the unit of resumption)
+WRITE_BATCH = 256  # records read from the source at a time while a pack is written
 RECALL = "R@100"
 WAIT_SECONDS = 5.0  # how often rank 0 looks for the other ranks' shards
 
@@ -86,6 +87,12 @@ def _read_embeddings(path: Path) -> tuple[pa.Array, np.ndarray]:
 
 def _records(table: pa.Table) -> list[Record]:
     return [Record(r["id"], r["text"], r["image"]) for r in table.to_pylist()]
+
+
+def stream_records(tables: Iterable[pa.Table]) -> Iterator[Record]:
+    """The records of a stream of reader batches, one batch in memory at a time."""
+    for table in tables:
+        yield from _records(table)
 
 
 def embed_prefetched(encoder: Encoder, records: list[Record], instruction: str | None, batch_size: int) -> torch.Tensor:
@@ -205,13 +212,15 @@ def build_pack(
     task: TaskSpec, encoder: Encoder, *, retriever: str, depth: int | None = None, sample: SampleSpec | None = None,
     out: str | Path | None = None, data_dir: str | Path | None = None, batch_size: int = 32,
     shard_size: int = SHARD_SIZE, work_dir: str | Path | None = None, search_device: str | torch.device | None = None,
-    rank: Rank | None = None,
+    rank: Rank | None = None, reader: SourceReader | None = None,
 ) -> BuildResult | None:
     """Build the pack of one task unit (not a composite) and return where it went.
 
     The pack goes to `out` or the task's pack location, embedding shards to `work_dir` (default
     `work_root`); `depth` defaults to the task's and `sample` to the task's own sample setting.
-    Returns None on a rank other than 0, which only embeds its share of the corpus.
+    `reader` is the task's source, when already opened. Returns None on a rank other than 0,
+    which only embeds its share of the corpus. Queries and documents are streamed from the
+    source into the pack, so memory does not grow with the size of the corpus.
     """
     started = time.perf_counter()
     rank = rank or Rank.from_env()
@@ -220,16 +229,16 @@ def build_pack(
     if not encoder.supports(task.type):
         sides = ", ".join(sorted(encoder.sides))
         raise MRBError(f"task {task.name!r} is {task.type.label}: the {retriever} encoder embeds only {sides} sides")
-    reader = SourceReader(task, data_dir)
+    reader = reader or SourceReader(task, data_dir)
     reader.check()
     selected = select_queries(reader.qrels, sample)
-    assert task.source is not None
+    chosen = None if selected is None else pa.array(selected, pa.string())
     config = {
-        "source": task.source.model_dump(), "type": task.type.value, "encoder": encoder.settings(),
+        "source": reader.provenance(), "type": task.type.value, "encoder": encoder.settings(),
         "shard_size": shard_size,
     }
     # keyed by source and settings, not by task name: a sampled variant reuses the corpus shards
-    folder = Path(work_dir or work_root(data_dir)) / task.source.path / _fingerprint(config)
+    folder = Path(work_dir or work_root(data_dir)) / reader.storage_key / _fingerprint(config)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
 
@@ -237,39 +246,39 @@ def build_pack(
     if rank.rank != 0:
         return None
     _wait_for(corpus_shards)
-    query_table = pa.concat_tables(reader.queries(shard_size))
-    if selected is not None:
-        query_table = query_table.filter(pc.is_in(query_table["id"], value_set=pa.array(selected, pa.string())))
-    query_table = query_table.sort_by("id")
-    query_prefix = "queries-" + _fingerprint({"ids": query_table["id"].to_pylist(), "instruction": task.instruction})
+    judged = sorted(set(reader.qrels["query_id"]) & set(selected if selected is not None else reader.qrels["query_id"]))
+    query_prefix = "queries-" + _fingerprint({"ids": judged, "instruction": task.instruction})
     query_shards = embed_shards(
-        iter(query_table.to_batches(shard_size)), encoder,
+        reader.queries(shard_size, ids=chosen), encoder,
         task.instruction if encoder.uses_instruction else None, folder, query_prefix, batch_size=batch_size,
     )
-    query_vectors = torch.from_numpy(np.concatenate([_read_embeddings(p)[1] for p in query_shards])) if query_shards else torch.empty(0)
+    embedded = [part for part in map(_read_embeddings, query_shards) if len(part[0])]
+    query_ids = [qid for ids, _ in embedded for qid in ids.to_pylist()]
+    query_vectors = torch.from_numpy(np.concatenate([v for _, v in embedded])) if embedded else torch.empty(0)
     device = search_device or ("cuda" if torch.cuda.is_available() else "cpu")
     candidates = search(
-        query_table["id"].to_pylist(), query_vectors, corpus_shards, depth,
-        ignore_identical_ids=task.ignore_identical_ids, device=device,
+        query_ids, query_vectors, corpus_shards, depth, ignore_identical_ids=task.ignore_identical_ids, device=device,
     )
     wanted = pa.array(candidates["doc_id"].unique(), pa.string())
-    documents = pa.concat_tables(list(reader.corpus(shard_size, ids=wanted))).sort_by("id")
-    qrels = reader.qrels[reader.qrels["query_id"].isin(set(query_table["id"].to_pylist()))]
+    embedded_ids = pa.array(query_ids, pa.string())
+    qrels = reader.qrels[reader.qrels["query_id"].isin(set(query_ids))]
     provenance = {
         "retriever": {"name": retriever, **encoder.settings()},
-        "source": task.source.model_dump(),
+        "source": reader.provenance(),
         "source_report": reader.report.counts(),
     }
-    return _write(task, _records(query_table), _records(documents), candidates, qrels, provenance,
+    return _write(task, stream_records(reader.queries(WRITE_BATCH, ids=embedded_ids)),
+                  stream_records(reader.corpus(WRITE_BATCH, ids=wanted)), candidates, qrels, provenance,
                   depth=depth, sample=sample, selected=selected, out=out, data_dir=data_dir, started=started)
 
 
 def _write(
-    task: TaskSpec, queries: list[Record], documents: list[Record], candidates: pd.DataFrame, qrels: pd.DataFrame,
+    task: TaskSpec, queries: Iterable[Record], documents: Iterable[Record], candidates: pd.DataFrame, qrels: pd.DataFrame,
     provenance: dict[str, Any], *, depth: int, sample: SampleSpec | None, selected: list[str] | None,
     out: str | Path | None, data_dir: str | Path | None, started: float,
 ) -> BuildResult:
-    """Write a pack with its manifest (provenance, sample, counts, first-stage metrics, version, time)."""
+    """Write a pack with its manifest (provenance, sample, first-stage metrics, version, time; `write_pack`
+    adds the counts and hashes)."""
     from mrb import __version__
 
     qrels = qrels.sort_values(["query_id", "doc_id"]).reset_index(drop=True)
@@ -284,8 +293,6 @@ def _write(
             "seed": sample.seed, "size": sample.queries, "drawn": len(selected or []), "ids": selected,
         },
         "ignore_identical_ids": task.ignore_identical_ids,
-        "counts": {"queries": len(queries), "documents": len(documents), "candidates": len(candidates),
-                   "qrels": len(qrels)},
         "first_stage": metrics,
         "mrb_version": __version__,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -318,10 +325,12 @@ def subset_pack(
     assert selected is not None
     chosen = pack.candidates["query_id"].isin(selected) & (pack.candidates["rank"] <= depth)
     candidates = pack.candidates[chosen].reset_index(drop=True)
-    documents = [pack.documents[d] for d in sorted(set(candidates["doc_id"]))]
+    wanted = set(candidates["doc_id"])
+    documents = [record for doc_id, record in pack.documents.items() if doc_id in wanted]  # the full pack's order
     provenance = {
         key: pack.manifest.get(key) for key in ("retriever", "source", "source_report")
     } | {"derived_from": {"task": pack.manifest.get("task"), "sha256": pack.manifest["sha256"]}}
-    return _write(task, [pack.queries[q] for q in sorted(selected)], documents, candidates,
+    drawn = set(selected)
+    return _write(task, [record for qid, record in pack.queries.items() if qid in drawn], documents, candidates,
                   pack.qrels[pack.qrels["query_id"].isin(selected)], provenance, depth=depth, sample=sample,
                   selected=selected, out=out, data_dir=data_dir, started=started)

@@ -14,9 +14,11 @@ import pandas as pd
 
 from mrb.candidates.build import RECALL, BuildResult, Rank, build_pack, first_stage_metrics, subset_pack
 from mrb.candidates.encoders import get_encoder
+from mrb.candidates.given import top_ranked_pack
 from mrb.data import read_pack, without_identical_ids
 from mrb.errors import MRBError
-from mrb.tasks import SampleSpec, TaskSpec, resolve_data_dir
+from mrb.sources import SourceReader
+from mrb.tasks import GIVEN, SampleSpec, TaskSpec, resolve_data_dir
 
 LOG = logging.getLogger(__name__)
 
@@ -32,10 +34,11 @@ def build_candidates(
 ) -> list[BuildResult]:
     """Build the pack of every unit of `tasks` with one retriever (default: each task's `first_stage`).
 
-    Each unit is checked before any model loads; the encoder is loaded once per retriever. A
-    sampled variant (``ArguAna-lite``) whose full task already has a pack by the same retriever
-    is cut from that pack (`subset_pack`) without loading a model.
-    With `push_to_hub`, each finished pack is uploaded to that dataset repo (`push_pack`).
+    A sampled variant (``ArguAna-lite``) whose full task already has a pack by the same retriever
+    is cut from that pack (`subset_pack`) without loading a model. Every other unit's source is
+    checked before any model loads, and each encoder is loaded once per retriever; the retriever
+    ``given`` takes the lists that come with the source (`top_ranked_pack`). With `push_to_hub`,
+    each finished pack is uploaded to that dataset repo (`push_pack`).
     """
     units = _units(tasks)
     names = {unit.name: retriever or unit.first_stage for unit in units}
@@ -44,29 +47,35 @@ def build_candidates(
         raise MRBError(f"task(s) {', '.join(unnamed)} declare no first_stage: name one with --retriever")
     for unit in units:
         if unit.source is None:
-            raise MRBError(f"task {unit.name!r} has no hub source to build a pack from (its pack is {unit.pack!r})")
-    results: list[BuildResult] = []
-    encoders: dict[str, Any] = {}
+            raise MRBError(f"task {unit.name!r} has no source to build a pack from (its pack is {unit.pack!r})")
+    results: dict[str, BuildResult | None] = {}
+
+    def done(unit: TaskSpec, result: BuildResult | None) -> None:
+        results[unit.name] = result
+        if result is not None and push_to_hub:
+            push_pack(result.pack, push_to_hub)
+
     for unit in units:
-        name = names[unit.name]
-        result = None
         full = unit.sampled_from
         if sample is None and full is not None and full.pack_location(data_dir).is_dir() and Rank.from_env().rank == 0:
-            result = subset_pack(full.pack_path(data_dir), unit, unit.sample, retriever=name, depth=depth, out=out,
-                                 data_dir=data_dir)
-        if result is None:
-            if name not in encoders:
-                encoders[name] = get_encoder(name, checkpoint, **encoder_options)
-            options = {"shard_size": shard_size} if shard_size else {}
-            result = build_pack(
-                unit, encoders[name], retriever=name, depth=depth, sample=sample, out=out, data_dir=data_dir,
-                batch_size=batch_size, **options,
-            )
-        if result is not None:
-            results.append(result)
-            if push_to_hub:
-                push_pack(result.pack, push_to_hub)
-    return results
+            done(unit, subset_pack(full.pack_path(data_dir), unit, unit.sample, retriever=names[unit.name],
+                                   depth=depth, out=out, data_dir=data_dir))
+    pending = [unit for unit in units if results.get(unit.name) is None]
+    for unit in pending:
+        SourceReader(unit, data_dir).check()  # every layout problem surfaces before any weights load
+    encoders: dict[str, Any] = {}
+    for unit in pending:
+        name = names[unit.name]
+        if name == GIVEN:
+            done(unit, top_ranked_pack(unit, SourceReader(unit, data_dir), depth=depth, sample=sample, out=out,
+                                       data_dir=data_dir))
+            continue
+        if name not in encoders:
+            encoders[name] = get_encoder(name, checkpoint, **encoder_options)
+        options = {"shard_size": shard_size} if shard_size else {}
+        done(unit, build_pack(unit, encoders[name], retriever=name, depth=depth, sample=sample, out=out,
+                              data_dir=data_dir, batch_size=batch_size, **options))
+    return [result for unit in units if (result := results.get(unit.name)) is not None]
 
 
 def pack_folders(tasks: list[TaskSpec], data_dir: str | Path | None = None) -> list[tuple[TaskSpec, Path]]:
