@@ -452,7 +452,7 @@ def write_pack(
             schema = PACK_FILES[name]
             table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
             with _synced(staging / f"{name}.parquet") as fh:
-                pq.write_table(table, fh)
+                pq.write_table(table, fh, write_page_checksum=True)
             counts[name] = len(frame)
         hashes = {f"{name}.parquet": sha256_file(staging / f"{name}.parquet") for name in PACK_FILES}
         with _synced(staging / "manifest.json") as fh:
@@ -480,7 +480,7 @@ def _write_records(staging: Path, folder: Path, name: str, records: Iterable[Rec
     schema = PACK_FILES[name]
     ids: set[str] = set()
     rows: dict[str, list] = {"id": [], "text": [], "image": []}
-    with _synced(staging / f"{name}.parquet") as fh, pq.ParquetWriter(fh, schema) as writer:
+    with _synced(staging / f"{name}.parquet") as fh, pq.ParquetWriter(fh, schema, write_page_checksum=True) as writer:
         for record in records:
             check_id(record.id, f"pack {folder}: {name}")
             if record.id in ids:

@@ -585,3 +585,21 @@ def test_a_manifest_of_the_wrong_shape_names_the_key(tmp_path):
     with pytest.raises(MRBError) as err:
         read_pack(folder)
     assert str(err.value) == f"pack {folder}: manifest.json: depth: Input should be a valid integer, unable to parse string as an integer"
+
+
+def test_every_parquet_file_mrb_writes_has_a_crc_on_each_page(tmp_path):
+    import pyarrow.parquet as pq
+
+    small_text_task(tmp_path)
+    mrb.evaluate("oracle", "Small-T2T", task_dirs=[tmp_path], output_dir=tmp_path / "R", quiet=True)
+    files = sorted((tmp_path / "packs" / "Small-T2T").glob("*.parquet")) + sorted((tmp_path / "R").rglob("*.parquet"))
+    assert len(files) == 6
+    for path in files:
+        data = path.read_bytes()
+        footer = len(data) - 8 - int.from_bytes(data[-8:-4], "little")  # the metadata follows the last page
+        damaged = bytearray(data)
+        damaged[footer - 1] ^= 0xFF  # the last byte of the last page's values
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(Exception, match="CRC|checksum"):
+            pq.read_table(path, page_checksum_verification=True)
+        path.write_bytes(data)
