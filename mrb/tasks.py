@@ -391,17 +391,17 @@ def validation_message(path: Path, exc: ValidationError) -> str:
 
 def load_task_file(path: str | Path) -> TaskSpec:
     """Read and validate one task YAML file."""
-    path = Path(path)
-    data = load_yaml(path)
+    return _task(Path(path), load_yaml(Path(path)))
+
+
+def _task(path: Path, data: dict) -> TaskSpec:
     try:
         return TaskSpec(**data, source_file=path)
     except ValidationError as exc:
         raise MRBError(validation_message(path, exc)) from None
 
 
-def load_suite_file(path: str | Path) -> SuiteSpec:
-    path = Path(path)
-    data = load_yaml(path)
+def _suite(path: Path, data: dict) -> SuiteSpec:
     try:
         return SuiteSpec(**data)
     except ValidationError as exc:
@@ -431,11 +431,12 @@ class Catalogue:
                 if path.resolve() in read:
                     continue
                 read.add(path.resolve())
-                if "suite" in load_yaml(path):
-                    suite = load_suite_file(path)
+                data = load_yaml(path)  # each file is parsed once
+                if "suite" in data:
+                    suite = _suite(path, data)
                     self._add(self.suites, suite.suite, suite, path)
                 else:
-                    task = load_task_file(path)
+                    task = _task(path, data)
                     if is_own:
                         task._task_dir = folder
                         self._own.append(task.name)
