@@ -43,8 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrb", description="MRB: the Multimodal Reranking Benchmark")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="say more: -v what MRB does, -vv debugging detail")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="only errors, and no progress bars")
 
-    run = sub.add_parser("run", help="rerank tasks with a model and write nDCG@10 results")
+    run = sub.add_parser("run", parents=[verbosity], help="rerank tasks with a model and write nDCG@10 results")
     run.add_argument("--model", required=True, help="preset name (see `mrb models`) or checkpoint folder with --adapter")
     run.add_argument("--adapter", help="adapter that loads a checkpoint folder given as --model")
     run.add_argument("--tasks", default="mini", help="all, names, globs, type codes, categories or suites (comma-separated)")
@@ -59,10 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--min-pixels", type=int)
     run.add_argument("--max-pixels", type=int)
     run.add_argument("--trust-remote-code", action="store_true", default=None, help="allow a model's own code from its repo")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--build-missing", action="store_true", help="build missing candidate packs with each task's first stage")
 
-    report = sub.add_parser("report", help="leaderboard tables from results folders, beside the paper's numbers")
+    report = sub.add_parser("report", parents=[verbosity], help="leaderboard tables from results folders, beside the paper's numbers")
     report.add_argument("--results", action="append", help="results folder; repeat to combine several (default: results)")
     report.add_argument("--format", choices=("markdown", "csv", "json", "png"), default="markdown",
                         help="markdown (default), csv, json, or png: a chart, needs pip install 'mrb[plot]'")
@@ -73,19 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--allow-mixed", action="store_true", help="report tasks scored on different packs or metric settings")
     report.add_argument("--export-mteb", metavar="DIR", help="also write MTEB-style per-task results JSON under DIR")
 
-    tasks = sub.add_parser("tasks", help="list the task catalogue")
+    tasks = sub.add_parser("tasks", parents=[verbosity], help="list the task catalogue")
     tasks.add_argument("--tasks", default="all", help="selection, as for `mrb run`")
     tasks.add_argument("--suite", help="shorthand for --tasks SUITE")
     tasks.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
 
-    sub.add_parser("models", help="list the model presets")
+    sub.add_parser("models", parents=[verbosity], help="list the model presets")
 
-    download = sub.add_parser("download", help="mirror the hub data of tasks for offline runs")
+    download = sub.add_parser("download", parents=[verbosity], help="mirror the hub data of tasks for offline runs")
     download.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
     download.add_argument("--dir", help="data dir to mirror into (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
     download.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
 
-    candidates = sub.add_parser("candidates", help="build, verify and summarise first-stage candidate packs")
+    candidates = sub.add_parser("candidates", parents=[verbosity], help="build, verify and summarise first-stage candidate packs")
     actions = candidates.add_subparsers(dest="action", required=True)
     build = actions.add_parser("build", help="retrieve each query's top candidates from the raw source and write the pack")
     build.add_argument("--retriever", help="gme-qwen2-vl-2b, minilm, clip, or given: the source's own top_ranked lists "
@@ -263,9 +265,32 @@ def _candidates(args: argparse.Namespace) -> None:
     print(stats.to_string(index=False))
 
 
+def configure_logging(verbosity: int) -> None:
+    """MRB's log lines at `verbosity` (-1 errors only, 0 warnings, 1 what MRB does, 2 debugging), other libraries'
+    warnings, on stderr: through rich on a terminal, so they print above the progress bars instead of through them."""
+    from mrb.progress import STDERR
+
+    handler: logging.Handler
+    if STDERR.is_terminal:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=STDERR, show_time=False, show_path=False, markup=False, highlighter=None)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.set_name("mrb")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "mrb"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.ERROR if verbosity < 0 else logging.DEBUG if verbosity > 1 else logging.WARNING)
+    logging.getLogger("mrb").setLevel({-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(-1 if args.quiet else args.verbose)
     handler = {
         "run": _run, "report": _report, "tasks": _tasks, "models": _models, "download": _download,
         "candidates": _candidates,

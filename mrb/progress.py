@@ -17,6 +17,9 @@ from rich.progress import (
 from rich.text import Text
 
 
+STDERR = Console(stderr=True)  # the progress bars' console, which log lines share on a terminal
+
+
 class SpeedColumn(ProgressColumn):
     """Pairs per second."""
 
@@ -29,7 +32,7 @@ class RunProgress:
     """One bar per task and an overall bar over all pairs seen so far (on stderr)."""
 
     def __init__(self, n_tasks: int) -> None:
-        self.console = Console(stderr=True)
+        self.console = STDERR
         self.bars = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), SpeedColumn(),
             TimeRemainingColumn(), console=self.console, transient=False,

@@ -52,3 +52,14 @@ def test_tasks_and_models_listings(tasks_dir, capsys, monkeypatch):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "minilm" in out and "first-stage" in out and "oracle" in out
+
+
+def test_verbosity_flags_set_what_mrb_logs(tmp_path, capsys):
+    from mrb.cli import main
+
+    out = tmp_path / "r"
+    assert main(["run", "--model", "first-stage", "--tasks", "MiniFacts-T2T", "--output", str(out), "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "INFO mrb.session: first-stage on MiniFacts-T2T: 0.8312448979158119" in err
+    assert main(["run", "--model", "first-stage", "--tasks", "MiniFacts-T2T", "--output", str(out), "-q"]) == 0
+    assert capsys.readouterr().err == ""  # no bars, no summary, no warnings
