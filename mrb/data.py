@@ -217,11 +217,6 @@ class Pack:
     manifest: dict[str, Any]
 
 
-def without_identical_ids(candidates: pd.DataFrame) -> pd.DataFrame:
-    """The candidates whose document id differs from the query id (a task's `ignore_identical_ids`)."""
-    return candidates[candidates["query_id"] != candidates["doc_id"]]
-
-
 def sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()

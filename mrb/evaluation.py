@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mrb.data import Pack, Record, without_identical_ids
+from mrb.data import Pack, Record
 from mrb.errors import MRBError
 from mrb.identity import short_digest
 from mrb.metrics import MEASURE_COLUMNS, judged_queries, per_query_table, strict_ranking
@@ -78,7 +78,7 @@ class TaskEvaluator:
         pool = pack.candidates[pack.candidates["query_id"].isin(set(self.qrels["query_id"]))]
         self.n_identical_ids = 0
         if task.ignore_identical_ids:
-            kept = without_identical_ids(pool)
+            kept = pool[pool["query_id"] != pool["doc_id"]]  # BEIR's rule for ArguAna, Quora, …
             self.n_identical_ids = len(pool) - len(kept)
             pool = kept
             log.info("%s: %d candidates with the query's own id dropped (ignore_identical_ids)", task.name, self.n_identical_ids)
@@ -110,6 +110,10 @@ class TaskEvaluator:
     @property
     def n_no_qrels(self) -> int:
         return len(self.no_qrels)
+
+    def first_stage(self) -> TaskScores:
+        """The values of the first stage's own order (all-zero scores leave it as it is)."""
+        return self.evaluate(np.zeros(len(self.candidates)))
 
     def evaluate(self, scores: np.ndarray) -> TaskScores:
         """The values of the reranked lists (`scores` align with `candidates`) beside the first stage's."""

@@ -34,10 +34,11 @@ import torch
 
 from mrb.candidates.encoders import Encoder
 from mrb.candidates.search import TopK, sample_queries
-from mrb.data import Record, read_pack, write_pack
+from mrb.data import Pack, Record, read_pack, write_pack
 from mrb.io import atomic_write_bytes, atomic_write_parquet
 from mrb.errors import MRBError
-from mrb.metrics import judged_queries, per_query_measures, run_frame, strict_ranking
+from mrb.evaluation import TaskEvaluator
+from mrb.metrics import FIRST_STAGE_PREFIX
 from mrb.sources import SourceReader
 from mrb.tasks import SampleSpec, TaskSpec, resolve_data_dir
 
@@ -178,17 +179,14 @@ def search(
     return pd.DataFrame(rows, columns=["query_id", "doc_id", "rank", "score"]).astype({"rank": "int32"})
 
 
-def first_stage_metrics(candidates: pd.DataFrame, qrels: pd.DataFrame, metric: str = "nDCG@10") -> dict[str, Any]:
-    """The candidate lists' own `metric` and Recall@100, averaged over the judged queries (one without a
-    relevant document counts 0)."""
-    judged = judged_queries(qrels)
-    run = run_frame(strict_ranking(candidates, np.zeros(len(candidates))))
-    values = per_query_measures([metric, RECALL], judged.qrels, run)
-    return {
-        **{m: float(values[m].mean()) if len(values) else None for m in (metric, RECALL)},
-        "queries": len(values),
-        "pairs": len(candidates),
-    }
+def first_stage_metrics(task: TaskSpec, candidates: pd.DataFrame, qrels: pd.DataFrame) -> dict[str, Any]:
+    """The candidate lists' own main metric and Recall@100 (`TaskEvaluator` of the first stage's order, as a run
+    reports them), the queries they average over and the pairs."""
+    depth = int(candidates["rank"].max()) if len(candidates) else task.depth
+    lists = Pack(Path(task.name), {}, {}, candidates, qrels, {"depth": depth})  # the lists alone: no records to check
+    scores = TaskEvaluator(task.model_copy(update={"depth": min(task.depth, depth)}), lists).first_stage()
+    return {task.metric: scores.first_stage_value, RECALL: scores.measures[f"{FIRST_STAGE_PREFIX}{RECALL}"],
+            "queries": scores.n_queries, "pairs": len(candidates)}
 
 
 @dataclass(frozen=True)
@@ -282,7 +280,7 @@ def _write(
     from mrb import __version__
 
     qrels = qrels.sort_values(["query_id", "doc_id"]).reset_index(drop=True)
-    metrics = first_stage_metrics(candidates, qrels, task.metric)
+    metrics = first_stage_metrics(task, candidates, qrels)
     manifest = {
         "task": task.name,
         "type": task.type.value,

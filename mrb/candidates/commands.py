@@ -12,11 +12,13 @@ from typing import Any
 
 import pandas as pd
 
-from mrb.candidates.build import RECALL, BuildResult, Rank, build_pack, first_stage_metrics, subset_pack
+from mrb.candidates.build import RECALL, BuildResult, Rank, build_pack, subset_pack
 from mrb.candidates.encoders import get_encoder
 from mrb.candidates.given import top_ranked_pack
-from mrb.data import read_pack, without_identical_ids
+from mrb.data import read_pack
+from mrb.evaluation import TaskEvaluator
 from mrb.errors import MRBError
+from mrb.metrics import FIRST_STAGE_PREFIX
 from mrb.sources import SourceReader
 from mrb.tasks import GIVEN, SampleSpec, TaskSpec, resolve_data_dir
 
@@ -107,10 +109,8 @@ def pack_stats(packs: list[tuple[TaskSpec, Path]]) -> pd.DataFrame:
     rows = []
     for unit, folder in packs:
         pack = read_pack(folder)
-        candidates = pack.candidates
-        if unit.ignore_identical_ids:
-            candidates = without_identical_ids(candidates)
-        metrics = first_stage_metrics(candidates, pack.qrels, unit.metric)
+        evaluator = TaskEvaluator(unit, pack)
+        scores = evaluator.first_stage()
         retriever = pack.manifest.get("retriever")
         rows.append({
             "task": unit.name,
@@ -118,10 +118,10 @@ def pack_stats(packs: list[tuple[TaskSpec, Path]]) -> pd.DataFrame:
             "retriever": retriever.get("name") if isinstance(retriever, dict) else textwrap.shorten(str(retriever), 32, placeholder="…"),
             "depth": pack.manifest.get("depth"),
             "queries": len(pack.queries),
-            "pairs": metrics["pairs"],
+            "pairs": len(evaluator.candidates),
             "metric": unit.metric,
-            "first_stage": metrics[unit.metric],
-            RECALL: metrics[RECALL],
+            "first_stage": scores.first_stage_value,
+            RECALL: scores.measures[f"{FIRST_STAGE_PREFIX}{RECALL}"],
         })
     return pd.DataFrame(rows)
 
