@@ -82,8 +82,9 @@ class ImageCache:
                     break
             waiting.wait()  # another thread is decoding this image
         try:
-            image = record.decode(self.max_pixels, ROLES[role])
-            assert image is not None
+            decoded = record.decode(self.max_pixels, ROLES[role])
+            assert decoded is not None
+            image = decoded
             with self._lock:
                 self.decodes += 1
                 self._put(key, image)

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from rich.console import Console
 from rich.table import Table
@@ -31,10 +31,10 @@ def add_options(parser: argparse.ArgumentParser, options: type) -> None:
     for spec in fields(options):
         kind = hints[spec.name]
         choices = get_args(kind) if get_origin(kind) is Literal else None
-        convert = next((t for t in (get_args(kind) or (kind,)) if t is not type(None)), str)
+        convert: Any = next((t for t in (get_args(kind) or (kind,)) if t is not type(None)), str)
         text = spec.metadata["help"]
         parser.add_argument(
-            "--" + spec.name.replace("_", "-"), type=None if choices else convert, choices=choices, default=spec.default,
+            "--" + spec.name.replace("_", "-"), type=str if choices else convert, choices=choices, default=spec.default,
             help=text if "default:" in text else f"{text} (default: {spec.default})",
         )
 

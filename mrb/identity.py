@@ -172,7 +172,7 @@ def _qualified(obj: Any) -> str:
 
 @cache
 def _distributions() -> dict[str, list[str]]:
-    return packages_distributions()
+    return dict(packages_distributions())
 
 
 @cache

@@ -319,6 +319,9 @@ class SourceReader:
         self.local: Path | None = None  # the folder of a local source
         self._plain: dict[str, Path] | None = None  # a local folder's configs, when it declares none
         self._renames: dict[str, dict[str, str]] = {}  # per side: column in the data → id, text, title, image
+        self._path: str
+        self._revision: str | None
+        self._cache_dir: str | None
         if self.source.is_local:
             self._path, self._revision, self._cache_dir = self._open_folder()
         else:
@@ -476,7 +479,7 @@ class SourceReader:
         config = self._config(columns.configs, role)
         dataset = self._load(config)
         ids = [c for c in columns.ids if c in dataset.column_names]
-        wanted = {"id": ids[0] if ids else columns.ids[0]}
+        wanted: dict[str, str | None] = {"id": ids[0] if ids else columns.ids[0]}
         if "t" in side:
             wanted["text"] = columns.text
             if columns.title in dataset.column_names:
@@ -490,11 +493,12 @@ class SourceReader:
                 f"{', '.join(absent)} needed for a {self.task.type.label} task "
                 f"(columns: {', '.join(dataset.column_names)})"
             )
+        present = {purpose: column for purpose, column in wanted.items() if column is not None}  # all, after the check
         checks = {"id": _is_id, "text": _is_text, "title": _is_text, "image": _is_image_or_path if self.local else _is_image}
-        self._check_types(dataset, config, role, {column: checks[purpose] for purpose, column in wanted.items()})
-        self._renames[role] = {column: purpose for purpose, column in wanted.items()}
-        dataset = dataset.select_columns(list(wanted.values()))
-        return dataset.rename_columns({column: purpose for purpose, column in wanted.items() if column != purpose})
+        self._check_types(dataset, config, role, {column: checks[purpose] for purpose, column in present.items()})
+        self._renames[role] = {column: purpose for purpose, column in present.items()}
+        dataset = dataset.select_columns(list(present.values()))
+        return dataset.rename_columns({column: purpose for purpose, column in present.items() if column != purpose})
 
     def _ids(self, dataset: datasets.Dataset, role: str) -> pa.Array:
         """A side's ids as strings; an `MRBError` on a null or repeated id."""

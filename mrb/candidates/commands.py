@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from mrb.candidates.build import RECALL, BuildResult, Rank, build_pack, subset_pack
+from mrb.candidates.build import RECALL, SHARD_SIZE, BuildResult, Rank, build_pack, subset_pack
 from mrb.candidates.encoders import get_encoder
 from mrb.candidates.given import top_ranked_pack
 from mrb.data import read_pack
@@ -43,10 +43,10 @@ def build_candidates(
     each finished pack is uploaded to that dataset repo (`push_pack`).
     """
     units = _units(tasks)
-    names = {unit.name: retriever or unit.first_stage for unit in units}
-    unnamed = [name for name, r in names.items() if r is None]
+    unnamed = [unit.name for unit in units if not (retriever or unit.first_stage)]
     if unnamed:
         raise MRBError(f"task(s) {', '.join(unnamed)} declare no first_stage: name one with --retriever")
+    names: dict[str, str] = {unit.name: str(retriever or unit.first_stage) for unit in units}
     for unit in units:
         if unit.source is None:
             raise MRBError(f"task {unit.name!r} has no source to build a pack from (its pack is {unit.pack!r})")
@@ -59,7 +59,7 @@ def build_candidates(
 
     for unit in units:
         full = unit.sampled_from
-        if sample is None and full is not None and full.pack_location(data_dir).is_dir() and Rank.from_env().rank == 0:
+        if sample is None and full is not None and unit.sample is not None and full.pack_location(data_dir).is_dir() and Rank.from_env().rank == 0:
             done(unit, subset_pack(full.pack_path(data_dir), unit, unit.sample, retriever=names[unit.name],
                                    depth=depth, out=out, data_dir=data_dir))
     pending = [unit for unit in units if results.get(unit.name) is None]
@@ -74,9 +74,8 @@ def build_candidates(
             continue
         if name not in encoders:
             encoders[name] = get_encoder(name, checkpoint, **encoder_options)
-        options = {"shard_size": shard_size} if shard_size else {}
         done(unit, build_pack(unit, encoders[name], retriever=name, depth=depth, sample=sample, out=out,
-                              data_dir=data_dir, batch_size=batch_size, **options))
+                              data_dir=data_dir, batch_size=batch_size, shard_size=shard_size or SHARD_SIZE))
     return [result for unit in units if (result := results.get(unit.name)) is not None]
 
 

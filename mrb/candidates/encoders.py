@@ -157,7 +157,7 @@ class GMEEncoder(Encoder):
 
     def prepare(self, records: Sequence[Record], instruction: str | None) -> BatchFeature:
         """The processor's right-padded, truncated batch for `records`."""
-        images = [gme_fetch_image(r.image()) for r in records if r.has_image]
+        images = [gme_fetch_image(image) for r in records if (image := r.image()) is not None]
         return self.processor(
             text=[self.render(r, instruction) for r in records], images=images or None, padding=True,
             truncation=True, max_length=self.max_length, return_tensors="pt",
@@ -262,6 +262,8 @@ def get_encoder(name: str, checkpoint: str | None = None, **options: Any) -> Enc
     factory = getattr(importlib.import_module(module), attr)
     source = checkpoint or retriever.checkpoint
     try:
-        return build(factory, {"checkpoint": source, **options})
+        encoder = build(factory, {"checkpoint": source, **options})
+        assert isinstance(encoder, Encoder)
+        return encoder
     except OSError as exc:  # transformers' error for a missing folder or an unreachable hub repo
         raise MRBError(f"cannot load the {name} retriever from {source}: {exc}") from exc

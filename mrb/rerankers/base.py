@@ -89,7 +89,7 @@ class CallableReranker(Reranker):
                  version: str | None = None, source: Any = None) -> None:
         source = fn if source is None else source
         self.fn = fn
-        self.name = name or getattr(source, "name", None) or getattr(source, "__name__", type(source).__name__)
+        self.name = str(name or getattr(source, "name", None) or getattr(source, "__name__", type(source).__name__))
         self.version = version if version is not None else getattr(source, "version", None)
         self.query_sides = frozenset(getattr(source, "query_sides", ALL_SIDES))
         self.document_sides = frozenset(getattr(source, "document_sides", ALL_SIDES))
@@ -188,7 +188,7 @@ def resolve_adapter(name: str) -> Callable[..., Reranker]:
 
 def _signatures(factory: Callable[..., Reranker]) -> list[inspect.Signature]:
     """The factory's signature and, while it passes ``**kwargs`` on, those of its base classes' ``__init__``."""
-    chain = [c.__init__ for c in factory.__mro__ if "__init__" in vars(c)] if isinstance(factory, type) else [factory]
+    chain = [vars(c)["__init__"] for c in factory.__mro__ if "__init__" in vars(c)] if isinstance(factory, type) else [factory]
     signatures = []
     for fn in chain:
         signatures.append(inspect.signature(fn))
