@@ -16,7 +16,8 @@ from mrb.errors import MRBError
 from mrb.io import os_error
 
 # Options handed to the reranker only when the user gives them (adapters reject options they do not take).
-MODEL_OPTIONS = ("device", "dtype", "attn_implementation", "max_length", "min_pixels", "max_pixels", "trust_remote_code")
+MODEL_OPTIONS = ("device", "dtype", "attn_implementation", "max_length", "min_pixels", "max_pixels", "trust_remote_code",
+                 "prefix_sharing")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--min-pixels", type=int)
     run.add_argument("--max-pixels", type=int)
     run.add_argument("--trust-remote-code", action="store_true", default=None, help="allow a model's own code from its repo")
+    run.add_argument("--no-prefix-sharing", dest="prefix_sharing", action="store_false", default=None,
+                     help="run every pair whole instead of a query's common prefix once (chat rerankers; for comparison)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--build-missing", action="store_true", help="build missing candidate packs with each task's first stage")
 
