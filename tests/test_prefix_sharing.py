@@ -17,7 +17,7 @@ from mrb.rerankers.presets import get_reranker
 from mrb.rerankers.prefix import Row, common_prefix, plan_rows
 from mrb.rerankers.qwen_vl import VISION_CACHE_MB, MonoQwenVL, Qwen3VLReranker, QwenVLYesNo
 from mrb.rerankers.text_llm import Qwen3Reranker
-from mrb.rerankers.vision import FeatureCache, image_digest
+from mrb.rerankers.vision import TensorCache, image_digest
 from mrb.runner import RunOptions, run_task
 from mrb.tasks import TaskSpec, load_tasks
 from tests.test_rerankers_qwen import INSTRUCTION, PIXELS, SYSTEM_IDS, USER_IDS, full_logits_rule
@@ -33,7 +33,7 @@ def variant(reranker, *, share: bool, vision_mb: int) -> object:
     other.prefix_sharing = share
     other.counters = dict.fromkeys(reranker.counters, 0)
     if hasattr(reranker, "vision"):
-        other.vision = FeatureCache(vision_mb << 20)
+        other.vision, other.pixels = TensorCache(vision_mb << 20), TensorCache(vision_mb << 20)
     return other
 
 
@@ -253,6 +253,7 @@ def test_vision_features_recur_across_batches_from_the_cache(models) -> None:
     assert reuse_only.counters["vision_images"] == distinct < neither.counters["vision_images"] == 16 * 4
     assert reuse_only.counters["vision_cache_hits"] > 0
     assert neither.counters["vision_patches"] > reuse_only.counters["vision_patches"]
+    assert reuse_only.counters["images_processed"] == distinct < neither.counters["images_processed"]  # pixels kept too
 
 
 def test_feature_cache_is_a_bounded_lru() -> None:
@@ -265,20 +266,20 @@ def test_feature_cache_is_a_bounded_lru() -> None:
         return compute
 
     one = 2 * 4 * 8 * 4  # bytes of one image's features (merged + one DeepStack layer, fp32)
-    cache = FeatureCache(2 * one)
+    cache = TensorCache(2 * one)
     keys = ["a", "b", "a"]
-    got, hits = cache.features(keys, tower(keys))
+    got, hits = cache.get(keys, tower(keys))
     assert computed == [["a", "b"]] and hits == 0 and got[0] is got[2]
     keys = ["c", "a"]
-    got, hits = cache.features(keys, tower(keys))  # c evicts b (a was used more recently)
+    got, hits = cache.get(keys, tower(keys))  # c evicts b (a was used more recently)
     assert computed[-1] == ["c"] and hits == 1 and cache.size == 2 * one and len(cache) == 2
     keys = ["b"]
-    cache.features(keys, tower(keys))
+    cache.get(keys, tower(keys))
     assert computed[-1] == ["b"] and cache.size <= 2 * one
     assert float(got[1][0][0, 0]) == ord("a")
-    off = FeatureCache(0)
+    off = TensorCache(0)
     keys = ["a", "a"]
-    off.features(keys, tower(keys))
+    off.get(keys, tower(keys))
     assert computed[-1] == ["a", "a"] and len(off) == 0  # no reuse: every occurrence through the tower
 
 

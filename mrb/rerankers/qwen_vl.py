@@ -10,8 +10,9 @@ Two kinds of reuse keep a batch from recomputing what its pairs share. Shared-pr
 (`mrb.rerankers.prefix`): the rows that show the same leading record (a query's candidates) run their
 common prefix — system prompt, instruction, the query's image and text — once, and each candidate's
 suffix against its key/value cache. Vision-feature reuse (`mrb.rerankers.vision`): each distinct image
-of a batch is preprocessed once, and its vision-tower output is kept in a bounded per-task cache, so
-an image that recurs across batches (a document image of many queries) goes through the tower once.
+of a batch is processed once, and its processed pixels and vision-tower output are kept in bounded
+per-task caches, so an image that recurs across batches (a query image whose candidates fill several
+batches, a document image of many queries) is processed and goes through the tower once.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from mrb.rerankers.hf import (
     token_id,
 )
 from mrb.rerankers.prefix import COUNTERS, Pass, Plan, Row, last_hidden_states, plan_rows
-from mrb.rerankers.vision import FeatureCache, Features, image_digest
+from mrb.rerankers.vision import Tensors, TensorCache, image_digest
 from mrb.tasks import Side
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class YesNoFormat:
 GMR = YesNoFormat("gmr", instruct_query_document, "yes", "no")
 QWEN3_VL = YesNoFormat("qwen3-vl-reranker", instruct_query_document, "yes", "no")
 MONOQWEN = YesNoFormat("monoqwen", monoqwen, "True", "False", leading="document")
-VISION_CACHE_MB = 512  # default bound on the vision-tower outputs kept per task (on the model's device)
+VISION_CACHE_MB = 512  # default bound on each per-task image cache (tower outputs on the device, pixels on the CPU)
 
 
 def _images(conversation: list[Message]) -> list[Image.Image]:
@@ -127,10 +128,11 @@ class QwenVLYesNo(TransformersReranker):
     (pixel bounds) and do not truncate.
 
     `prefix_sharing` (default on) runs the common prefix of the rows of one leading record once per
-    batch; `vision_cache_mb` bounds the vision-tower outputs kept per task (0: every image through the
-    tower each time it is shown). Neither changes a score beyond float rounding, so neither is part of
+    batch; `vision_cache_mb` bounds each of the per-task caches of vision-tower outputs (on the model's
+    device) and processed pixels (on the CPU); 0 turns reuse off: each image is processed once per batch
+    and goes through the tower each time it is shown. Neither changes a score beyond float rounding, so neither is part of
     `settings()`. `counters` add up pairs, tokens through the language model, prefix tokens saved, images
-    shown, and the images and patches through the vision tower.
+    shown, images processed into pixels, and the images and patches through the vision tower.
     """
 
     name = "qwen-vl-yes-no"
@@ -146,9 +148,10 @@ class QwenVLYesNo(TransformersReranker):
         self.requested_pixels = (min_pixels, max_pixels)
         self.base_checkpoint: str | None = None
         self.prefix_sharing = prefix_sharing
-        self.vision = FeatureCache(vision_cache_mb << 20)
+        self.vision = TensorCache(vision_cache_mb << 20)  # tower outputs, on the model's device
+        self.pixels = TensorCache(vision_cache_mb << 20)  # processed pixels and patch grids, on the CPU
         self.counters: dict[str, int] = dict.fromkeys(
-            (*COUNTERS, "images", "vision_images", "vision_patches", "vision_cache_hits"), 0)
+            (*COUNTERS, "images", "images_processed", "vision_images", "vision_patches", "vision_cache_hits"), 0)
         self._encoder_output: type | None = None  # the class of the tower's output, rebuilt from cached features
         super().__init__(checkpoint, **options)
 
@@ -199,8 +202,9 @@ class QwenVLYesNo(TransformersReranker):
         return self.processor.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
 
     def start_task(self, task: TaskSpec, pack: Pack) -> None:
-        """Vision features are kept per task: a new task starts with an empty cache."""
+        """Images are cached per task: a new task starts with empty caches."""
         self.vision.clear()
+        self.pixels.clear()
 
     def prepare(self, pairs: Sequence[Pair]) -> PreparedPairs:
         """The batch on the CPU: each distinct image processed once, token rows truncated to max_length,
@@ -219,31 +223,35 @@ class QwenVLYesNo(TransformersReranker):
                     distinct[digest] = len(images)
                     images.append(image)
                 shown[-1].append(distinct[digest])
-        processed: dict[str, Any] = {}
-        grids = torch.zeros((0, 3), dtype=torch.long)
-        pixel_values: list[torch.Tensor] = []
-        if images:
-            size = {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}
-            processed = self.processor.image_processor(images=images, size=size, return_tensors="pt")
-            grids = processed["image_grid_thw"]
-            pixel_values = list(torch.split(processed["pixel_values"], grids.prod(-1).tolist()))
-        rows = self._tokenize(texts, processed, shown)
+        keys = [f"{digest}:{self.min_pixels}:{self.max_pixels}" for digest in distinct]
+        processed, _ = self.pixels.get(keys, lambda at: self._process([images[j] for j in at]))
+        pixel_values = [pixels for pixels, _ in processed]
+        grids = torch.stack([grid for _, (grid,) in processed]) if processed else torch.zeros((0, 3), dtype=torch.long)
+        rows = self._tokenize(texts, grids, shown)
         if self.max_length is not None:
             for i, pair in enumerate(pairs):
                 keep = self._kept_positions(rows[i], pair)
                 if keep is not None:
                     rows[i] = [rows[i][j] for j in keep]
-        keys = [f"{digest}:{self.min_pixels}:{self.max_pixels}" for digest in distinct]
         plan = plan_rows(self._rows(pairs, rows, shown, grids, keys), self.pad_id, self.prefix_sharing)
         return PreparedPairs(rows, keys, pixel_values, grids, plan)
 
-    def _tokenize(self, texts: list[str], processed: dict[str, Any], shown: list[list[int]]) -> list[list[int]]:
+    def _process(self, images: list[Image.Image]) -> list[Tensors]:
+        """Each image's pixel patches and patch grid, from the processor within the pixel bounds."""
+        size = {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}
+        processed = self.processor.image_processor(images=images, size=size, return_tensors="pt")
+        self.counters["images_processed"] += len(images)
+        grids = processed["image_grid_thw"]
+        patches = torch.split(processed["pixel_values"], grids.prod(-1).tolist())
+        return [(pixels, (grid,)) for pixels, grid in zip(patches, grids)]
+
+    def _tokenize(self, texts: list[str], grids: torch.Tensor, shown: list[list[int]]) -> list[list[int]]:
         """Token ids of the prompts, each image placeholder expanded to its image's tokens as the processor does."""
         token = self.processor.image_token
         expanded = []
         for text, images in zip(texts, shown):
             head, *parts = text.split(token)
-            replacements = [self.processor.replace_image_token(processed, image_idx=i) for i in images]
+            replacements = [self.processor.replace_image_token({"image_grid_thw": grids}, image_idx=i) for i in images]
             expanded.append(head + "".join(r + part for r, part in zip(replacements, parts, strict=True)))
         return self.processor.tokenizer(expanded)["input_ids"]
 
@@ -303,7 +311,7 @@ class QwenVLYesNo(TransformersReranker):
         plan = prepared.plan
         shown = plan.suffix.images + (plan.prefix.images if plan.prefix is not None else [])
         try:
-            features, hits = self.vision.features(
+            features, hits = self.vision.get(
                 [prepared.image_keys[i] for i in shown], lambda at: self._tower(prepared, [shown[j] for j in at]))
             split = len(plan.suffix.images)
 
@@ -312,7 +320,7 @@ class QwenVLYesNo(TransformersReranker):
 
             hidden = last_hidden_states(self.model.base_model, plan, encoder_outputs)
         except torch.OutOfMemoryError:
-            self.vision.clear()  # cached features hold accelerator memory the smaller retry may need
+            self.vision.clear()  # cached tower outputs hold accelerator memory the smaller retry may need
             raise
         scores = project_two_tokens(self.model, hidden, self.token_ids)
         plan.count(self.counters, len(scores))
@@ -320,7 +328,7 @@ class QwenVLYesNo(TransformersReranker):
         self.counters["vision_cache_hits"] += hits
         return scores
 
-    def _tower(self, prepared: PreparedPairs, images: list[int]) -> list[Features]:
+    def _tower(self, prepared: PreparedPairs, images: list[int]) -> list[Tensors]:
         """The vision tower's output for each of `images` (indices of the batch's distinct images)."""
         grids = prepared.grids[images]
         pixels = torch.cat([prepared.pixel_values[i] for i in images])
@@ -331,7 +339,7 @@ class QwenVLYesNo(TransformersReranker):
         self.counters["vision_patches"] += int(grids.prod(-1).sum())
         return [(merged, tuple(layer[k] for layer in deepstack)) for k, merged in enumerate(out.pooler_output)]
 
-    def _encoder_outputs(self, features: list[Features]) -> dict[str, Any]:
+    def _encoder_outputs(self, features: list[Tensors]) -> dict[str, Any]:
         """The model's `mm_encoder_outputs` for a pass showing images with these features (nothing without images)."""
         if not features:
             return {}

@@ -1,6 +1,7 @@
-"""Vision-feature reuse for the Qwen-VL adapters: what identifies an image, and a bounded per-task cache
-of vision-tower outputs so an image that recurs (a query image in every candidate's row, a document
-image across queries) goes through the tower once while it stays cached."""
+"""Vision-feature reuse for the Qwen-VL adapters: what identifies an image, and bounded per-task caches of
+an image's tensors — its processed pixels (CPU) and its vision-tower outputs (on the model's device) — so
+an image that recurs (a query image in every candidate's row, a document image across queries) is
+processed and goes through the tower once while it stays cached."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from collections.abc import Callable, Sequence
 import torch
 from PIL import Image
 
-# One image's tower output: its merged features (tokens × width) and, for Qwen3-VL, its DeepStack
-# features (one tensor per injected decoder layer; empty for the others).
-Features = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
+# One image's tensors: a main tensor and its companions. Tower outputs: the merged features (tokens ×
+# width) and, for Qwen3-VL, the DeepStack features (one per injected decoder layer; none for the others).
+# Processed pixels: the patches (patches × patch values) and the (temporal, height, width) patch grid.
+Tensors = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
 
 
 def image_digest(image: Image.Image) -> str:
@@ -23,18 +25,18 @@ def image_digest(image: Image.Image) -> str:
     return h.hexdigest()
 
 
-def _nbytes(features: Features) -> int:
-    merged, deepstack = features
-    return sum(t.numel() * t.element_size() for t in (merged, *deepstack))
+def _nbytes(tensors: Tensors) -> int:
+    main, companions = tensors
+    return sum(t.numel() * t.element_size() for t in (main, *companions))
 
 
-class FeatureCache:
-    """An LRU of tower outputs by image key (digest and pixel bounds), bounded by their bytes (on the model's
-    device); `max_bytes` 0 turns reuse off: every image a pass needs goes through the tower, as without a cache."""
+class TensorCache:
+    """An LRU of per-image tensors by image key (digest and pixel bounds), bounded by their bytes; `max_bytes`
+    0 turns reuse off: every image asked for is computed again, as without a cache."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[str, Features] = OrderedDict()
+        self._items: OrderedDict[str, Tensors] = OrderedDict()
         self.size = 0  # bytes held
 
     def clear(self) -> None:
@@ -44,11 +46,11 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def features(self, keys: Sequence[str], compute: Callable[[list[int]], list[Features]]) -> tuple[list[Features], int]:
-        """The features of each image in `keys` (which may repeat), and how many distinct ones came from the cache.
+    def get(self, keys: Sequence[str], compute: Callable[[list[int]], list[Tensors]]) -> tuple[list[Tensors], int]:
+        """The tensors of each image in `keys` (which may repeat), and how many distinct ones came from the cache.
 
-        `compute(positions)` runs the tower on the images at those positions of `keys`: with reuse, on the
-        first occurrence of each image the cache lacks; without, on every occurrence.
+        `compute(positions)` makes the tensors of the images at those positions of `keys`: with reuse, of the
+        first occurrence of each image the cache lacks; without, of every occurrence.
         """
         if not keys:
             return [], 0
@@ -66,7 +68,7 @@ class FeatureCache:
             self._put(key, value)
         return [found[key] if key in found else computed[key] for key in keys], len(found)
 
-    def _put(self, key: str, value: Features) -> None:
+    def _put(self, key: str, value: Tensors) -> None:
         size = _nbytes(value)
         if size > self.max_bytes:
             return
