@@ -259,13 +259,13 @@ class QwenVLYesNo(TransformersReranker):
               keys: list[str]) -> list[Row]:
         """Each pair's row for `plan_rows`: positions from the model's own multimodal RoPE over the whole
         row, image tokens keyed by their image, grouped by the format's leading record."""
+        image_id = self.processor.image_token_id
         ids, mask = left_pad(rows, self.pad_id), left_pad([[1] * len(r) for r in rows], 0)
-        types = left_pad(self.processor.create_mm_token_type_ids(rows), 0)
+        types = (ids == image_id).long()  # the processor's mm_token_type_ids: 1 on image tokens (no videos here)
         order = [i for images in shown for i in images]
         positions, _ = self.model.base_model.get_rope_index(
             ids, types, image_grid_thw=grids[order] if order else None, attention_mask=mask)
         merge = self.processor.image_processor.merge_size ** 2
-        image_id = self.processor.image_token_id
         out = []
         for i, (pair, row, images) in enumerate(zip(pairs, rows, shown)):
             where = [j for j, t in enumerate(row) if t == image_id]
