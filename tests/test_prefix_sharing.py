@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from typing import TypeVar
 
 import pytest
 import torch
@@ -25,9 +26,10 @@ from tests.tiny_models import artefact, image_bytes
 
 MINI = {t.name: t for t in load_tasks("mini")}
 INSTRUCT_HEAD = [27, 641, 1235, 26818]  # "<Instruct>:" — what two instructions starting differently share
+R = TypeVar("R", QwenVLYesNo, Qwen3Reranker)
 
 
-def variant(reranker, *, share: bool, vision_mb: int) -> object:
+def variant(reranker: R, *, share: bool, vision_mb: int) -> R:
     """The same loaded model with other sharing options and fresh counters (loading twice costs seconds)."""
     other = copy.copy(reranker)
     other.prefix_sharing = share
@@ -232,7 +234,8 @@ def test_out_of_memory_halving_with_sharing_scores_as_unshared(models, monkeypat
     expected = scores(task, unshared, batch_size=16)
     monkeypatch.setattr(body, "forward", bounded)
     pack = read_pack(task.pack_path())
-    batch = [Pair(task.instruction, pack.queries[q], pack.documents[d]) for q, d in zip(pack.candidates["query_id"][:8], pack.candidates["doc_id"][:8])]
+    first = pack.candidates.head(8)  # eight candidates of one query: a suffix pass of 8 rows, over the bound
+    batch = [Pair(task.instruction, pack.queries[q], pack.documents[d]) for q, d in zip(first["query_id"], first["doc_id"])]
     with pytest.raises(torch.cuda.OutOfMemoryError):
         shared.score(batch)
     assert len(shared.vision) == 0 and shared.vision.size == 0  # cached features freed for the smaller retry
@@ -313,3 +316,9 @@ def test_common_prefix_leaves_each_row_its_last_token() -> None:
     assert plan.prefix.input_ids.tolist() == [[5]]  # the common [5, 6] would split the image at 1 … 2
     assert plan.suffix.images == [0, 0, 0] and plan.prefix.images == []
     assert plan.suffix.position_ids.tolist() == [[1, 2, 3]] * 3 and plan.saved == 2
+    apart = [Row(ids, torch.arange(3).view(1, -1), "g") for ids in ([1, 2, 3], [7, 8, 9])]
+    assert plan_rows(apart, 0, share=True).prefix is None  # one group, no common token: whole rows, one pass
+    alike = [Row(ids, torch.arange(3).view(1, -1), "h") for ids in ([4, 5, 6], [4, 5, 9])]
+    mixed = plan_rows([*apart, *alike], 0, share=True)  # the first group's prefix row is all padding
+    assert mixed.prefix.input_ids.tolist() == [[0, 0], [4, 5]] and mixed.prefix.attention_mask.tolist() == [[0, 0], [1, 1]]
+    assert (mixed.shared, mixed.saved, mixed.row_prefix.tolist()) == (1, 2, [0, 0, 1, 1])

@@ -96,28 +96,35 @@ def common_prefix(rows: Sequence[Sequence[Hashable]]) -> int:
 
 def plan_rows(rows: Sequence[Row], pad_id: int, share: bool) -> Plan:
     """The passes of a batch: with `share`, each group's common prefix once (never splitting an image) and
-    every row's suffix after it; without, or when no two rows are in one group, the whole rows in one pass."""
+    every row's suffix after it; without, or when no group of two rows or more shares a token, the whole
+    rows in one pass."""
     groups: dict[Hashable, list[int]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(row.group, []).append(i)
-    if not share or all(len(members) == 1 for members in groups.values()):
+    lengths = {g: _shared_length([rows[i] for i in members]) for g, members in groups.items()}
+    if not share or not any(lengths[g] and len(members) > 1 for g, members in groups.items()):
         return Plan(_pass([r.segment(0, len(r.ids)) for r in rows], pad_id))
     prefixes, suffixes = [], [None] * len(rows)
     row_prefix = [0] * len(rows)
     saved = shared = 0
-    for members in groups.values():
-        lead = rows[members[0]]
-        length = common_prefix([rows[i].keys or rows[i].ids for i in members])
-        for first, last, _ in lead.images:
-            if first < length < last:
-                length = first
+    for g, members in groups.items():
+        lead, length = rows[members[0]], lengths[g]
         prefixes.append(lead.segment(0, length))
         for i in members:
             row_prefix[i] = len(prefixes) - 1
             suffixes[i] = rows[i].segment(length, len(rows[i].ids))
         saved += length * (len(members) - 1)
-        shared += len(members) > 1
+        shared += length > 0 and len(members) > 1
     return Plan(_pass(suffixes, pad_id), _pass(prefixes, pad_id), torch.tensor(row_prefix), saved, shared)
+
+
+def _shared_length(rows: Sequence[Row]) -> int:
+    """The length of the rows' common prefix, moved back to the start of an image it would end inside."""
+    length = common_prefix([r.keys or r.ids for r in rows])
+    for first, last, _ in rows[0].images:
+        if first < length < last:
+            length = first
+    return length
 
 
 def _pass(segments: Sequence[tuple[list[int], torch.Tensor, list[int]]], pad_id: int) -> Pass:
