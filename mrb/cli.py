@@ -21,7 +21,8 @@ from mrb.options import RunOptions
 
 # Options handed to the reranker only when the user gives them (adapters reject options they do not take).
 TASK_DIR_HELP = "add the task YAML of this folder to the bundled catalogue (repeatable); `all` then means its tasks"
-MODEL_OPTIONS = ("device", "dtype", "attn_implementation", "max_length", "min_pixels", "max_pixels", "trust_remote_code")
+MODEL_OPTIONS = ("device", "dtype", "attn_implementation", "max_length", "min_pixels", "max_pixels", "trust_remote_code",
+                 "prefix_sharing")
 
 
 def add_options(parser: argparse.ArgumentParser, options: type) -> None:
@@ -62,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--min-pixels", type=int)
     run.add_argument("--max-pixels", type=int)
     run.add_argument("--trust-remote-code", action="store_true", default=None, help="allow a model's own code from its repo")
+    run.add_argument("--no-prefix-sharing", dest="prefix_sharing", action="store_false", default=None,
+                     help="run every pair whole instead of a query's common prefix once (chat rerankers; for comparison)")
     run.add_argument("--build-missing", action="store_true", help="build missing candidate packs with each task's first stage")
 
     report = sub.add_parser("report", parents=[verbosity], help="leaderboard tables from results folders, beside the paper's numbers")

@@ -102,7 +102,7 @@ def test_gmr_prompt_golden(gmr: QwenVLYesNo, case: str) -> None:
     text, content_ids = GOLDEN[case]
     pair = PAIRS[case]
     assert gmr.render(gmr.conversations([pair])) == [text]
-    ids = gmr.prepare([pair])["input_ids"][0].tolist()
+    ids = gmr.prepare([pair]).rows[0]
     assert ids == SYSTEM_IDS + USER_IDS + INSTRUCT_IDS + content_ids + TAIL_IDS
 
 
@@ -116,7 +116,7 @@ def test_monoqwen_prompt_golden(tmp_path_factory, monoqwen: MonoQwenVL) -> None:
         )
     ]
     question = [8534, 279, 40861, 315, 279, 3681, 2168, 2197, 311, 279, 2701, 3239, 11, 4226, 3007, 476, 3557, 13, 576, 3239, 374, 25]
-    assert monoqwen.prepare([pair])["input_ids"][0].tolist() == [
+    assert monoqwen.prepare([pair]).rows[0] == [
         151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198,  # You are a helpful assistant.
         *USER_IDS, *image_ids(6), *question, 264, 8251, 389, 264, 31069, *TAIL_IDS,
     ]
@@ -125,8 +125,13 @@ def test_monoqwen_prompt_golden(tmp_path_factory, monoqwen: MonoQwenVL) -> None:
 
 
 def full_logits_rule(reranker: QwenVLYesNo, pairs: list[Pair], model=None) -> list[float]:
-    """The reference rule: full-vocabulary logits, last position, softmax over (positive, negative)."""
-    inputs = reranker.prepare(pairs)
+    """The reference rule on the processor's own inputs (every image processed where it is shown, rows
+    left-padded): full-vocabulary logits, last position, softmax over (positive, negative)."""
+    conversations = reranker.conversations(pairs)
+    images = [part["image"] for conv in conversations for msg in conv for part in msg["content"] if part["type"] == "image"]
+    size = {"shortest_edge": reranker.min_pixels, "longest_edge": reranker.max_pixels}
+    inputs = reranker.processor(text=reranker.render(conversations), images=images or None, size=size,
+                                padding=True, padding_side="left", return_tensors="pt")
     with torch.no_grad():
         logits = (model or reranker.model)(**inputs).logits[:, -1]
     two = logits[:, list(reranker.token_ids)].double()
@@ -166,11 +171,11 @@ def test_sides() -> None:
 
 def test_long_document_is_truncated_before_the_template_suffix(gmr: QwenVLYesNo, monkeypatch) -> None:
     pair = Pair(INSTRUCTION, Q_BOTH, Record("d-long", "A long passage about sofas and cats. " * 12, D_BOTH.image_bytes))
-    full = gmr.prepare([pair])["input_ids"][0].tolist()
+    full = gmr.prepare([pair]).rows[0]
     monkeypatch.setattr(gmr, "max_length", len(full) - 10)
-    batch = gmr.prepare([pair, PAIRS["t2t"]])["input_ids"].tolist()
+    batch = gmr.prepare([pair, PAIRS["t2t"]]).rows
     assert batch[0] == full[: -len(TAIL_IDS) - 10] + TAIL_IDS  # the document text lost its last 10 tokens
-    assert batch[1][-len(TAIL_IDS) :] == TAIL_IDS  # the short pair, left-padded, is untouched
+    assert batch[1] == gmr.prepare([PAIRS["t2t"]]).rows[0]  # the short pair is untouched
     assert batch[0].count(VISION[1]) == full.count(VISION[1])
 
 
@@ -197,8 +202,7 @@ def test_tiny_and_huge_images_are_resized_within_bounds(gmr: QwenVLYesNo) -> Non
     tiny = Record("d-1x1", None, _encoded(Image.new("RGB", (1, 1), (200, 30, 30)), "PNG"))
     huge = Record("d-20000", None, _encoded(Image.new("L", (20000, 20000), 90), "JPEG"))
     pairs = [Pair(INSTRUCTION, Q_TEXT, tiny), Pair(INSTRUCTION, Q_TEXT, huge)]
-    inputs = gmr.prepare(pairs)
-    pixels = (inputs["image_grid_thw"][:, 1:].prod(dim=1) * 14 * 14).tolist()
+    pixels = (gmr.prepare(pairs).grids[:, 1:].prod(dim=1) * 14 * 14).tolist()
     assert all(PIXELS["min_pixels"] <= p <= PIXELS["max_pixels"] for p in pixels)
     assert all(0.0 <= s <= 1.0 for s in gmr.score(pairs))
 

@@ -174,6 +174,6 @@ def test_options_are_checked_against_the_adapter_and_the_bases_it_passes_them_to
     with pytest.raises(MRBError) as err:
         mrb.get_reranker("qwen-vl-yes-no", checkpoint="/nowhere", max_pixel=10)
     assert str(err.value) == (
-        "QwenVLYesNo does not take option(s) max_pixel; it takes: checkpoint, min_pixels, max_pixels, revision, "
-        "device, dtype, attn_implementation, max_length, trust_remote_code"
+        "QwenVLYesNo does not take option(s) max_pixel; it takes: checkpoint, min_pixels, max_pixels, prefix_sharing, "
+        "vision_cache_mb, revision, device, dtype, attn_implementation, max_length, trust_remote_code"
     )

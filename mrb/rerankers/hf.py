@@ -145,15 +145,23 @@ def two_token_scores(model: Any, inputs: Mapping[str, torch.Tensor], token_ids: 
 
     Only the last hidden state is projected, and only onto the two rows of the LM head the rule needs,
     instead of computing full-vocabulary logits at every position (benchmarks/last_token_projection.py
-    measures the saving). The projection runs in float32 even for bf16 weights, so the two logits are not
-    rounded to bf16's coarse steps (which ties candidates); sigmoid(z₁ − z₂), that softmax, is taken in
-    float64 so that confident scores do not collapse into ties either.
+    measures the saving); `project_two_tokens` says how.
     """
     inputs = {k: v.to(model.device) for k, v in inputs.items()}
-    hidden = model.base_model(**inputs, use_cache=False).last_hidden_state[:, -1].float()
+    return project_two_tokens(model, model.base_model(**inputs, use_cache=False).last_hidden_state[:, -1], token_ids)
+
+
+@torch.inference_mode()
+def project_two_tokens(model: Any, hidden: torch.Tensor, token_ids: tuple[int, int]) -> list[float]:
+    """p(first token) from the softmax over two tokens' logits, given each row's last hidden state (rows × width).
+
+    The projection runs in float32 even for bf16 weights, so the two logits are not rounded to bf16's
+    coarse steps (which ties candidates); sigmoid(z₁ − z₂), that softmax, is taken in float64 so that
+    confident scores do not collapse into ties either.
+    """
     head = model.get_output_embeddings()
     rows = list(token_ids)
-    logits = hidden @ head.weight[rows].float().T
+    logits = hidden.float() @ head.weight[rows].float().T
     if getattr(head, "bias", None) is not None:
         logits = logits + head.bias[rows].float()
     logits = logits.double()

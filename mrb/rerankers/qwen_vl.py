@@ -3,15 +3,25 @@ and MonoQwen2-VL.
 
 One adapter renders each pair through the checkpoint's chat template (with the generation prompt) and
 scores it by the softmax over two answer tokens at the last position. What differs between the
-models is a `YesNoFormat`: the messages built from a pair and the positive / negative tokens.
+models is a `YesNoFormat`: the messages built from a pair, the positive / negative tokens, and the
+side the prompt shows first.
+
+Two kinds of reuse keep a batch from recomputing what its pairs share. Shared-prefix scoring
+(`mrb.rerankers.prefix`): the rows that show the same leading record (a query's candidates) run their
+common prefix — system prompt, instruction, the query's image and text — once, and each candidate's
+suffix against its key/value cache. Vision-feature reuse (`mrb.rerankers.vision`): each distinct image
+of a batch is processed once, and its processed pixels and vision-tower output are kept in bounded
+per-task caches, so an image that recurs across batches (a query image whose candidates fill several
+batches, a document image of many queries) is processed and goes through the tower once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 from PIL import Image
 
 from mrb.data import Pair, Record
@@ -20,11 +30,17 @@ from mrb.rerankers.hf import (
     TransformersReranker,
     check_side,
     left_pad,
+    project_two_tokens,
     require,
     token_id,
-    two_token_scores,
 )
+from mrb.rerankers.prefix import COUNTERS, Pass, Plan, Row, last_hidden_states, plan_rows
+from mrb.rerankers.vision import Tensors, TensorCache, image_digest
 from mrb.tasks import Side
+
+if TYPE_CHECKING:
+    from mrb.data import Pack
+    from mrb.tasks import TaskSpec
 
 Message = dict[str, Any]
 MessageBuilder = Callable[[Pair, Image.Image | None, Image.Image | None], list[Message]]
@@ -71,21 +87,37 @@ def monoqwen(pair: Pair, query_image: Image.Image | None, doc_image: Image.Image
 
 @dataclass(frozen=True)
 class YesNoFormat:
-    """How a yes/no chat reranker sees a pair: its messages, and the tokens whose softmax is the score."""
+    """How a yes/no chat reranker sees a pair: its messages, the tokens whose softmax is the score, and the
+    side its prompt shows first (rows showing the same record of that side may share a prefix)."""
 
     name: str
     messages: MessageBuilder
     positive: str
     negative: str
+    leading: str = "query"
 
 
 GMR = YesNoFormat("gmr", instruct_query_document, "yes", "no")
 QWEN3_VL = YesNoFormat("qwen3-vl-reranker", instruct_query_document, "yes", "no")
-MONOQWEN = YesNoFormat("monoqwen", monoqwen, "True", "False")
+MONOQWEN = YesNoFormat("monoqwen", monoqwen, "True", "False", leading="document")
+VISION_CACHE_MB = 512  # default bound on each per-task image cache (tower outputs on the device, pixels on the CPU)
 
 
 def _images(conversation: list[Message]) -> list[Image.Image]:
     return [part["image"] for msg in conversation for part in msg["content"] if part["type"] == "image"]
+
+
+@dataclass(frozen=True)
+class PreparedPairs:
+    """A batch ready for `forward`: each pair's token row (after truncation), the batch's distinct images
+    (their cache keys, pixel values and grids, in order of first appearance) and the passes through the
+    language model."""
+
+    rows: list[list[int]]
+    image_keys: list[str]
+    pixel_values: list[torch.Tensor]
+    grids: torch.Tensor  # (distinct images, 3): temporal, height and width patches
+    plan: Plan
 
 
 class QwenVLYesNo(TransformersReranker):
@@ -94,17 +126,33 @@ class QwenVLYesNo(TransformersReranker):
     The checkpoint may be a PEFT LoRA adapter: its base model is loaded, the adapter merged, and the
     processor taken from the base. Options left at None use the checkpoint's own processor settings
     (pixel bounds) and do not truncate.
+
+    `prefix_sharing` (default on) runs the common prefix of the rows of one leading record once per
+    batch; `vision_cache_mb` bounds each of the per-task caches of vision-tower outputs (on the model's
+    device) and processed pixels (on the CPU); 0 turns reuse off: each image is processed once per batch
+    and goes through the tower each time it is shown. Neither changes a score beyond float rounding, so neither is part of
+    `settings()`. `counters` add up pairs, tokens through the language model, prefix tokens saved, images
+    shown, images processed into pixels, and the images and patches through the vision tower.
     """
 
     name = "qwen-vl-yes-no"
     format: YesNoFormat = GMR
 
     def __init__(
-        self, checkpoint: str, *, min_pixels: int | None = None, max_pixels: int | None = None, **options: Any
+        self, checkpoint: str, *, min_pixels: int | None = None, max_pixels: int | None = None,
+        prefix_sharing: bool = True, vision_cache_mb: int = VISION_CACHE_MB, **options: Any,
     ) -> None:
         """`options` are `TransformersReranker`'s (revision, device, dtype, attention, max length, remote code)."""
+        if vision_cache_mb < 0:
+            raise MRBError(f"vision_cache_mb must be 0 or more, got {vision_cache_mb}")
         self.requested_pixels = (min_pixels, max_pixels)
         self.base_checkpoint: str | None = None
+        self.prefix_sharing = prefix_sharing
+        self.vision = TensorCache(vision_cache_mb << 20)  # tower outputs, on the model's device
+        self.pixels = TensorCache(vision_cache_mb << 20)  # processed pixels and patch grids, on the CPU
+        self.counters: dict[str, int] = dict.fromkeys(
+            (*COUNTERS, "images", "images_processed", "vision_images", "vision_patches", "vision_cache_hits"), 0)
+        self._encoder_output: type | None = None  # the class of the tower's output, rebuilt from cached features
         super().__init__(checkpoint, **options)
 
     def load(self) -> None:
@@ -153,23 +201,85 @@ class QwenVLYesNo(TransformersReranker):
         """The prompt strings (one image placeholder per image): the chat template with the generation prompt."""
         return self.processor.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
 
-    def prepare(self, pairs: Sequence[Pair]) -> dict[str, Any]:
-        """Model inputs on the CPU: processed images, and token rows truncated to max_length and left-padded."""
+    def start_task(self, task: TaskSpec, pack: Pack) -> None:
+        """Images are cached per task: a new task starts with empty caches."""
+        self.vision.clear()
+        self.pixels.clear()
+
+    def prepare(self, pairs: Sequence[Pair]) -> PreparedPairs:
+        """The batch on the CPU: each distinct image processed once, token rows truncated to max_length,
+        every row's multimodal RoPE positions, and the passes (`mrb.rerankers.prefix`)."""
         conversations = self.conversations(pairs)
         texts = self.render(conversations)
-        images = [img for conv in conversations for img in _images(conv)]
-        size = {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}
-        enc = self.processor(text=texts, images=images or None, padding=False, size=size)
-        rows = {k: v for k, v in enc.items() if isinstance(v, list)}
+        digests: dict[int, str] = {}  # id of a decoded image (alive while `conversations` is) → digest
+        distinct: dict[str, int] = {}
+        images: list[Image.Image] = []
+        shown: list[list[int]] = []  # per pair, its images as indices into `images`, in prompt order
+        for conversation in conversations:
+            shown.append([])
+            for image in _images(conversation):
+                digest = digests.get(id(image)) or digests.setdefault(id(image), image_digest(image))
+                if digest not in distinct:
+                    distinct[digest] = len(images)
+                    images.append(image)
+                shown[-1].append(distinct[digest])
+        keys = [f"{digest}:{self.min_pixels}:{self.max_pixels}" for digest in distinct]
+        processed, _ = self.pixels.get(keys, lambda at: self._process([images[j] for j in at]))
+        pixel_values = [pixels for pixels, _ in processed]
+        grids = torch.stack([grid for _, (grid,) in processed]) if processed else torch.zeros((0, 3), dtype=torch.long)
+        rows = self._tokenize(texts, grids, shown)
         if self.max_length is not None:
             for i, pair in enumerate(pairs):
-                keep = self._kept_positions(rows["input_ids"][i], pair)
+                keep = self._kept_positions(rows[i], pair)
                 if keep is not None:
-                    for values in rows.values():
-                        values[i] = [values[i][j] for j in keep]
-        inputs = {k: v for k, v in enc.items() if k not in rows}
-        inputs.update({k: left_pad(v, self.pad_id if k == "input_ids" else 0) for k, v in rows.items()})
-        return inputs
+                    rows[i] = [rows[i][j] for j in keep]
+        plan = plan_rows(self._rows(pairs, rows, shown, grids, keys), self.pad_id, self.prefix_sharing)
+        return PreparedPairs(rows, keys, pixel_values, grids, plan)
+
+    def _process(self, images: list[Image.Image]) -> list[Tensors]:
+        """Each image's pixel patches and patch grid, from the processor within the pixel bounds."""
+        size = {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}
+        processed = self.processor.image_processor(images=images, size=size, return_tensors="pt")
+        self.counters["images_processed"] += len(images)
+        grids = processed["image_grid_thw"]
+        patches = torch.split(processed["pixel_values"], grids.prod(-1).tolist())
+        return [(pixels, (grid,)) for pixels, grid in zip(patches, grids)]
+
+    def _tokenize(self, texts: list[str], grids: torch.Tensor, shown: list[list[int]]) -> list[list[int]]:
+        """Token ids of the prompts, each image placeholder expanded to its image's tokens as the processor does."""
+        token = self.processor.image_token
+        expanded = []
+        for text, images in zip(texts, shown):
+            head, *parts = text.split(token)
+            replacements = [self.processor.replace_image_token({"image_grid_thw": grids}, image_idx=i) for i in images]
+            expanded.append(head + "".join(r + part for r, part in zip(replacements, parts, strict=True)))
+        return self.processor.tokenizer(expanded)["input_ids"]
+
+    def _rows(self, pairs: Sequence[Pair], rows: list[list[int]], shown: list[list[int]], grids: torch.Tensor,
+              keys: list[str]) -> list[Row]:
+        """Each pair's row for `plan_rows`: positions from the model's own multimodal RoPE over the whole
+        row, image tokens keyed by their image, grouped by the format's leading record."""
+        image_id = self.processor.image_token_id
+        ids, mask = left_pad(rows, self.pad_id), left_pad([[1] * len(r) for r in rows], 0)
+        types = (ids == image_id).long()  # the processor's mm_token_type_ids: 1 on image tokens (no videos here)
+        order = [i for images in shown for i in images]
+        positions, _ = self.model.base_model.get_rope_index(
+            ids, types, image_grid_thw=grids[order] if order else None, attention_mask=mask)
+        merge = self.processor.image_processor.merge_size ** 2
+        out = []
+        for i, (pair, row, images) in enumerate(zip(pairs, rows, shown)):
+            where = [j for j, t in enumerate(row) if t == image_id]
+            row_keys: list[Any] = list(row)
+            spans = []
+            for image in images:
+                n = int(grids[image].prod()) // merge
+                tokens, where = where[:n], where[n:]
+                spans.append((tokens[0], tokens[-1] + 1, image))
+                for j in tokens:
+                    row_keys[j] = (image_id, keys[image])
+            lead = pair.query if self.format.leading == "query" else pair.document
+            out.append(Row(row, positions[:, i, ids.shape[1] - len(row):], lead.id, row_keys, tuple(spans)))
+        return out
 
     def _kept_positions(self, ids: list[int], pair: Pair) -> list[int] | None:
         """Positions kept so a row fits max_length, or None when it fits already.
@@ -196,8 +306,48 @@ class QwenVLYesNo(TransformersReranker):
             )
         return [j for j in range(len(ids)) if j not in dropped]
 
-    def forward(self, prepared: dict[str, Any]) -> list[float]:
-        return two_token_scores(self.model, prepared, self.token_ids)
+    @torch.inference_mode()
+    def forward(self, prepared: PreparedPairs) -> list[float]:
+        plan = prepared.plan
+        shown = plan.suffix.images + (plan.prefix.images if plan.prefix is not None else [])
+        try:
+            features, hits = self.vision.get(
+                [prepared.image_keys[i] for i in shown], lambda at: self._tower(prepared, [shown[j] for j in at]))
+            split = len(plan.suffix.images)
+
+            def encoder_outputs(p: Pass) -> dict[str, Any]:
+                return self._encoder_outputs(features[:split] if p is plan.suffix else features[split:])
+
+            hidden = last_hidden_states(self.model.base_model, plan, encoder_outputs)
+        except torch.OutOfMemoryError:
+            self.vision.clear()  # cached tower outputs hold accelerator memory the smaller retry may need
+            raise
+        scores = project_two_tokens(self.model, hidden, self.token_ids)
+        plan.count(self.counters, len(scores))
+        self.counters["images"] += sum(len(p.images) for p in (plan.suffix, plan.prefix) if p is not None)
+        self.counters["vision_cache_hits"] += hits
+        return scores
+
+    def _tower(self, prepared: PreparedPairs, images: list[int]) -> list[Tensors]:
+        """The vision tower's output for each of `images` (indices of the batch's distinct images)."""
+        grids = prepared.grids[images]
+        pixels = torch.cat([prepared.pixel_values[i] for i in images])
+        out = self.model.get_image_features(pixels.to(self.model.device), grids.to(self.model.device))
+        self._encoder_output = type(out)
+        deepstack = getattr(out, "deepstack_features", None) or []
+        self.counters["vision_images"] += len(images)
+        self.counters["vision_patches"] += int(grids.prod(-1).sum())
+        return [(merged, tuple(layer[k] for layer in deepstack)) for k, merged in enumerate(out.pooler_output)]
+
+    def _encoder_outputs(self, features: list[Tensors]) -> dict[str, Any]:
+        """The model's `mm_encoder_outputs` for a pass showing images with these features (nothing without images)."""
+        if not features:
+            return {}
+        assert self._encoder_output is not None
+        fields: dict[str, Any] = {"pooler_output": tuple(merged for merged, _ in features)}
+        if features[0][1]:
+            fields["deepstack_features"] = [tuple(f[1][layer] for f in features) for layer in range(len(features[0][1]))]
+        return {"mm_encoder_outputs": {"image": self._encoder_output(**fields)}}
 
     def settings(self) -> dict[str, Any]:
         out = {

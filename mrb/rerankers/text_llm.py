@@ -1,14 +1,20 @@
-"""Qwen3-Reranker: a causal LM scored by p(yes) over ("yes", "no") after a fixed prefix/body/suffix template."""
+"""Qwen3-Reranker: a causal LM scored by p(yes) over ("yes", "no") after a fixed prefix/body/suffix template.
+
+A query's candidates share the template prefix, the instruction and the query: with prefix sharing (the
+default) that common prefix runs once per query in a batch (`mrb.rerankers.prefix`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from mrb.data import Pair
 from mrb.errors import MRBError
 from mrb.rerankers.base import TEXT_ONLY
-from mrb.rerankers.hf import TransformersReranker, left_pad, side_text, token_id, two_token_scores
+from mrb.rerankers.hf import TransformersReranker, project_two_tokens, side_text, token_id
+from mrb.rerankers.prefix import COUNTERS, Plan, Row, last_hidden_states, plan_rows
 from mrb.tasks import Side
 
 PREFIX = (
@@ -21,11 +27,22 @@ DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that
 
 
 class Qwen3Reranker(TransformersReranker):
-    """Prefix + body + suffix token ids, left-padded; only the body is truncated, so the template survives."""
+    """Prefix + body + suffix token ids, left-padded; only the body is truncated, so the template survives.
+
+    `prefix_sharing` (default on) runs the rows' common prefix once per query of a batch; off, every row
+    runs whole (scores agree to float rounding, so it is not part of `settings()`). `counters` add up
+    pairs, tokens through the model and prefix tokens saved.
+    """
 
     name = "qwen3-reranker"
     query_sides: frozenset[Side] = TEXT_ONLY
     document_sides: frozenset[Side] = TEXT_ONLY
+
+    def __init__(self, checkpoint: str, *, prefix_sharing: bool = True, **options: Any) -> None:
+        """`options` are `TransformersReranker`'s (revision, device, dtype, attention, max length, remote code)."""
+        self.prefix_sharing = prefix_sharing
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        super().__init__(checkpoint, **options)
 
     def load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -52,9 +69,13 @@ class Qwen3Reranker(TransformersReranker):
         bodies = self.tokenizer([self.body(p) for p in pairs], add_special_tokens=False, **truncate)["input_ids"]
         return [self.prefix_ids + body + self.suffix_ids for body in bodies]
 
-    def prepare(self, pairs: Sequence[Pair]) -> dict[str, Any]:
-        rows = self.token_rows(pairs)
-        return {"input_ids": left_pad(rows, self.tokenizer.pad_token_id), "attention_mask": left_pad([[1] * len(r) for r in rows], 0)}
+    def prepare(self, pairs: Sequence[Pair]) -> Plan:
+        """The passes of the batch: rows grouped by query, positions 0 … n − 1 per row."""
+        rows = [Row(ids, torch.arange(len(ids)).view(1, -1), p.query.id)
+                for p, ids in zip(pairs, self.token_rows(pairs))]
+        return plan_rows(rows, self.tokenizer.pad_token_id, self.prefix_sharing)
 
-    def forward(self, prepared: dict[str, Any]) -> list[float]:
-        return two_token_scores(self.model, prepared, self.token_ids)
+    def forward(self, prepared: Plan) -> list[float]:
+        scores = project_two_tokens(self.model, last_hidden_states(self.model.base_model, prepared), self.token_ids)
+        prepared.count(self.counters, len(scores))
+        return scores
