@@ -39,10 +39,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = str(build_tiny_vl(Path(tmp) / "tiny-qwen2.5-vl", "qwen2_5_vl", build_qwen_tokenizer(Path(tmp) / "tokenizer")))
         cpu = QwenVLYesNo(folder, device="cpu", dtype="fp32").score(pairs)
-        print(f"tiny random Qwen2.5-VL on {args.device}, {len(pairs)} pairs of {TASK}; torch {torch.__version__}, "
-              f"transformers {transformers.__version__}")
-        print(f"{'dtype':<6}{'attention':>11}{'max |batch - CPU fp32|':>25}{'max |alone - batch|':>22}"
-              f"{'max |shared - unshared|':>26}")
+        print(
+            f"tiny random Qwen2.5-VL on {args.device}, {len(pairs)} pairs of {TASK}; torch {torch.__version__}, "
+            f"transformers {transformers.__version__}"
+        )
+        print(
+            f"{'dtype':<6}{'attention':>11}{'max |batch - CPU fp32|':>25}{'max |alone - batch|':>22}"
+            f"{'max |shared - unshared|':>26}"
+        )
         for dtype in ("fp32", "bf16"):
             reranker = QwenVLYesNo(folder, device=args.device, dtype=dtype)
             batch = reranker.score(pairs)

@@ -36,7 +36,27 @@ from mrb.tasks import TaskType
 TYPES = ("t2t", "t2i", "i2t", "i2i")
 DEPTH = 100
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "colorwheel")
-WORDS = ["red", "blue", "small", "large", "photo", "cat", "rocket", "coffee", "cup", "space", "cell", "star", "wheel", "colour", "light", "dark", "view", "close", "far"]
+WORDS = [
+    "red",
+    "blue",
+    "small",
+    "large",
+    "photo",
+    "cat",
+    "rocket",
+    "coffee",
+    "cup",
+    "space",
+    "cell",
+    "star",
+    "wheel",
+    "colour",
+    "light",
+    "dark",
+    "view",
+    "close",
+    "far",
+]
 
 
 class Touch(Reranker):
@@ -98,9 +118,14 @@ def build(root: Path, n_queries: int, n_docs: int) -> dict[str, float]:
             uses = len(rows) * ((q_side == "i") + (d_side == "i"))
             reuse[TaskType(code).label] = uses / ((len(queries) if q_side == "i" else 0) + (len(used) if d_side == "i" else 0))
         name = f"Bench-{code.upper()}"
-        write_pack(root / "packs" / name, queries=queries, documents=[d for d in docs if d.id in used],
-                   candidates=pd.DataFrame(rows, columns=["query_id", "doc_id", "rank", "score"]),
-                   qrels=pd.DataFrame(qrels, columns=["query_id", "doc_id", "relevance"]), manifest={"task": name})
+        write_pack(
+            root / "packs" / name,
+            queries=queries,
+            documents=[d for d in docs if d.id in used],
+            candidates=pd.DataFrame(rows, columns=["query_id", "doc_id", "rank", "score"]),
+            qrels=pd.DataFrame(qrels, columns=["query_id", "doc_id", "relevance"]),
+            manifest={"task": name},
+        )
         (root / f"{name}.yaml").write_text(f"name: {name}\ntype: {code}\ninstruction: Find it.\npack: packs/{name}\n")
     return reuse
 
@@ -122,11 +147,17 @@ def naive_rates(root: Path) -> dict[str, float]:
         started = time.perf_counter()
         pack = read_pack(task.pack_path())
         c = pack.candidates
-        scores = [reranker.score([Pair(task.instruction, pack.queries[q], pack.documents[d])])[0]
-                  for q, d in zip(c["query_id"], c["doc_id"])]
+        scores = [
+            reranker.score([Pair(task.instruction, pack.queries[q], pack.documents[d])])[0]
+            for q, d in zip(c["query_id"], c["doc_id"])
+        ]
         # the same metrics as MRB's run, so both time the whole task: read, score, measure
-        per_query_table(task.metric, judged_queries(pack.qrels).qrels, strict_ranking(c, np.array(scores)),
-                        strict_ranking(c, np.zeros(len(c))))
+        per_query_table(
+            task.metric,
+            judged_queries(pack.qrels).qrels,
+            strict_ranking(c, np.array(scores)),
+            strict_ranking(c, np.zeros(len(c))),
+        )
         rates[task.type.label] = len(c) / (time.perf_counter() - started)
     return rates
 
@@ -167,8 +198,13 @@ def peak_rss_mb() -> float:
 
 def child(mode: str, root: Path, workers: int, repeats: int) -> dict:
     command = ["--child", mode, "--root", str(root), "--workers", str(workers), "--repeats", str(repeats)]
-    out = subprocess.run([sys.executable, "-m", "benchmarks.data_path", *command],
-                         capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.data_path", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     if out.returncode != 0:
         sys.exit(f"the {mode} run failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -194,20 +230,29 @@ def main() -> None:
         runs = {"1x": child("mrb", small, args.workers, 1), "10x": child("mrb", large, args.workers, 1)}
         reads = {size: child("read", root, 0, 1)["peak_rss_mb"] for size, root in (("1x", small), ("10x", large))}
     labels = list(speed["best"]["mrb"])
-    print(f"{args.queries} queries x {DEPTH} candidates per task, {args.docs} documents per task (10x: {args.docs * 10}); "
-          f"384x288 JPEG; workers={args.workers}; {args.repeats} alternating rounds of MRB and the naive loop")
+    print(
+        f"{args.queries} queries x {DEPTH} candidates per task, {args.docs} documents per task (10x: {args.docs * 10}); "
+        f"384x288 JPEG; workers={args.workers}; {args.repeats} alternating rounds of MRB and the naive loop"
+    )
     print(f"{'best pairs/s':<22}" + "".join(f"{label:>10}" for label in labels))
     for name in ("mrb", "naive"):
         print(f"{name:<22}" + "".join(f"{speed['best'][name][label]:>10,.0f}" for label in labels))
     print(f"{'mrb, 10x documents':<22}" + "".join(f"{runs['10x']['rates'][label]:>10,.0f}" for label in labels) + "  (one run)")
-    print("image uses per distinct image (the naive loop's decodes per MRB decode): " + ", ".join(
-        f"{label} {value:.0f}" for label, value in reuse.items()))
-    print("speed-up over the naive loop, median of the rounds (lowest-highest): " + ", ".join(
-        f"{label} {statistics.median(r):.1f}x ({min(r):.1f}-{max(r):.1f})" for label, r in speed["ratios"].items()))
+    print(
+        "image uses per distinct image (the naive loop's decodes per MRB decode): "
+        + ", ".join(f"{label} {value:.0f}" for label, value in reuse.items())
+    )
+    print(
+        "speed-up over the naive loop, median of the rounds (lowest-highest): "
+        + ", ".join(f"{label} {statistics.median(r):.1f}x ({min(r):.1f}-{max(r):.1f})" for label, r in speed["ratios"].items())
+    )
     big, base = runs["10x"]["peak_rss_mb"], runs["1x"]["peak_rss_mb"]
-    print(f"peak RSS of an MRB run with 10x documents / 1x: {big / base:.2f} ({base:,.0f} -> {big:,.0f} MB); reading the "
-          f"packs alone (read_pack, no scoring) peaks at {reads['1x']:,.0f} -> {reads['10x']:,.0f} MB, so the runner adds "
-          f"{base - reads['1x']:,.0f} MB at 1x and {big - reads['10x']:,.0f} MB at 10x")
+    print(
+        f"peak RSS of an MRB run with 10x documents / 1x: {big / base:.2f} ({base:,.0f} -> {big:,.0f} MB); reading the "
+        f"packs alone (read_pack, no scoring) peaks at {reads['1x']:,.0f} -> {reads['10x']:,.0f} MB, so the runner adds "
+        f"{base - reads['1x']:,.0f} MB at 1x and {big - reads['10x']:,.0f} MB at 10x"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -26,13 +26,27 @@ from mrb.tasks import load_tasks
 
 # Qwen/Qwen2.5-VL-7B-Instruct's config.json, as released.
 TEXT_7B: dict[str, Any] = {
-    "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
-    "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 128000, "rms_norm_eps": 1e-6,
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "max_position_embeddings": 128000,
+    "rms_norm_eps": 1e-6,
     "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1000000.0},
 }
 VISION_7B: dict[str, Any] = {
-    "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 3584, "patch_size": 14,
-    "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
+    "depth": 32,
+    "hidden_size": 1280,
+    "intermediate_size": 3420,
+    "num_heads": 16,
+    "out_hidden_size": 3584,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 112,
+    "fullatt_block_indexes": [7, 15, 23, 31],
 }
 
 
@@ -48,8 +62,9 @@ def peak_gib() -> float | None:
 
 def random_qwen_reranker(processor_folder: Path, device: str, dtype: str) -> Any:
     """The Qwen-VL yes/no adapter whose model is the 7B shape initialised at random on `device`."""
-    from mrb.rerankers.qwen_vl import QwenVLYesNo
     from transformers import AutoModelForImageTextToText, Qwen2_5_VLConfig
+
+    from mrb.rerankers.qwen_vl import QwenVLYesNo
 
     class RandomQwen25VL7B(QwenVLYesNo):
         def _load_model(self) -> tuple[Any, str, str | None]:
@@ -85,9 +100,11 @@ def main() -> None:
         options = RunOptions(batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
         rows = [compare(tasks[name], reranker, options, sync=peak_gib) for name in TASKS]
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
-    print(f"{device}: random Qwen2.5-VL-7B shape ({params:.2f} B parameters, built in {build_seconds:.0f} s), "
-          f"bf16, sdpa, batch size {args.batch_size}, max batch tokens {args.max_batch_tokens}; torch {torch.__version__}, "
-          f"transformers {transformers.__version__}")
+    print(
+        f"{device}: random Qwen2.5-VL-7B shape ({params:.2f} B parameters, built in {build_seconds:.0f} s), "
+        f"bf16, sdpa, batch size {args.batch_size}, max batch tokens {args.max_batch_tokens}; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}"
+    )
     report(rows)
 
 

@@ -29,16 +29,38 @@ from mrb.rerankers.hf import two_token_scores
 
 YES, NO = 9693, 2152  # the Qwen vocabulary's "yes" and "no"
 SIZES = {  # language-model dimensions; the vision tower is kept small (text prompts do not use it)
-    "small": {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2},
-    "7b": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4},
+    "small": {
+        "hidden_size": 1024,
+        "intermediate_size": 2816,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+    },
+    "7b": {
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+    },
 }
 
 
 def build(size: str, device: str, dtype: torch.dtype):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    text = {**SIZES[size], "vocab_size": 152064, "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6}}
-    vision = {"depth": 1, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "out_hidden_size": SIZES[size]["hidden_size"]}
+    text = {
+        **SIZES[size],
+        "vocab_size": 152064,
+        "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
+    }
+    vision = {
+        "depth": 1,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_heads": 4,
+        "out_hidden_size": SIZES[size]["hidden_size"],
+    }
     config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
     torch.manual_seed(0)
     with torch.device(device):
@@ -106,8 +128,10 @@ def main() -> None:
     }
     params = sum(p.numel() for p in model.parameters()) / 1e9
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"Qwen2.5-VL random init, {args.size} ({params:.2f}B parameters), {args.dtype} on {gpu}, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}")
+    print(
+        f"Qwen2.5-VL random init, {args.size} ({params:.2f}B parameters), {args.dtype} on {gpu}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}"
+    )
     print(f"batch {args.batch} x {args.length} tokens, vocabulary {vocab}, median of {args.repeats}\n")
     print(f"{'method':<10} {'s/batch':>9} {'pairs/s':>9} {'peak GiB':>9} {'logits MiB':>11} {'max |Δ| vs full':>16}")
     reference: list[float] | None = None
@@ -116,7 +140,9 @@ def main() -> None:
         reference = reference or scores
         delta = max(abs(a - b) for a, b in zip(scores, reference, strict=True))
         peak_text = f"{peak:9.2f}" if peak is not None else f"{'-':>9}"
-        print(f"{name:<10} {seconds:9.3f} {args.batch / seconds:9.1f} {peak_text} {logits_bytes[name] / 2**20:11.2f} {delta:16.2e}")
+        print(
+            f"{name:<10} {seconds:9.3f} {args.batch / seconds:9.1f} {peak_text} {logits_bytes[name] / 2**20:11.2f} {delta:16.2e}"
+        )
 
 
 if __name__ == "__main__":

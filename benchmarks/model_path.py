@@ -49,15 +49,19 @@ class Comparison:
         return statistics.median(self.ratios)
 
 
-def compare(task: TaskSpec, reranker: Reranker, options: RunOptions, sync: Callable[[], float | None] = lambda: None,
-            rounds: int = 1) -> Comparison:
+def compare(
+    task: TaskSpec, reranker: Reranker, options: RunOptions, sync: Callable[[], float | None] = lambda: None, rounds: int = 1
+) -> Comparison:
     """Score `task` with the reference loop (one pair per call, candidate order) and with MRB's runner,
     `rounds` times in alternation, so machine load falls on both alike.
 
     `sync` waits for the accelerator and returns (then resets) its peak memory in GiB, or None.
     """
     pack = read_pack(task.pack_path())
-    pairs = [Pair(task.instruction, pack.queries[q], pack.documents[d]) for q, d in zip(pack.candidates["query_id"], pack.candidates["doc_id"])]
+    pairs = [
+        Pair(task.instruction, pack.queries[q], pack.documents[d])
+        for q, d in zip(pack.candidates["query_id"], pack.candidates["doc_id"])
+    ]
     reranker.start_task(task, pack)
     reranker.score(pairs[:2])  # warm-up
     sync()
@@ -83,25 +87,43 @@ def compare(task: TaskSpec, reranker: Reranker, options: RunOptions, sync: Calla
 def report(rows: list[Comparison]) -> None:
     peaks = rows[0].reference_peak is not None
     rounds = len(rows[0].ratios)
-    print(f"{'task':<16}{'pairs':>6}{'reference pairs/s':>19}{'MRB pairs/s':>13}{'speed-up':>10}{'max |Δscore|':>14}"
-          + (f"{'ref peak GiB':>14}{'MRB peak GiB':>14}" if peaks else "") + ("   rounds (lowest-highest)" if rounds > 1 else ""))
+    print(
+        f"{'task':<16}{'pairs':>6}{'reference pairs/s':>19}{'MRB pairs/s':>13}{'speed-up':>10}{'max |Δscore|':>14}"
+        + (f"{'ref peak GiB':>14}{'MRB peak GiB':>14}" if peaks else "")
+        + ("   rounds (lowest-highest)" if rounds > 1 else "")
+    )
     for r in rows:
-        line = (f"{r.task:<16}{r.pairs:>6}{r.pairs / min(r.reference_times):>19,.1f}{r.pairs / min(r.mrb_times):>13,.1f}"
-                f"{r.speedup:>9.1f}x{r.max_abs_diff:>14.1e}")
+        line = (
+            f"{r.task:<16}{r.pairs:>6}{r.pairs / min(r.reference_times):>19,.1f}{r.pairs / min(r.mrb_times):>13,.1f}"
+            f"{r.speedup:>9.1f}x{r.max_abs_diff:>14.1e}"
+        )
         if peaks:
             line += f"{r.reference_peak:>14.1f}{r.mrb_peak:>14.1f}"
         if rounds > 1:
             line += f"   {min(r.ratios):.1f}-{max(r.ratios):.1f}x"
         print(line)
     n = sum(r.pairs for r in rows)
-    both = Comparison("all", n, [sum(t) for t in zip(*(r.reference_times for r in rows))],
-                      [sum(t) for t in zip(*(r.mrb_times for r in rows))], max(r.max_abs_diff for r in rows))
-    print(f"{'all':<16}{n:>6}{n / min(both.reference_times):>19,.1f}{n / min(both.mrb_times):>13,.1f}{both.speedup:>9.1f}x"
-          f"{both.max_abs_diff:>14.1e}" + (f"{'':>28}" if peaks else "") + (f"   {min(both.ratios):.1f}-{max(both.ratios):.1f}x" if rounds > 1 else ""))
+    both = Comparison(
+        "all",
+        n,
+        [sum(t) for t in zip(*(r.reference_times for r in rows))],
+        [sum(t) for t in zip(*(r.mrb_times for r in rows))],
+        max(r.max_abs_diff for r in rows),
+    )
+    print(
+        f"{'all':<16}{n:>6}{n / min(both.reference_times):>19,.1f}{n / min(both.mrb_times):>13,.1f}{both.speedup:>9.1f}x"
+        f"{both.max_abs_diff:>14.1e}"
+        + (f"{'':>28}" if peaks else "")
+        + (f"   {min(both.ratios):.1f}-{max(both.ratios):.1f}x" if rounds > 1 else "")
+    )
     if rounds > 1:
         print(f"pairs/s: the fastest of {rounds} rounds; speed-up: the median of the rounds, each timing both loops back to back")
-    print("MRB's time, fastest round: " + "; ".join(
-        f"{r.task} preparation {r.mrb_split[0]:.2f} s, model {r.mrb_split[1]:.2f} s of {min(r.mrb_times):.2f} s" for r in rows))
+    print(
+        "MRB's time, fastest round: "
+        + "; ".join(
+            f"{r.task} preparation {r.mrb_split[0]:.2f} s, model {r.mrb_split[1]:.2f} s of {min(r.mrb_times):.2f} s" for r in rows
+        )
+    )
 
 
 def main() -> None:
@@ -120,9 +142,11 @@ def main() -> None:
         reranker = QwenVLYesNo(str(folder), device="cpu", dtype="fp32")
         options = RunOptions(batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, workers=args.workers)
         rows = [compare(tasks[name], reranker, options, rounds=args.rounds) for name in TASKS]
-    print(f"tiny random Qwen2.5-VL (qwen-vl-yes-no adapter), CPU fp32, batch size {args.batch_size}, "
-          f"max batch tokens {args.max_batch_tokens}, workers {args.workers}; torch {torch.__version__}, "
-          f"transformers {transformers.__version__}")
+    print(
+        f"tiny random Qwen2.5-VL (qwen-vl-yes-no adapter), CPU fp32, batch size {args.batch_size}, "
+        f"max batch tokens {args.max_batch_tokens}, workers {args.workers}; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}"
+    )
     report(rows)
 
 

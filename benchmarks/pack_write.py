@@ -39,7 +39,11 @@ from PIL import Image
 QUERIES = 100  # each query lists SIZE / QUERIES images
 DISTINCT = 64  # distinct noise pictures, cycled; every image's bytes are made unique (`image`)
 WAYS = ("streamed", "import", "list")
-LABELS = {"streamed": "write_pack, streamed", "import": "candidates import (local folder → pack)", "list": "write_pack, from a list"}
+LABELS = {
+    "streamed": "write_pack, streamed",
+    "import": "candidates import (local folder → pack)",
+    "list": "write_pack, from a list",
+}
 
 
 def jpegs() -> list[bytes]:
@@ -64,7 +68,9 @@ def frames(size: int):
     per = size // QUERIES
     rows = [(f"q{q:03d}", f"d{q * per + r:06d}", r + 1, float(per - r)) for q in range(QUERIES) for r in range(per)]
     candidates = pd.DataFrame(rows, columns=["query_id", "doc_id", "rank", "score"])
-    qrels = pd.DataFrame([(f"q{q:03d}", f"d{q * per:06d}", 1) for q in range(QUERIES)], columns=["query_id", "doc_id", "relevance"])
+    qrels = pd.DataFrame(
+        [(f"q{q:03d}", f"d{q * per:06d}", 1) for q in range(QUERIES)], columns=["query_id", "doc_id", "relevance"]
+    )
     return candidates, qrels
 
 
@@ -81,7 +87,8 @@ def write_source(folder: Path, size: int) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
     import yaml
-    from datasets import Features, Image as HFImage, Value
+    from datasets import Features, Value
+    from datasets import Image as HFImage
 
     pictures = jpegs()
     features = Features({"id": Value("string"), "image": HFImage()})
@@ -99,8 +106,10 @@ def write_source(folder: Path, size: int) -> Path:
     for config, table in tables.items():
         (folder / config).mkdir()
         pq.write_table(table, folder / config / "test-00000-of-00001.parquet")
-    configs = [{"config_name": c, "data_files": [{"split": "test", "path": f"{c}/test-00000-of-00001.parquet"}]}
-               for c in ("corpus", "queries", "default")]
+    configs = [
+        {"config_name": c, "data_files": [{"split": "test", "path": f"{c}/test-00000-of-00001.parquet"}]}
+        for c in ("corpus", "queries", "default")
+    ]
     (folder / "README.md").write_text("---\n" + yaml.safe_dump({"configs": configs}, sort_keys=False) + "---\n")
     run = folder.parent / "run.trec"
     run.write_text("".join(f"{q} Q0 {d} {r} {s} bench\n" for q, d, r, s in candidates.itertuples(index=False)))
@@ -118,8 +127,13 @@ def child(way: str, size: int, root: Path) -> None:
         from mrb.candidates import import_run
         from mrb.tasks import TaskSpec
 
-        task = TaskSpec(name="Bench-T2I", type="t2i", instruction="x", depth=size // QUERIES,
-                        source={"layout": "mteb2", "path": str(root / "source")})
+        task = TaskSpec(
+            name="Bench-T2I",
+            type="t2i",
+            instruction="x",
+            depth=size // QUERIES,
+            source={"layout": "mteb2", "path": str(root / "source")},
+        )
         pack = import_run(task, root / "run.trec", out=root / "packs", data_dir=root / "data").pack
     else:
         candidates, qrels = frames(size)
@@ -127,8 +141,14 @@ def child(way: str, size: int, root: Path) -> None:
 
         queries = [Record(f"q{q:03d}", f"query {q}") for q in range(QUERIES)]
         documents = records(size) if way == "streamed" else list(records(size))
-        pack = write_pack(root / "packs" / way, queries=queries, documents=documents, candidates=candidates, qrels=qrels,
-                          manifest={"task": "bench"})
+        pack = write_pack(
+            root / "packs" / way,
+            queries=queries,
+            documents=documents,
+            candidates=candidates,
+            qrels=qrels,
+            manifest={"task": "bench"},
+        )
     seconds = time.perf_counter() - started
     megabytes = sum(p.stat().st_size for p in pack.iterdir()) / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -137,8 +157,12 @@ def child(way: str, size: int, root: Path) -> None:
 
 def measure(way: str, size: int, root: Path) -> dict:
     """One child process writing one pack (and what it wrote, removed again)."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.pack_write", "--child", way, str(size), str(root)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.pack_write", "--child", way, str(size), str(root)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     shutil.rmtree(root / "packs", ignore_errors=True)
     shutil.rmtree(root / "data", ignore_errors=True)  # each import converts the folder afresh, as a first import does
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -169,16 +193,22 @@ def main(argv: list[str] | None = None) -> int:
             for way in WAYS:
                 results[(way, size)] = median([measure(way, size, root) for _ in range(args.repeats)])
         small, large = args.sizes
-        print(f"writing a pack of {small:,} and of {large:,} images "
-              f"(~{results[('streamed', large)]['pack_mib'] / large * 1024:.0f} KB each; one process per run)")
+        print(
+            f"writing a pack of {small:,} and of {large:,} images "
+            f"(~{results[('streamed', large)]['pack_mib'] / large * 1024:.0f} KB each; one process per run)"
+        )
         print(f"peak RSS, median of {args.repeats} (in brackets: above the RSS once the imports are done)\n")
-        print(f"| way | {small:,} images | {large:,} images | ratio | largest ({large:,}) | pack ({large:,}) | seconds ({large:,}) |")
+        print(
+            f"| way | {small:,} images | {large:,} images | ratio | largest ({large:,}) | pack ({large:,}) | seconds ({large:,}) |"
+        )
         print("|---|---|---|---|---|---|---|")
         for way in WAYS:
             a, b = results[(way, small)], results[(way, large)]
             cells = [f"{r['peak_mib']:,.0f} MiB (+{r['peak_mib'] - r['imported_mib']:,.0f})" for r in (a, b)]
-            print(f"| {LABELS[way]} | {cells[0]} | {cells[1]} | {b['peak_mib'] / a['peak_mib']:.2f}× "
-                  f"| {b['largest_mib']:,.0f} MiB | {b['pack_mib']:,.0f} MiB | {b['seconds']:.1f} |")
+            print(
+                f"| {LABELS[way]} | {cells[0]} | {cells[1]} | {b['peak_mib'] / a['peak_mib']:.2f}× "
+                f"| {b['largest_mib']:,.0f} MiB | {b['pack_mib']:,.0f} MiB | {b['seconds']:.1f} |"
+            )
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)

@@ -58,8 +58,10 @@ def measure(task: TaskSpec, reranker: QwenVLYesNo, options: RunOptions, into: Mo
 
 
 def report(results: dict[str, dict[str, Mode]], rounds: int) -> None:
-    print(f"{'task':<18}{'pairs':>6}{'unshared pairs/s':>18}{'shared pairs/s':>16}{'speed-up':>10}{'rounds':>12}"
-          f"{'LM tokens/pair':>18}{'vision patches/pair':>22}{'max |Δscore|':>14}")
+    print(
+        f"{'task':<18}{'pairs':>6}{'unshared pairs/s':>18}{'shared pairs/s':>16}{'speed-up':>10}{'rounds':>12}"
+        f"{'LM tokens/pair':>18}{'vision patches/pair':>22}{'max |Δscore|':>14}"
+    )
     for name, modes in results.items():
         off, on = modes["unshared"], modes["shared"]
         pairs = off.counters["pairs"]
@@ -67,10 +69,14 @@ def report(results: dict[str, dict[str, Mode]], rounds: int) -> None:
         diff = max(abs(on.scores[k] - off.scores[k]) for k in off.scores)
         tokens = f"{off.per_pair('lm_tokens'):.0f} → {on.per_pair('lm_tokens'):.0f}"
         patches = f"{off.per_pair('vision_patches'):.0f} → {on.per_pair('vision_patches'):.0f}"
-        print(f"{name:<18}{pairs:>6}{pairs / min(off.times):>18,.1f}{pairs / min(on.times):>16,.1f}"
-              f"{statistics.median(ratios):>9.1f}x{f'{min(ratios):.1f}-{max(ratios):.1f}x':>12}{tokens:>18}{patches:>22}{diff:>14.1e}")
-    print(f"pairs/s: the fastest of {rounds} rounds; speed-up: the median (and range) of the per-round ratios, "
-          "each round timing both modes back to back, in alternating order")
+        print(
+            f"{name:<18}{pairs:>6}{pairs / min(off.times):>18,.1f}{pairs / min(on.times):>16,.1f}"
+            f"{statistics.median(ratios):>9.1f}x{f'{min(ratios):.1f}-{max(ratios):.1f}x':>12}{tokens:>18}{patches:>22}{diff:>14.1e}"
+        )
+    print(
+        f"pairs/s: the fastest of {rounds} rounds; speed-up: the median (and range) of the per-round ratios, "
+        "each round timing both modes back to back, in alternating order"
+    )
     for name, modes in results.items():
         line = []
         for mode in MODES:
@@ -78,8 +84,10 @@ def report(results: dict[str, dict[str, Mode]], rounds: int) -> None:
             prep, model = m.splits[m.times.index(min(m.times))]
             line.append(f"{mode} preparation {prep:.2f} s, model {model:.2f} s of {min(m.times):.2f} s")
         on = modes["shared"].counters
-        print(f"{name}: " + "; ".join(line) + f"; shared: {on['prefix_groups']} shared prefixes, "
-              f"{on['vision_images']} of {on['images']} images shown through the tower ({on['vision_cache_hits']} cache hits)")
+        print(
+            f"{name}: " + "; ".join(line) + f"; shared: {on['prefix_groups']} shared prefixes, "
+            f"{on['vision_images']} of {on['images']} images shown through the tower ({on['vision_cache_hits']} cache hits)"
+        )
 
 
 def main() -> None:
@@ -95,22 +103,28 @@ def main() -> None:
     options = RunOptions(batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, workers=args.workers)
     with tempfile.TemporaryDirectory() as tmp:
         folder = str(build_tiny_vl(Path(tmp) / "tiny-qwen2.5-vl", "qwen2_5_vl", build_qwen_tokenizer(Path(tmp) / "tokenizer")))
-        rerankers = {"shared": QwenVLYesNo(folder, device="cpu", dtype="fp32"),
-                     "unshared": QwenVLYesNo(folder, device="cpu", dtype="fp32", prefix_sharing=False, vision_cache_mb=0)}
+        rerankers = {
+            "shared": QwenVLYesNo(folder, device="cpu", dtype="fp32"),
+            "unshared": QwenVLYesNo(folder, device="cpu", dtype="fp32", prefix_sharing=False, vision_cache_mb=0),
+        }
         results = {name: {mode: Mode() for mode in MODES} for name in TASKS}
         warm_up = tasks[TASKS[0]]
         pack = read_pack(warm_up.pack_path())
-        first = [Pair(warm_up.instruction, pack.queries[q], pack.documents[d])
-                 for q, d in zip(pack.candidates["query_id"][:2], pack.candidates["doc_id"][:2])]
+        first = [
+            Pair(warm_up.instruction, pack.queries[q], pack.documents[d])
+            for q, d in zip(pack.candidates["query_id"][:2], pack.candidates["doc_id"][:2])
+        ]
         for reranker in rerankers.values():
             reranker.score(first)
         for round_ in range(args.rounds):
             for name in TASKS:
                 for mode in MODES if round_ % 2 == 0 else MODES[::-1]:
                     measure(tasks[name], rerankers[mode], options, results[name][mode])
-    print(f"tiny random Qwen2.5-VL (qwen-vl-yes-no adapter), CPU fp32, {torch.get_num_threads()} threads, batch size "
-          f"{args.batch_size}, max batch tokens {args.max_batch_tokens}, workers {args.workers}; torch {torch.__version__}, "
-          f"transformers {transformers.__version__}")
+    print(
+        f"tiny random Qwen2.5-VL (qwen-vl-yes-no adapter), CPU fp32, {torch.get_num_threads()} threads, batch size "
+        f"{args.batch_size}, max batch tokens {args.max_batch_tokens}, workers {args.workers}; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}"
+    )
     report(results, args.rounds)
 
 

@@ -24,12 +24,17 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from mrb.api import evaluate
-    from mrb.data import Pair, Record, read_pack
-    from mrb.errors import MRBError
-    from mrb.rerankers import Reranker, get_reranker, register
-    from mrb.results import TaskScores, load_results
-    from mrb.tasks import load_tasks
+    from mrb.api import evaluate as evaluate
+    from mrb.data import Pair as Pair
+    from mrb.data import Record as Record
+    from mrb.data import read_pack as read_pack
+    from mrb.errors import MRBError as MRBError
+    from mrb.rerankers import Reranker as Reranker
+    from mrb.rerankers import get_reranker as get_reranker
+    from mrb.rerankers import register as register
+    from mrb.results import TaskScores as TaskScores
+    from mrb.results import load_results as load_results
+    from mrb.tasks import load_tasks as load_tasks
 
 
 def __getattr__(name: str) -> Any:

@@ -56,8 +56,17 @@ def evaluate(
     if run.get("cache_dir") is not None:
         run["cache_dir"] = Path(run["cache_dir"])
     session = Session(
-        model, tasks, RunOptions(**run), output_dir=Path(output_dir) if output_dir is not None else None, adapter=adapter,
-        name=name, version=version, model_options=options, task_dirs=task_dirs, data_dir=data_dir,
-        build_missing=build_missing, quiet=quiet,
+        model,
+        tasks,
+        RunOptions(**run),
+        output_dir=Path(output_dir) if output_dir is not None else None,
+        adapter=adapter,
+        name=name,
+        version=version,
+        model_options=options,
+        task_dirs=task_dirs,
+        data_dir=data_dir,
+        build_missing=build_missing,
+        quiet=quiet,
     )
     return session.run()

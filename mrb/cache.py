@@ -10,6 +10,7 @@ scored again and the run says so. Nothing is pickled: a segment is plain Arrow.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -81,10 +82,15 @@ class ScoreCache:
                 if not good:
                     found.rejected += batch.num_rows
                     continue
-                found.scores.update(zip(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()), batch.column(2).to_pylist()))
+                found.scores.update(
+                    zip(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()), batch.column(2).to_pylist())
+                )
         if found.rejected:
-            log.warning("%s: %d cached scores failed their checksum (a damaged cache file) and will be scored again",
-                        self.folder, found.rejected)
+            log.warning(
+                "%s: %d cached scores failed their checksum (a damaged cache file) and will be scored again",
+                self.folder,
+                found.rejected,
+            )
         return found
 
     def clear(self) -> None:
@@ -128,10 +134,8 @@ class ScoreCache:
     def _abandon(self) -> None:
         """After a failed write: drop the writer without writing more (the segment keeps what it has)."""
         if self._file is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._file.close()
-            except OSError:
-                pass
         self._writer, self._file = None, None
 
     def close(self) -> None:
@@ -159,8 +163,13 @@ def _read_segment(path: Path) -> Iterator[tuple[pa.RecordBatch, bool]]:
             return
         except (pa.ArrowInvalid, OSError) as exc:
             left = source.size() - source.tell()
-            log.warning("score cache segment %s: the last %d bytes do not read as a batch (a write cut short by a "
-                        "crash, or damage: %s); the pairs in them are scored again", path, left, exc)
+            log.warning(
+                "score cache segment %s: the last %d bytes do not read as a batch (a write cut short by a "
+                "crash, or damage: %s); the pairs in them are scored again",
+                path,
+                left,
+                exc,
+            )
             return
         yield batch, _intact(batch, metadata)
 

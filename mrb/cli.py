@@ -21,8 +21,16 @@ from mrb.options import RunOptions
 
 # Options handed to the reranker only when the user gives them (adapters reject options they do not take).
 TASK_DIR_HELP = "add the task YAML of this folder to the bundled catalogue (repeatable); `all` then means its tasks"
-MODEL_OPTIONS = ("device", "dtype", "attn_implementation", "max_length", "min_pixels", "max_pixels", "trust_remote_code",
-                 "prefix_sharing")
+MODEL_OPTIONS = (
+    "device",
+    "dtype",
+    "attn_implementation",
+    "max_length",
+    "min_pixels",
+    "max_pixels",
+    "trust_remote_code",
+    "prefix_sharing",
+)
 
 
 def add_options(parser: argparse.ArgumentParser, options: type) -> None:
@@ -35,7 +43,10 @@ def add_options(parser: argparse.ArgumentParser, options: type) -> None:
         convert: Any = next((t for t in (get_args(kind) or (kind,)) if t is not type(None)), str)
         text = spec.metadata["help"]
         parser.add_argument(
-            "--" + spec.name.replace("_", "-"), type=str if choices else convert, choices=choices, default=spec.default,
+            "--" + spec.name.replace("_", "-"),
+            type=str if choices else convert,
+            choices=choices,
+            default=spec.default,
             help=text if "default:" in text else f"{text} (default: {spec.default})",
         )
 
@@ -63,16 +74,32 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--min-pixels", type=int)
     run.add_argument("--max-pixels", type=int)
     run.add_argument("--trust-remote-code", action="store_true", default=None, help="allow a model's own code from its repo")
-    run.add_argument("--no-prefix-sharing", dest="prefix_sharing", action="store_false", default=None,
-                     help="run every pair whole instead of a query's common prefix once (chat rerankers; for comparison)")
+    run.add_argument(
+        "--no-prefix-sharing",
+        dest="prefix_sharing",
+        action="store_false",
+        default=None,
+        help="run every pair whole instead of a query's common prefix once (chat rerankers; for comparison)",
+    )
     run.add_argument("--build-missing", action="store_true", help="build missing candidate packs with each task's first stage")
 
-    report = sub.add_parser("report", parents=[verbosity], help="leaderboard tables from results folders, beside the paper's numbers")
+    report = sub.add_parser(
+        "report", parents=[verbosity], help="leaderboard tables from results folders, beside the paper's numbers"
+    )
     report.add_argument("--results", action="append", help="results folder; repeat to combine several (default: results)")
-    report.add_argument("--format", choices=("markdown", "csv", "json", "png"), default="markdown",
-                        help="markdown (default), csv, json, or png: a chart, needs pip install 'mrb[plot]'")
+    report.add_argument(
+        "--format",
+        choices=("markdown", "csv", "json", "png"),
+        default="markdown",
+        help="markdown (default), csv, json, or png: a chart, needs pip install 'mrb[plot]'",
+    )
     report.add_argument("--output", help="write to this file instead of printing (required for png)")
-    report.add_argument("--compare", nargs=2, metavar=("A", "B"), help="paired comparison of model B against model A ('first stage' may be either)")
+    report.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="paired comparison of model B against model A ('first stage' may be either)",
+    )
     report.add_argument("--borda", action="store_true", help="add a Borda rank over tasks")
     report.add_argument("--no-reported", action="store_true", help="leave out the paper's reported numbers")
     report.add_argument("--allow-mixed", action="store_true", help="report tasks scored on different packs or metric settings")
@@ -93,8 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     candidates = sub.add_parser("candidates", parents=[verbosity], help="build, verify and summarise first-stage candidate packs")
     actions = candidates.add_subparsers(dest="action", required=True)
     build = actions.add_parser("build", help="retrieve each query's top candidates from the raw source and write the pack")
-    build.add_argument("--retriever", help="gme-qwen2-vl-2b, minilm, clip, or given: the source's own top_ranked lists "
-                       "(default: each task's first_stage)")
+    build.add_argument(
+        "--retriever",
+        help="gme-qwen2-vl-2b, minilm, clip, or given: the source's own top_ranked lists (default: each task's first_stage)",
+    )
     build.add_argument("--checkpoint", help="load the retriever from this folder or hub id instead of its default")
     build.add_argument("--push-to-hub", metavar="REPO", help="also upload each pack to this hub dataset repo")
     build.add_argument("--batch-size", type=int, default=32, help="records per forward pass")
@@ -102,23 +131,39 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--device")
     build.add_argument("--dtype")
     imported = actions.add_parser("import", help="write a task's pack from a given first-stage run (TREC, Parquet or CSV)")
-    imported.add_argument("--run", required=True, help="a TREC run file, or a Parquet / CSV file of query_id, doc_id, score[, rank]")
-    imported.add_argument("--format", choices=("trec", "parquet", "csv"), help="the run's format (default: from its suffix; TREC otherwise)")
+    imported.add_argument(
+        "--run", required=True, help="a TREC run file, or a Parquet / CSV file of query_id, doc_id, score[, rank]"
+    )
+    imported.add_argument(
+        "--format", choices=("trec", "parquet", "csv"), help="the run's format (default: from its suffix; TREC otherwise)"
+    )
     for action in (build, imported):
         action.add_argument("--depth", type=int, help="candidates per query (default: the task's depth, 100 for MRB)")
         action.add_argument("--sample", type=int, help="build on a seeded sample of this many queries per task")
         action.add_argument("--seed", type=int, help="seed of --sample (default 0)")
         action.add_argument("--out", help="write packs to OUT/<task> instead of the data dir")
     export = actions.add_parser("export", help="write packs as datasets other tools read: DIR/<task>")
-    export.add_argument("--format", required=True, choices=("mteb",), help="mteb: an MTEB 2.x reranking dataset (corpus, queries, default, top_ranked)")
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=("mteb",),
+        help="mteb: an MTEB 2.x reranking dataset (corpus, queries, default, top_ranked)",
+    )
     export.add_argument("dir", help="folder to write into")
     pull = actions.add_parser("pull", help="fetch published packs from a hub dataset repo into the data dir")
     pull.add_argument("--repo", required=True, help="the dataset repo the packs were pushed to")
     pull.add_argument("--revision", help="a commit, branch or tag of that repo")
     push = actions.add_parser("push", help="verify the packs of tasks and upload them to a hub dataset repo")
     push.add_argument("--repo", required=True, help="the dataset repo to upload to (created if missing)")
-    for action in (build, imported, export, pull, push, actions.add_parser("verify", help="re-hash the packs of tasks against their manifests"),
-                   actions.add_parser("stats", help="first-stage nDCG@10, Recall@100 and pair counts of packs")):
+    for action in (
+        build,
+        imported,
+        export,
+        pull,
+        push,
+        actions.add_parser("verify", help="re-hash the packs of tasks against their manifests"),
+        actions.add_parser("stats", help="first-stage nDCG@10, Recall@100 and pair counts of packs"),
+    ):
         action.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
         action.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
         action.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
@@ -132,8 +177,15 @@ def _run(args: argparse.Namespace) -> None:
     model_options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k) is not None}
     run_options = RunOptions(**{f.name: getattr(args, f.name) for f in fields(RunOptions)})
     session = Session(
-        args.model, args.tasks, run_options, output_dir=Path(args.output), adapter=args.adapter,
-        model_options=model_options, task_dirs=args.task_dir, data_dir=args.data_dir, build_missing=args.build_missing,
+        args.model,
+        args.tasks,
+        run_options,
+        output_dir=Path(args.output),
+        adapter=args.adapter,
+        model_options=model_options,
+        task_dirs=args.task_dir,
+        data_dir=args.data_dir,
+        build_missing=args.build_missing,
         quiet=args.quiet,
     )
     board = session.run()
@@ -145,8 +197,8 @@ def _run(args: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     from mrb.export import export_mteb
-    from mrb.results import guard_consistency, read_leaderboards
     from mrb.report import compare_models, load_reported, render_comparison, summarise, to_csv, to_json, to_markdown, to_png
+    from mrb.results import guard_consistency, read_leaderboards
 
     if args.format == "png" and (args.compare or not args.output):
         raise MRBError("--format png draws the leaderboard chart into a file: give --output FILE.png (and no --compare)")
@@ -198,9 +250,13 @@ def _models(args: argparse.Namespace) -> None:
     for p in PRESETS.values():
         revision = p.revision or ("not pinned" if p.hub_id else "")
         pixels = f"{p.min_pixels}–{p.max_pixels}" if p.min_pixels or p.max_pixels else "checkpoint's"
-        settings = "" if not p.hub_id else (
-            f"dtype {p.dtype or 'auto'}, attention {p.attn_implementation or 'auto'}, pixels {pixels}, "
-            f"max length {p.max_length or 'none'}"
+        settings = (
+            ""
+            if not p.hub_id
+            else (
+                f"dtype {p.dtype or 'auto'}, attention {p.attn_implementation or 'auto'}, pixels {pixels}, "
+                f"max length {p.max_length or 'none'}"
+            )
         )
         name = f"{p.name} *" if p.unverified else p.name
         table.add_row(name, p.adapter, p.hub_id or "", revision, p.modalities, p.parameters, p.license, settings)
@@ -210,6 +266,7 @@ def _models(args: argparse.Namespace) -> None:
     console.print(table)
     for line in unverified:
         console.print(line, highlight=False)
+
 
 def _download(args: argparse.Namespace) -> None:
     from mrb.sources import download
@@ -249,14 +306,25 @@ def _candidates(args: argparse.Namespace) -> None:
         if args.action == "import":
             if len(tasks) != 1:
                 raise MRBError(f"a run file gives the lists of one task; --tasks {args.tasks} selects {len(tasks)}")
-            built = [candidates.import_run(tasks[0], args.run, format=args.format, depth=args.depth, sample=sample,
-                                           out=args.out, data_dir=args.data_dir)]
+            built = [
+                candidates.import_run(
+                    tasks[0], args.run, format=args.format, depth=args.depth, sample=sample, out=args.out, data_dir=args.data_dir
+                )
+            ]
         else:
             options = {k: getattr(args, k) for k in ("device", "dtype") if getattr(args, k) is not None}
             built = candidates.build_candidates(
-                tasks, args.retriever, checkpoint=args.checkpoint, depth=args.depth, sample=sample, out=args.out,
-                data_dir=args.data_dir, batch_size=args.batch_size, shard_size=args.shard_size,
-                push_to_hub=args.push_to_hub, **options,
+                tasks,
+                args.retriever,
+                checkpoint=args.checkpoint,
+                depth=args.depth,
+                sample=sample,
+                out=args.out,
+                data_dir=args.data_dir,
+                batch_size=args.batch_size,
+                shard_size=args.shard_size,
+                push_to_hub=args.push_to_hub,
+                **options,
             )
         units = {unit.name: unit for task in tasks for unit in task.units()}
         packs = [(units[result.task], result.pack) for result in built]
@@ -295,7 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(-1 if args.quiet else args.verbose)
     handler = {
-        "run": _run, "report": _report, "tasks": _tasks, "models": _models, "download": _download,
+        "run": _run,
+        "report": _report,
+        "tasks": _tasks,
+        "models": _models,
+        "download": _download,
         "candidates": _candidates,
     }[args.command]
     try:

@@ -52,7 +52,7 @@ class ImageStore:
         """Append one encoded image; `finish` must be called before any is read."""
         try:
             if self._file is None:
-                self._file = tempfile.TemporaryFile(prefix="mrb-images-")
+                self._file = tempfile.TemporaryFile(prefix="mrb-images-")  # noqa: SIM115 (lives as long as the store)
             self._file.write(data)
         except OSError as exc:
             raise self._cannot_write(exc) from exc
@@ -198,9 +198,7 @@ RECORD_BATCH = 64  # rows read at a time from queries/documents files
 PACK_FILES: dict[str, pa.Schema] = {
     "queries": pa.schema([("id", pa.string()), ("text", pa.string()), ("image", pa.binary())]),
     "documents": pa.schema([("id", pa.string()), ("text", pa.string()), ("image", pa.binary())]),
-    "candidates": pa.schema(
-        [("query_id", pa.string()), ("doc_id", pa.string()), ("rank", pa.int32()), ("score", pa.float64())]
-    ),
+    "candidates": pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("rank", pa.int32()), ("score", pa.float64())]),
     "qrels": pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("relevance", pa.int32())]),
 }
 
@@ -250,7 +248,9 @@ def _typed(table: pa.Table, folder: Path, name: str) -> pa.Table:
 
 
 def _damaged(folder: Path, name: str, exc: Exception) -> MRBError:
-    return MRBError(f"pack {folder}: {name}.parquet is damaged: a page does not read back ({exc}); rebuild or re-download the pack")
+    return MRBError(
+        f"pack {folder}: {name}.parquet is damaged: a page does not read back ({exc}); rebuild or re-download the pack"
+    )
 
 
 def _read_table(folder: Path, name: str) -> pa.Table:
@@ -434,14 +434,18 @@ def write_pack(
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
     try:
-        written = {name: _write_records(staging, folder, name, records)
-                   for name, records in (("queries", queries), ("documents", documents))}
+        written = {
+            name: _write_records(staging, folder, name, records)
+            for name, records in (("queries", queries), ("documents", documents))
+        }
         for column, name, one in (("query_id", "queries", "query"), ("doc_id", "documents", "document")):
             unknown = candidates.loc[~candidates[column].isin(written[name]), ["query_id", "doc_id"]]
             if len(unknown):
                 query, doc = unknown.iloc[0]
-                raise MRBError(f"cannot write pack {folder}: candidate (query {query!r}, doc {doc!r}) names a {one} "
-                               f"that {name}.parquet lacks")
+                raise MRBError(
+                    f"cannot write pack {folder}: candidate (query {query!r}, doc {doc!r}) names a {one} "
+                    f"that {name}.parquet lacks"
+                )
         counts = {name: len(ids) for name, ids in written.items()}
         for name, frame in (("candidates", candidates), ("qrels", qrels)):
             schema = PACK_FILES[name]

@@ -12,8 +12,8 @@ its lists are the strict order of all-zero scores.
 
 from __future__ import annotations
 
-import logging
 import hashlib
+import logging
 from typing import Any
 
 import numpy as np
@@ -50,8 +50,16 @@ def metric_settings(task: TaskSpec) -> dict[str, Any]:
 
 def unsupported(task: TaskSpec) -> TaskScores:
     """The result of a task a model does not take (its modalities): no values, never zeros."""
-    return TaskScores(task.name, task.type.label, task.category.value, task.metric, task.depth, Status.UNSUPPORTED,
-                      metric_settings(task), spec=task)
+    return TaskScores(
+        task.name,
+        task.type.label,
+        task.category.value,
+        task.metric,
+        task.depth,
+        Status.UNSUPPORTED,
+        metric_settings(task),
+        spec=task,
+    )
 
 
 class TaskEvaluator:
@@ -84,10 +92,16 @@ class TaskEvaluator:
             log.info("%s: %d candidates with the query's own id dropped (ignore_identical_ids)", task.name, self.n_identical_ids)
         if self.qrels.empty:
             judged = pack.qrels["query_id"].nunique()
-            why = f"none of its {judged} judged queries has a relevant document (no_relevant: drop)" if judged else "qrels.parquet judges no query"
+            why = (
+                f"none of its {judged} judged queries has a relevant document (no_relevant: drop)"
+                if judged
+                else "qrels.parquet judges no query"
+            )
             raise MRBError(f"{where}: no query can be evaluated: {why}")
         if pool.empty:
-            raise MRBError(f"{where}: no query can be evaluated: none of the queries of the candidate lists is judged in qrels.parquet")
+            raise MRBError(
+                f"{where}: no query can be evaluated: none of the queries of the candidate lists is judged in qrels.parquet"
+            )
         reranked = pool["rank"] <= task.depth
         self.candidates = pool[reranked].reset_index(drop=True)  # exactly the rows a reranker scores
         self.below_depth = pool[~reranked].reset_index(drop=True)  # kept in first-stage order under them
@@ -97,11 +111,20 @@ class TaskEvaluator:
         name = self.task.name
         if self.no_relevant:
             fate = "scored 0" if self.task.no_relevant == "zero" else "dropped (no_relevant: drop)"
-            log.warning("%s: %d judged queries have no relevant document (%s): %s", name, len(self.no_relevant), fate,
-                        _examples(self.no_relevant))
+            log.warning(
+                "%s: %d judged queries have no relevant document (%s): %s",
+                name,
+                len(self.no_relevant),
+                fate,
+                _examples(self.no_relevant),
+            )
         if self.no_qrels:
-            log.warning("%s: %d queries of the candidate lists have no judgements and cannot be evaluated (dropped): %s",
-                        name, len(self.no_qrels), _examples(self.no_qrels))
+            log.warning(
+                "%s: %d queries of the candidate lists have no judgements and cannot be evaluated (dropped): %s",
+                name,
+                len(self.no_qrels),
+                _examples(self.no_qrels),
+            )
 
     @property
     def n_no_relevant(self) -> int:
@@ -123,13 +146,25 @@ class TaskEvaluator:
         per_query.insert(1, "part", "")
         task = self.task
         return TaskScores(
-            task.name, task.type.label, task.category.value, task.metric, task.depth, Status.OK, metric_settings(task),
-            per_query=per_query, value=float(per_query["value"].mean()),
+            task.name,
+            task.type.label,
+            task.category.value,
+            task.metric,
+            task.depth,
+            Status.OK,
+            metric_settings(task),
+            per_query=per_query,
+            value=float(per_query["value"].mean()),
             first_stage_value=float(per_query["first_stage_value"].mean()),
-            measures={m: float(per_query[m].mean()) for m in MEASURE_COLUMNS}, ci=bootstrap_ci([per_query["value"]]),
-            pack_hash=short_digest(self.pack.manifest.get("sha256", {})), source_revision=_source_revision(self.pack),
+            measures={m: float(per_query[m].mean()) for m in MEASURE_COLUMNS},
+            ci=bootstrap_ci([per_query["value"]]),
+            pack_hash=short_digest(self.pack.manifest.get("sha256", {})),
+            source_revision=_source_revision(self.pack),
             n_no_relevant=self.n_no_relevant,
-            n_no_qrels=self.n_no_qrels, n_identical_ids=self.n_identical_ids, spec=task, ranking=ranking,
+            n_no_qrels=self.n_no_qrels,
+            n_identical_ids=self.n_identical_ids,
+            spec=task,
+            ranking=ranking,
         )
 
 
@@ -150,17 +185,29 @@ def combine(task: TaskSpec, parts: list[TaskScores]) -> TaskScores:
     def mean(get: Any) -> float:
         return task.aggregate({p.task: get(p) for p in parts})
 
-    per_query = pd.concat([prefixed(p.per_query, p).assign(part=p.task) for p in parts if p.per_query is not None], ignore_index=True)
+    per_query = pd.concat(
+        [prefixed(p.per_query, p).assign(part=p.task) for p in parts if p.per_query is not None], ignore_index=True
+    )
     return TaskScores(
-        task.name, task.type.label, task.category.value, task.metric, task.depth, Status.OK, metric_settings(task),
-        per_query=per_query, value=mean(lambda p: p.value), first_stage_value=mean(lambda p: p.first_stage_value),
+        task.name,
+        task.type.label,
+        task.category.value,
+        task.metric,
+        task.depth,
+        Status.OK,
+        metric_settings(task),
+        per_query=per_query,
+        value=mean(lambda p: p.value),
+        first_stage_value=mean(lambda p: p.first_stage_value),
         measures={m: mean(lambda p, m=m: p.measures[m]) for m in MEASURE_COLUMNS},
         ci=bootstrap_ci([p.per_query["value"] for p in parts if p.per_query is not None]),
         parts={p.task: p.value for p in parts if p.value is not None},
         pack_hash=hashlib.sha256(" ".join(p.pack_hash for p in parts).encode()).hexdigest()[:16],
         source_revision=",".join(p.source_revision or "" for p in parts) if any(p.source_revision for p in parts) else None,
-        n_no_relevant=sum(p.n_no_relevant for p in parts), n_no_qrels=sum(p.n_no_qrels for p in parts),
-        n_identical_ids=sum(p.n_identical_ids for p in parts), spec=task,
+        n_no_relevant=sum(p.n_no_relevant for p in parts),
+        n_no_qrels=sum(p.n_no_qrels for p in parts),
+        n_identical_ids=sum(p.n_identical_ids for p in parts),
+        spec=task,
         ranking=pd.concat([prefixed(p.ranking, p) for p in parts if p.ranking is not None], ignore_index=True),
     )
 
@@ -168,7 +215,10 @@ def combine(task: TaskSpec, parts: list[TaskScores]) -> TaskScores:
 def check_sides(task: TaskSpec, pack: Pack) -> None:
     """Every record has what the task's type says its side is: text only (``t``), an image only (``i``),
     or image and/or text (``it``, with some images and some texts on that side)."""
-    for role, side, records in (("query", task.type.query_side, pack.queries), ("document", task.type.document_side, pack.documents)):
+    for role, side, records in (
+        ("query", task.type.query_side, pack.queries),
+        ("document", task.type.document_side, pack.documents),
+    ):
         for record in records.values():
             problem = _side_problem(record, side)
             if problem is not None:

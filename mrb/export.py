@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from mrb.io import atomic_write_bytes, contained
-from mrb.results import model_dirname
 from mrb.metrics import FIRST_STAGE_MEASURES, FIRST_STAGE_PREFIX, RERANKED_MEASURES
+from mrb.results import model_dirname
 
 MTEB_REVISION = "no_revision_available"  # MTEB's folder name when a model revision is unknown
 MTEB_SPLIT = "test"

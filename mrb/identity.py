@@ -41,13 +41,40 @@ if TYPE_CHECKING:
 ARRAY_BUDGET = 64 << 20  # most bytes of arrays and tensors hashed for one model
 NODE_BUDGET = 200_000  # most values visited for one model
 # Class attributes that describe the class object rather than the model.
-_CLASS_NOISE = frozenset({"__dict__", "__weakref__", "__doc__", "__module__", "__qualname__", "__annotations__",
-                          "__static_attributes__", "__firstlineno__", "__slots__", "__orig_bases__", "__parameters__",
-                          "__abstractmethods__", "_abc_impl", "__match_args__", "__dataclass_fields__",
-                          "__dataclass_params__", "__hash__"})
+_CLASS_NOISE = frozenset(
+    {
+        "__dict__",
+        "__weakref__",
+        "__doc__",
+        "__module__",
+        "__qualname__",
+        "__annotations__",
+        "__static_attributes__",
+        "__firstlineno__",
+        "__slots__",
+        "__orig_bases__",
+        "__parameters__",
+        "__abstractmethods__",
+        "_abc_impl",
+        "__match_args__",
+        "__dataclass_fields__",
+        "__dataclass_params__",
+        "__hash__",
+    }
+)
 # Immutable values whose repr says everything about them.
-_VALUE_TYPES = (datetime.date, datetime.time, datetime.timedelta, decimal.Decimal, fractions.Fraction, uuid.UUID,
-                range, slice, type(Ellipsis), type(NotImplemented))
+_VALUE_TYPES = (
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    fractions.Fraction,
+    uuid.UUID,
+    range,
+    slice,
+    type(Ellipsis),
+    type(NotImplemented),
+)
 
 
 class Unprovable(Exception):
@@ -120,7 +147,9 @@ def identify(reranker: Reranker) -> ModelIdentity:
     target: Any = reranker.fn if isinstance(reranker, CallableReranker) else reranker
     owner = target.__self__ if isinstance(target, types.MethodType) else target
     function = isinstance(owner, types.FunctionType | functools.partial)
-    fields: dict[str, Any] = {"definition": f"function {_qualified(owner)}" if function else f"instance of {_qualified(type(owner))}"}
+    fields: dict[str, Any] = {
+        "definition": f"function {_qualified(owner)}" if function else f"instance of {_qualified(type(owner))}"
+    }
     if reranker.version is not None:
         fields["version"] = str(reranker.version)
     if reranker.declares_settings():
@@ -141,8 +170,11 @@ def _state(target: Any) -> Any:
     """What a function or an object holds besides its code: closure cells and defaults, or attributes."""
     if isinstance(target, types.FunctionType):
         cells = [c.cell_contents if _filled(c) else "<empty cell>" for c in target.__closure__ or ()]
-        return {"closure": dict(zip(target.__code__.co_freevars, cells)), "defaults": target.__defaults__,
-                "kwdefaults": target.__kwdefaults__}
+        return {
+            "closure": dict(zip(target.__code__.co_freevars, cells)),
+            "defaults": target.__defaults__,
+            "kwdefaults": target.__kwdefaults__,
+        }
     if isinstance(target, functools.partial):
         return {"function": _state(target.func), "args": target.args, "keywords": target.keywords}
     return {k: v for k, v in _attributes(target).items() if k != "name"}
@@ -288,18 +320,34 @@ class _Walker:
         attributes = _attributes(value)
         if not attributes and not hasattr(value, "__dict__"):
             raise Unprovable(where, f"is a {_qualified(type(value))}, which MRB cannot fingerprint")
-        return ["object", self.value(type(value), where),
-                {k: self.value(v, f"{where}.{k}") for k, v in sorted(attributes.items())}]
+        return [
+            "object",
+            self.value(type(value), where),
+            {k: self.value(v, f"{where}.{k}") for k, v in sorted(attributes.items())},
+        ]
 
     def _code_object(self, code: types.CodeType) -> Any:
         consts = [self._code_object(c) if isinstance(c, types.CodeType) else self.value(c, "code") for c in code.co_consts]
-        return ["code", code.co_code.hex(), consts, list(code.co_names), list(code.co_varnames),
-                list(code.co_freevars), list(code.co_cellvars), code.co_argcount, code.co_kwonlyargcount, code.co_flags]
+        return [
+            "code",
+            code.co_code.hex(),
+            consts,
+            list(code.co_names),
+            list(code.co_varnames),
+            list(code.co_freevars),
+            list(code.co_cellvars),
+            code.co_argcount,
+            code.co_kwonlyargcount,
+            code.co_flags,
+        ]
 
     def _function(self, fn: types.FunctionType, *, with_state: bool) -> Any:
         read = _global_names(fn.__code__)
-        globals_read = {name: self.value(fn.__globals__[name], f"{fn.__qualname__}: global {name}")
-                        for name in sorted(read) if name in fn.__globals__}
+        globals_read = {
+            name: self.value(fn.__globals__[name], f"{fn.__qualname__}: global {name}")
+            for name in sorted(read)
+            if name in fn.__globals__
+        }
         out = ["function", fn.__qualname__, self._code_object(fn.__code__), globals_read]
         if with_state:
             out.append(self.value(_state(fn), fn.__qualname__))
@@ -380,4 +428,3 @@ def folder_digest(folder: Path) -> dict[str, Any]:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts)
     listing = [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     return {"files": len(listing), "bytes": sum(row[1] for row in listing), "digest": short_digest(listing)}
-

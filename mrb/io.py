@@ -134,6 +134,8 @@ def contained(folder: Path, *parts: str) -> Path:
     """`folder / parts…`, refused unless it stays inside `folder` (no ``..``, no absolute part, no link out)."""
     path = folder.joinpath(*parts)
     root = folder.resolve()
-    if any(part in ("", ".", "..") or "/" in part or "\\" in part or "\0" in part for part in parts) or not path.resolve().is_relative_to(root):
+    if any(
+        part in ("", ".", "..") or "/" in part or "\\" in part or "\0" in part for part in parts
+    ) or not path.resolve().is_relative_to(root):
         raise MRBError(f"refusing the name {'/'.join(parts)!r}: it would leave the folder {folder}")
     return path

@@ -35,12 +35,23 @@ def strict_ranking(candidates: pd.DataFrame, scores: np.ndarray, tail: pd.DataFr
         }
     )
     if tail is not None and len(tail):
-        below = pd.DataFrame({"query_id": tail["query_id"].to_numpy(), "doc_id": tail["doc_id"].to_numpy(),
-                              "score": np.nan, "first_stage_rank": tail["rank"].to_numpy(), "below": True})
+        below = pd.DataFrame(
+            {
+                "query_id": tail["query_id"].to_numpy(),
+                "doc_id": tail["doc_id"].to_numpy(),
+                "score": np.nan,
+                "first_stage_rank": tail["rank"].to_numpy(),
+                "below": True,
+            }
+        )
         frame = pd.concat([frame, below], ignore_index=True)
-    frame = frame.sort_values(
-        ["query_id", "below", "score", "first_stage_rank", "doc_id"], ascending=[True, True, False, True, True], kind="stable"
-    ).drop(columns="below").reset_index(drop=True)
+    frame = (
+        frame.sort_values(
+            ["query_id", "below", "score", "first_stage_rank", "doc_id"], ascending=[True, True, False, True, True], kind="stable"
+        )
+        .drop(columns="below")
+        .reset_index(drop=True)
+    )
     frame["rank"] = frame.groupby("query_id", sort=False).cumcount() + 1
     return frame
 
@@ -80,8 +91,9 @@ def _f32_from_keys(keys: np.ndarray) -> np.ndarray:
 def run_frame(ranking: pd.DataFrame) -> pd.DataFrame:
     """The run `ranking` stands for (query_id, doc_id, score), with its tie-free scores: what MRB writes to a
     TREC file and evaluates."""
-    return pd.DataFrame({"query_id": ranking["query_id"].to_numpy(), "doc_id": ranking["doc_id"].to_numpy(),
-                         "score": tie_free_scores(ranking)})
+    return pd.DataFrame(
+        {"query_id": ranking["query_id"].to_numpy(), "doc_id": ranking["doc_id"].to_numpy(), "score": tie_free_scores(ranking)}
+    )
 
 
 NO_RELEVANT_RULES: dict[str, str] = {
@@ -137,8 +149,9 @@ def per_query_table(metric: str, qrels: pd.DataFrame, ranking: pd.DataFrame, fir
     RR@10, R@10, Judged@10 of the reranked list and first_stage_R@100."""
     mine = per_query_measures([metric, *RERANKED_MEASURES], qrels, run_frame(ranking))
     base = per_query_measures([metric, *FIRST_STAGE_MEASURES], qrels, run_frame(first_stage))
-    table = pd.DataFrame({"query_id": mine.index.to_numpy(), "value": mine[metric].to_numpy(),
-                          "first_stage_value": base[metric].to_numpy()})
+    table = pd.DataFrame(
+        {"query_id": mine.index.to_numpy(), "value": mine[metric].to_numpy(), "first_stage_value": base[metric].to_numpy()}
+    )
     for m in RERANKED_MEASURES:
         table[m] = mine[m].to_numpy()
     for m in FIRST_STAGE_MEASURES:

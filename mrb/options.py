@@ -25,8 +25,10 @@ class RunOptions:
     )
     overwrite: Overwrite = field(
         default="missing",
-        metadata={"help": "never: keep tasks with results; missing: score only what the cache lacks; always: rescore, "
-                          "and replace a different model of the same name"},
+        metadata={
+            "help": "never: keep tasks with results; missing: score only what the cache lacks; always: rescore, "
+            "and replace a different model of the same name"
+        },
     )
     cache_dir: Path | None = field(default=None, metadata={"help": "score cache folder (default: OUTPUT/cache)"})
     image_cache_mb: int = field(default=1024, metadata={"help": "bound on the decoded images kept per task, in MB"})

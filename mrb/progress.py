@@ -16,7 +16,6 @@ from rich.progress import (
 )
 from rich.text import Text
 
-
 STDERR = Console(stderr=True)  # the progress bars' console, which log lines share on a terminal
 
 
@@ -34,8 +33,13 @@ class RunProgress:
     def __init__(self, n_tasks: int) -> None:
         self.console = STDERR
         self.bars = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), SpeedColumn(),
-            TimeRemainingColumn(), console=self.console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            SpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
         )
         self.n_tasks, self.done_tasks = n_tasks, 0
         self.overall = self.bars.add_task(self._overall_label(), total=0)

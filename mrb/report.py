@@ -21,8 +21,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from mrb.errors import MRBError
-from mrb.results import read_per_query
 from mrb.metrics import MEASURE_COLUMNS, NO_RELEVANT_RULES
+from mrb.results import read_per_query
 from mrb.stats import PERMUTATIONS, SEED, paired_randomisation
 from mrb.tasks import Category, TaskType, load_yaml
 
@@ -56,7 +56,9 @@ def reported_dir() -> Path:
     for candidate in (here / "_bundled" / "reported", here.parent / "leaderboards" / "reported"):
         if candidate.is_dir():
             return candidate
-    raise MRBError(f"MRB's reported numbers are missing (looked in {here / '_bundled' / 'reported'} and {here.parent / 'leaderboards' / 'reported'})")
+    raise MRBError(
+        f"MRB's reported numbers are missing (looked in {here / '_bundled' / 'reported'} and {here.parent / 'leaderboards' / 'reported'})"
+    )
 
 
 REPORTED_COLUMNS = (*TYPE_ORDER, *CATEGORY_ORDER, ALL)
@@ -190,7 +192,9 @@ def summarise(board: pd.DataFrame, reported: Sequence[Reported] = (), *, borda: 
     groups[ALL] = tasks["task"].tolist()
     given = {c for r in reported for c in r.values.columns}
     shown = [c for c in groups if groups[c] or c in given]
-    table = pd.DataFrame({c: matrix[groups[c]].mean(axis=1, skipna=False) if groups[c] else np.nan for c in shown}, index=matrix.index)
+    table = pd.DataFrame(
+        {c: matrix[groups[c]].mean(axis=1, skipna=False) if groups[c] else np.nan for c in shown}, index=matrix.index
+    )
     table[GAIN] = table[ALL] - table.at[FIRST_STAGE, ALL]
     kind = {label: ("first stage" if label == FIRST_STAGE else "run") for label in table.index}
     notes = no_relevant_notes(board)
@@ -223,8 +227,10 @@ def no_relevant_notes(board: pd.DataFrame) -> list[str]:
         rule = json.loads(settings).get("no_relevant", "drop")  # MRB 0.1 dropped them
         if count or rule == "drop":
             by_rule.setdefault(rule, []).append(f"{task} ({count} quer{'y' if count == 1 else 'ies'})")
-    return [f"Judged queries without a relevant document: {NO_RELEVANT_RULES[rule]} in {', '.join(tasks)}."
-            for rule, tasks in sorted(by_rule.items(), key=lambda item: item[0] != "zero")]
+    return [
+        f"Judged queries without a relevant document: {NO_RELEVANT_RULES[rule]} in {', '.join(tasks)}."
+        for rule, tasks in sorted(by_rule.items(), key=lambda item: item[0] != "zero")
+    ]
 
 
 # ── markdown ─────────────────────────────────────────────────────────────────────────────
@@ -287,7 +293,13 @@ def to_markdown(summary: Summary) -> str:
         values = [round(100 * v, 2) for v in matrix[task]]
         task_rows.append([task, label, *_bold_best([_cell(v) for v in matrix[task]], values)])
     detail_rows = [
-        [row["task"], row["model"], _cell(row["value"]), f"{_cell(row['ci_low'])}–{_cell(row['ci_high'])}", *(_cell(row[m]) for m in MEASURE_COLUMNS)]
+        [
+            row["task"],
+            row["model"],
+            _cell(row["value"]),
+            f"{_cell(row['ci_low'])}–{_cell(row['ci_high'])}",
+            *(_cell(row[m]) for m in MEASURE_COLUMNS),
+        ]
         for _, row in summary.details.iterrows()
     ]
     notes = [
@@ -305,7 +317,9 @@ def to_markdown(summary: Summary) -> str:
     if detail_rows:
         sections += [
             "## Per task: 95% bootstrap CI and the other measures (×100)",
-            markdown_table(["task", "model", summary.metric, "95% CI", *(MEASURE_HEADERS[m] for m in MEASURE_COLUMNS)], detail_rows),
+            markdown_table(
+                ["task", "model", summary.metric, "95% CI", *(MEASURE_HEADERS[m] for m in MEASURE_COLUMNS)], detail_rows
+            ),
         ]
     return "\n\n".join([*sections, *notes])
 
@@ -371,7 +385,15 @@ def compare_models(board: pd.DataFrame, a: str, b: str) -> Comparison:
         raise MRBError(f"{a!r} and {b!r} have no task with results for both")
     table = pd.DataFrame(rows, columns=["task", "type", "queries", a, b, "delta", "p_value"])
     means = table[[a, b, "delta"]].mean()
-    all_row = [f"{ALL} ({len(rows)})", "", int(table["queries"].sum()), means[a], means[b], means["delta"], paired_randomisation(differences)]
+    all_row = [
+        f"{ALL} ({len(rows)})",
+        "",
+        int(table["queries"].sum()),
+        means[a],
+        means[b],
+        means["delta"],
+        paired_randomisation(differences),
+    ]
     table.loc[len(table)] = all_row
     notes = [f"Not compared (no result for one of the two models): {', '.join(skipped)}."] if skipped else []
     return Comparison(a, b, ", ".join(dict.fromkeys(board["metric"])), table, notes)
@@ -385,9 +407,21 @@ def render_comparison(comparison: Comparison, fmt: str) -> str:
         table.to_csv(buffer, index=False, lineterminator="\n")
         return buffer.getvalue()
     if fmt == "json":
-        return json.dumps({"a": a, "b": b, "metric": comparison.metric, "rows": table.to_dict("records"), "notes": comparison.notes}, indent=2, ensure_ascii=False)
+        return json.dumps(
+            {"a": a, "b": b, "metric": comparison.metric, "rows": table.to_dict("records"), "notes": comparison.notes},
+            indent=2,
+            ensure_ascii=False,
+        )
     rows = [
-        [row["task"], row["type"], str(row["queries"]), _cell(row[a]), _cell(row[b]), _cell(row["delta"], signed=True), f"{row['p_value']:.4f}"]
+        [
+            row["task"],
+            row["type"],
+            str(row["queries"]),
+            _cell(row[a]),
+            _cell(row[b]),
+            _cell(row["delta"], signed=True),
+            f"{row['p_value']:.4f}",
+        ]
         for _, row in table.iterrows()
     ]
     return "\n\n".join(

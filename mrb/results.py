@@ -32,10 +32,30 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 2  # 1: MRB 0.1 (no identity, judged queries without a relevant document dropped)
 LEADERBOARD_FILE = "leaderboard.parquet"
 LEADERBOARD_COLUMNS = [
-    "model", "task", "type", "category", "metric", "value", "first_stage_value", "ci_low", "ci_high", *MEASURE_COLUMNS,
-    "metric_settings", "n_queries", "status",
-    "mrb_version", "timestamp", "depth", "pack_hash", "n_no_relevant", "n_no_qrels", "seconds", "settings",
-    "identity", "provenance", "schema_version",
+    "model",
+    "task",
+    "type",
+    "category",
+    "metric",
+    "value",
+    "first_stage_value",
+    "ci_low",
+    "ci_high",
+    *MEASURE_COLUMNS,
+    "metric_settings",
+    "n_queries",
+    "status",
+    "mrb_version",
+    "timestamp",
+    "depth",
+    "pack_hash",
+    "n_no_relevant",
+    "n_no_qrels",
+    "seconds",
+    "settings",
+    "identity",
+    "provenance",
+    "schema_version",
 ]
 PER_QUERY_COLUMNS = ["query_id", "part", "metric", "value", "first_stage_value", *MEASURE_COLUMNS]
 
@@ -101,22 +121,44 @@ class TaskScores:
         """These scores as the result of the model `identity` (what the run knows, the evaluator does not)."""
         from mrb import __version__
 
-        return replace(self, model=identity.name, identity=identity, settings=settings, provenance=provenance,
-                       mrb_version=__version__, timestamp=datetime.now(UTC).isoformat(timespec="seconds"))
+        return replace(
+            self,
+            model=identity.name,
+            identity=identity,
+            settings=settings,
+            provenance=provenance,
+            mrb_version=__version__,
+            timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
 
     def row(self) -> dict[str, Any]:
         """The leaderboard row (JSON in the nested columns)."""
         assert self.identity is not None, "stamped() first"
         low, high = self.ci if self.ci is not None else (None, None)
         return {
-            "model": self.model, "task": self.task, "type": self.type, "category": self.category, "metric": self.metric,
-            "value": self.value, "first_stage_value": self.first_stage_value, "ci_low": low, "ci_high": high,
+            "model": self.model,
+            "task": self.task,
+            "type": self.type,
+            "category": self.category,
+            "metric": self.metric,
+            "value": self.value,
+            "first_stage_value": self.first_stage_value,
+            "ci_low": low,
+            "ci_high": high,
             **{m: self.measures.get(m) for m in MEASURE_COLUMNS},
-            "metric_settings": json.dumps(self.metric_settings, sort_keys=True), "n_queries": self.n_queries,
-            "status": str(self.status), "mrb_version": self.mrb_version, "timestamp": self.timestamp, "depth": self.depth,
-            "pack_hash": self.pack_hash, "n_no_relevant": self.n_no_relevant, "n_no_qrels": self.n_no_qrels,
-            "seconds": round(self.seconds, 3), "settings": json.dumps(self.settings, sort_keys=True, default=str),
-            "identity": self.identity.to_json(), "provenance": json.dumps(self.provenance, sort_keys=True, default=str),
+            "metric_settings": json.dumps(self.metric_settings, sort_keys=True),
+            "n_queries": self.n_queries,
+            "status": str(self.status),
+            "mrb_version": self.mrb_version,
+            "timestamp": self.timestamp,
+            "depth": self.depth,
+            "pack_hash": self.pack_hash,
+            "n_no_relevant": self.n_no_relevant,
+            "n_no_qrels": self.n_no_qrels,
+            "seconds": round(self.seconds, 3),
+            "settings": json.dumps(self.settings, sort_keys=True, default=str),
+            "identity": self.identity.to_json(),
+            "provenance": json.dumps(self.provenance, sort_keys=True, default=str),
             "schema_version": SCHEMA_VERSION,
         }
 
@@ -125,7 +167,9 @@ class TaskScores:
         assert self.model is not None, "stamped() first"
         if self.per_query is not None and self.ranking is not None:
             table = self.per_query.assign(metric=self.metric)[PER_QUERY_COLUMNS]
-            atomic_write_parquet(result_path(folder, self.model, self.task, ".parquet"), pa.Table.from_pandas(table, preserve_index=False))
+            atomic_write_parquet(
+                result_path(folder, self.model, self.task, ".parquet"), pa.Table.from_pandas(table, preserve_index=False)
+            )
             write_trec(result_path(folder, self.model, self.task, ".trec"), self.ranking, model_dirname(self.model))
         update_leaderboard(folder, [self.row()])
 
@@ -134,14 +178,29 @@ class TaskScores:
         """A leaderboard row (and its per-query values) as TaskScores."""
         present = row["ci_low"] is not None and not pd.isna(row["ci_low"])
         return cls(
-            task=row["task"], type=row["type"], category=row["category"], metric=row["metric"], depth=int(row["depth"]),
-            status=Status(row["status"]), metric_settings=json.loads(row["metric_settings"]), per_query=per_query,
-            value=_number(row["value"]), first_stage_value=_number(row["first_stage_value"]),
-            measures={m: _number(row[m]) for m in MEASURE_COLUMNS}, ci=(row["ci_low"], row["ci_high"]) if present else None,
-            parts=_part_values(per_query), pack_hash=row["pack_hash"], n_no_relevant=int(row["n_no_relevant"]),
-            n_no_qrels=int(row["n_no_qrels"]), seconds=float(row["seconds"]), model=row["model"],
-            identity=ModelIdentity.from_json(row["identity"]), settings=json.loads(row["settings"]),
-            provenance=json.loads(row["provenance"]), mrb_version=row["mrb_version"], timestamp=row["timestamp"],
+            task=row["task"],
+            type=row["type"],
+            category=row["category"],
+            metric=row["metric"],
+            depth=int(row["depth"]),
+            status=Status(row["status"]),
+            metric_settings=json.loads(row["metric_settings"]),
+            per_query=per_query,
+            value=_number(row["value"]),
+            first_stage_value=_number(row["first_stage_value"]),
+            measures={m: _number(row[m]) for m in MEASURE_COLUMNS},
+            ci=(row["ci_low"], row["ci_high"]) if present else None,
+            parts=_part_values(per_query),
+            pack_hash=row["pack_hash"],
+            n_no_relevant=int(row["n_no_relevant"]),
+            n_no_qrels=int(row["n_no_qrels"]),
+            seconds=float(row["seconds"]),
+            model=row["model"],
+            identity=ModelIdentity.from_json(row["identity"]),
+            settings=json.loads(row["settings"]),
+            provenance=json.loads(row["provenance"]),
+            mrb_version=row["mrb_version"],
+            timestamp=row["timestamp"],
         )
 
     @classmethod
@@ -184,7 +243,9 @@ def load_results(folder: str | Path) -> list[TaskScores]:
 def write_trec(path: Path, ranking: pd.DataFrame, tag: str) -> None:
     """`qid Q0 docid rank score tag` lines in MRB's order, the scores tie-free float32 (`tie_free_scores`)."""
     scores = tie_free_scores(ranking).astype(np.float32)  # written in their shortest float32 form
-    lines = [f"{q} Q0 {d} {r} {str(s)} {tag}\n" for q, d, r, s in zip(ranking["query_id"], ranking["doc_id"], ranking["rank"], scores)]
+    lines = [
+        f"{q} Q0 {d} {r} {s!s} {tag}\n" for q, d, r, s in zip(ranking["query_id"], ranking["doc_id"], ranking["rank"], scores)
+    ]
     atomic_write_bytes(path, "".join(lines).encode())
 
 
@@ -310,7 +371,9 @@ def read_leaderboards(results_dirs: list[str | Path]) -> pd.DataFrame:
     if len(twice):
         first = twice.iloc[0]
         where = " and ".join(twice.loc[(twice["model"] == first["model"]) & (twice["task"] == first["task"]), "results_dir"])
-        raise MRBError(f"model {first['model']!r} has results for task {first['task']} in both {where}; report those folders separately")
+        raise MRBError(
+            f"model {first['model']!r} has results for task {first['task']} in both {where}; report those folders separately"
+        )
     return board
 
 

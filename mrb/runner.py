@@ -33,8 +33,8 @@ from mrb.evaluation import TaskEvaluator, combine, unsupported
 from mrb.identity import ModelIdentity, identify
 from mrb.options import RunOptions
 from mrb.progress import RunProgress
-from mrb.results import TaskScores
 from mrb.rerankers.base import Reranker, prepares_ahead
+from mrb.results import TaskScores
 from mrb.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,8 @@ class RunStats:
     def summary(self) -> str:
         return (
             f"{self.pairs} pairs: {self.scored} scored, {self.cache_hits} from the cache"
-            + (f" ({self.cache_rejected} damaged cache entries scored again)" if self.cache_rejected else "") + "; "
+            + (f" ({self.cache_rejected} damaged cache entries scored again)" if self.cache_rejected else "")
+            + "; "
             f"model {self.model_seconds:.1f} s ({self.pairs_per_second:,.0f} pairs/s), "
             f"preparation {self.prep_seconds:.1f} s, total {self.seconds:.1f} s; "
             f"{self.decodes} image decodes for {self.image_requests} requests; "
@@ -105,8 +106,16 @@ class TaskScorer:
     """Scores one task's pairs: cache look-up, longest-first batches under a token budget, prefetch,
     one retry on failure, halving on out-of-memory, and a durable cache append per batch."""
 
-    def __init__(self, task: TaskSpec, reranker: Reranker, options: RunOptions, cache: ScoreCache | None,
-                 images: ImageCache, stats: RunStats, progress: RunProgress | None) -> None:
+    def __init__(
+        self,
+        task: TaskSpec,
+        reranker: Reranker,
+        options: RunOptions,
+        cache: ScoreCache | None,
+        images: ImageCache,
+        stats: RunStats,
+        progress: RunProgress | None,
+    ) -> None:
         self.task, self.reranker, self.options, self.cache = task, reranker, options, cache
         self.images, self.stats, self.progress = images, stats, progress
         self.cap = options.batch_size  # lowered after an out-of-memory error, for the rest of the task
@@ -134,7 +143,10 @@ class TaskScorer:
         estimate = getattr(self.reranker, "estimate_tokens", None) or token_estimator(self.images.max_pixels)
         lengths = pair_tokens([pairs[i] for i in todo], estimate)
         groups = image_groups([pairs[i] for i in todo])
-        plan = [[todo[j] for j in batch] for batch in plan_batches(lengths, self.options.batch_size, self.options.max_batch_tokens, groups)]
+        plan = [
+            [todo[j] for j in batch]
+            for batch in plan_batches(lengths, self.options.batch_size, self.options.max_batch_tokens, groups)
+        ]
         sides = (("q", pairs[i].query) for i in todo), (("d", pairs[i].document) for i in todo)
         self.images.expect(Counter((role, r.id) for side in sides for role, r in side if r.has_image))
         try:
@@ -224,7 +236,9 @@ class TaskScorer:
                         f"document {pairs[chunk[0]].document.id!r}); lower max_pixels or max_length"
                     ) from exc
                 self.cap = len(chunk) // 2
-                log.warning("%s: out of memory on a batch of %d pairs; retrying in batches of %d", self.task.name, len(chunk), self.cap)
+                log.warning(
+                    "%s: out of memory on a batch of %d pairs; retrying in batches of %d", self.task.name, len(chunk), self.cap
+                )
                 rest = [i for c in [chunk, *pending] for i in c]
                 pending = deque(rest[s : s + self.cap] for s in range(0, len(rest), self.cap))
                 continue
@@ -263,8 +277,11 @@ class TaskScorer:
                     raise
                 if attempt == 2:
                     kept = self.stats.scored + self.stats.cache_hits
-                    where = (f"The {kept} pairs scored before it are kept in the score cache; run again to resume"
-                             if self.cache is not None else "No score cache is set (give an output folder to keep scores)")
+                    where = (
+                        f"The {kept} pairs scored before it are kept in the score cache; run again to resume"
+                        if self.cache is not None
+                        else "No score cache is set (give an output folder to keep scores)"
+                    )
                     raise MRBError(
                         f"task {self.task.name}: reranker {self.reranker.name!r} failed twice on a batch of {len(batch)} "
                         f"pairs ({_queries(batch)}): {type(exc).__name__}: {exc}. {where}"
@@ -281,8 +298,10 @@ def check_scores(task: TaskSpec, reranker: Reranker, batch: Sequence[Pair], got:
     first = f"(first query {batch[0].query.id!r})"
     values = _real_vector(got)
     if isinstance(values, str):
-        raise MRBError(f"{where} returned {values} for a batch of {len(batch)} pairs {first}; "
-                       f"score must return one finite real number per pair")
+        raise MRBError(
+            f"{where} returned {values} for a batch of {len(batch)} pairs {first}; "
+            f"score must return one finite real number per pair"
+        )
     if len(values) != len(batch):
         raise MRBError(f"{where} returned {len(values)} scores for a batch of {len(batch)} pairs {first}")
     for pair, value in zip(batch, values):
@@ -314,8 +333,17 @@ def _real_vector(got: Any) -> list[float] | str:
     return [float(v) for v in got]
 
 
-def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, identity: ModelIdentity, candidates: pd.DataFrame,
-                     options: RunOptions, progress: RunProgress | None, world: World, stats: RunStats) -> np.ndarray | None:
+def score_candidates(
+    task: TaskSpec,
+    pack: Pack,
+    reranker: Reranker,
+    identity: ModelIdentity,
+    candidates: pd.DataFrame,
+    options: RunOptions,
+    progress: RunProgress | None,
+    world: World,
+    stats: RunStats,
+) -> np.ndarray | None:
     """Scores aligned with `candidates` on rank 0 (None on other ranks), each rank scoring its share of the queries."""
     query_ids, doc_ids = candidates["query_id"].tolist(), candidates["doc_id"].tolist()
     mine = world.shard(query_ids) if world.size > 1 else None
@@ -346,8 +374,14 @@ def score_candidates(task: TaskSpec, pack: Pack, reranker: Reranker, identity: M
 
 
 def run_task(
-    task: TaskSpec, reranker: Reranker, *, identity: ModelIdentity | None = None, options: RunOptions | None = None,
-    progress: RunProgress | None = None, world: World | None = None, data_dir: str | Path | None = None,
+    task: TaskSpec,
+    reranker: Reranker,
+    *,
+    identity: ModelIdentity | None = None,
+    options: RunOptions | None = None,
+    progress: RunProgress | None = None,
+    world: World | None = None,
+    data_dir: str | Path | None = None,
 ) -> TaskScores | None:
     """Rerank one task's candidate lists and return its scores beside the first stage's (`TaskEvaluator`).
 
@@ -362,7 +396,9 @@ def run_task(
         log.info("%s: %s does not take %s pairs; marked unsupported", task.name, reranker.name, task.type.label)
         return replace(unsupported(task), stats=RunStats())
     if task.parts:
-        return run_composite(task, reranker, identity=identity, options=options, progress=progress, world=world, data_dir=data_dir)
+        return run_composite(
+            task, reranker, identity=identity, options=options, progress=progress, world=world, data_dir=data_dir
+        )
     started = time.perf_counter()
     stats = RunStats()
     pack = read_pack(task.pack_path(data_dir))

@@ -97,8 +97,9 @@ class Session:
             raise MRBError("options and adapter apply to a preset name or checkpoint folder, not to a reranker object")
         return as_reranker(self.model, name=self.name, version=self.version)
 
-    def _run_tasks(self, specs: list[TaskSpec], reranker: Reranker, identity: ModelIdentity, world: World,
-                   devices: list[str]) -> pd.DataFrame:
+    def _run_tasks(
+        self, specs: list[TaskSpec], reranker: Reranker, identity: ModelIdentity, world: World, devices: list[str]
+    ) -> pd.DataFrame:
         options = self.options
         if options.cache_dir is None and self.output_dir is not None:
             options = replace(options, cache_dir=Path(self.output_dir) / "cache")
@@ -114,8 +115,9 @@ class Session:
                     log.info("%s on %s: kept from %s (--overwrite never)", identity.name, spec.name, self.output_dir)
                     rows.append(finished[spec.name])
                 else:
-                    scores = run_task(spec, reranker, identity=identity, options=options, progress=progress, world=world,
-                                      data_dir=self.data_dir)
+                    scores = run_task(
+                        spec, reranker, identity=identity, options=options, progress=progress, world=world, data_dir=self.data_dir
+                    )
                     if scores is not None:  # rank 0
                         assert scores.stats is not None
                         total.add(scores.stats)
@@ -147,8 +149,11 @@ class Session:
                 if remove_stale_temporaries(folder):
                     log.info("%s: removed the temporary files of an interrupted run", folder)
                 if check_model_folder(folder, identity, replace=self.options.overwrite == "always"):
-                    log.warning("%s: replacing the results of a different model of that name in %s (--overwrite always)",
-                                identity.name, folder)
+                    log.warning(
+                        "%s: replacing the results of a different model of that name in %s (--overwrite always)",
+                        identity.name,
+                        folder,
+                    )
                     remove_model(folder, identity.name)
             except MRBError as exc:
                 error = str(exc)
@@ -162,7 +167,8 @@ class Session:
         if self.output_dir is not None and world.is_main and (Path(self.output_dir) / LEADERBOARD_FILE).is_file():
             board = read_leaderboard(self.output_dir)
             found = {row["task"]: row for row in board[board["model"] == model].to_dict("records")}
-        return world.broadcast(found)
+        shared: dict[str, dict[str, Any]] = world.broadcast(found)
+        return shared
 
 
 # ── provenance ───────────────────────────────────────────────────────────────────────────
@@ -173,7 +179,9 @@ def git_sha() -> str | None:
     """The commit of the MRB checkout this code runs from, when it is one."""
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None

@@ -183,9 +183,7 @@ def download(tasks: Iterable[TaskSpec], dir: str | Path | None = None) -> list[P
                 continue
             LOG.info("task %s: mirroring %s@%s into %s", unit.name, unit.source.path, unit.source.revision, target)
             try:
-                snapshot_download(
-                    unit.source.path, repo_type="dataset", revision=unit.source.revision, local_dir=target
-                )
+                snapshot_download(unit.source.path, repo_type="dataset", revision=unit.source.revision, local_dir=target)
             except (HfHubHTTPError, OSError) as exc:
                 raise MRBError(
                     f"task {unit.name!r}: cannot fetch {unit.source.path} at revision {unit.source.revision}: {exc}"
@@ -276,7 +274,9 @@ def _is_text(kind: pa.DataType) -> bool:
 def _is_image(kind: pa.DataType) -> bool:
     return (
         (pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0)
-        or pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_null(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_null(kind)
     )
 
 
@@ -292,9 +292,14 @@ def _is_id_list(kind: pa.DataType) -> bool:
     return (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _is_id(kind.value_type)
 
 
-EXPECTED = {_is_id: "ids (string or integer)", _is_text: "text (string)", _is_image: "images (HF Image or bytes)",
-            _is_image_or_path: "images (HF Image, bytes or paths of image files)", _is_grade: "relevance grades (numbers)",
-            _is_id_list: "lists of ids"}
+EXPECTED = {
+    _is_id: "ids (string or integer)",
+    _is_text: "text (string)",
+    _is_image: "images (HF Image or bytes)",
+    _is_image_or_path: "images (HF Image, bytes or paths of image files)",
+    _is_grade: "relevance grades (numbers)",
+    _is_id_list: "lists of ids",
+}
 
 
 class SourceReader:
@@ -345,8 +350,12 @@ class SourceReader:
 
     def provenance(self) -> dict[str, Any]:
         """What a pack's manifest records as its source: layout, hub path or folder, revision, split."""
-        return {**self.source.model_dump(), "path": str(self.local or self.source.path), "revision": self.revision,
-                **({"local": True} if self.local else {})}
+        return {
+            **self.source.model_dump(),
+            "path": str(self.local or self.source.path),
+            "revision": self.revision,
+            **({"local": True} if self.local else {}),
+        }
 
     @property
     def storage_key(self) -> str:
@@ -440,7 +449,9 @@ class SourceReader:
                 return _load_dataset(self._path, config, split=split, revision=self._revision, cache_dir=self._cache_dir)
             entry = self._plain[config]
             if entry.is_file():
-                return _load_dataset(DATA_SUFFIXES[entry.suffix], data_files=str(entry), split=ONLY_SPLIT, cache_dir=self._cache_dir)
+                return _load_dataset(
+                    DATA_SUFFIXES[entry.suffix], data_files=str(entry), split=ONLY_SPLIT, cache_dir=self._cache_dir
+                )
             if _saved_splits(entry) is not None:
                 saved = datasets.load_from_disk(str(entry))
                 return saved[split] if isinstance(saved, datasets.DatasetDict) else saved
@@ -605,11 +616,13 @@ class SourceReader:
         table = self._table(config, "first-stage lists", {"query-id": _is_id, "corpus-ids": _is_id_list})
         lists = pc.cast(table["corpus-ids"], pa.list_(pa.string()))
         lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
-        frame = pd.DataFrame({
-            "query_id": pc.cast(table["query-id"], pa.string()).to_numpy(zero_copy_only=False).repeat(lengths),
-            "doc_id": pc.list_flatten(lists).to_numpy(zero_copy_only=False),
-            "row": np.repeat(np.arange(1, len(table) + 1), lengths),
-        })
+        frame = pd.DataFrame(
+            {
+                "query_id": pc.cast(table["query-id"], pa.string()).to_numpy(zero_copy_only=False).repeat(lengths),
+                "doc_id": pc.list_flatten(lists).to_numpy(zero_copy_only=False),
+                "row": np.repeat(np.arange(1, len(table) + 1), lengths),
+            }
+        )
         frame["rank"] = frame.groupby("row").cumcount() + 1
         return frame
 
@@ -653,15 +666,19 @@ class SourceReader:
             data, paths = column.to_pylist(), [None] * len(column)
         if self.local is None:
             return data  # a hub dataset embeds its images
-        return [blob if blob is not None or path is None else self._image_file(path, rid, role)
-                for blob, path, rid in zip(data, paths, ids)]
+        return [
+            blob if blob is not None or path is None else self._image_file(path, rid, role)
+            for blob, path, rid in zip(data, paths, ids)
+        ]
 
     def _image_file(self, name: str, rid: str, role: str) -> bytes:
         """The bytes of an image file of a local source; it must lie inside the source folder."""
         assert self.local is not None
         path = (self.local / name).resolve()
         if not path.is_relative_to(self.local):
-            raise MRBError(f"task {self.task.name!r}: {ONE[role]} {rid!r} names image {name!r}, outside the source folder {self.local}")
+            raise MRBError(
+                f"task {self.task.name!r}: {ONE[role]} {rid!r} names image {name!r}, outside the source folder {self.local}"
+            )
         if not path.is_file():
             raise MRBError(f"task {self.task.name!r}: {ONE[role]} {rid!r} names image {name!r}, which {self.local} lacks")
         return path.read_bytes()

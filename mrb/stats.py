@@ -28,7 +28,11 @@ def _chunks(total: int, width: int) -> Iterator[int]:
 
 
 def bootstrap_ci(
-    strata: Sequence[Sequence[float] | np.ndarray], *, resamples: int = BOOTSTRAP_RESAMPLES, level: float = CONFIDENCE, seed: int = SEED
+    strata: Sequence[Sequence[float] | np.ndarray],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = CONFIDENCE,
+    seed: int = SEED,
 ) -> tuple[float, float]:
     """The percentile bootstrap interval of a task's score: the mean over `strata` of each one's mean.
 
@@ -50,8 +54,15 @@ def bootstrap_ci(
 
     cells = sum(g.size for g in varying)
     result = scipy.stats.bootstrap(
-        varying, score, n_resamples=resamples, batch=None if cells * resamples <= _CHUNK_CELLS else max(1, _CHUNK_CELLS // cells),
-        vectorized=True, axis=-1, confidence_level=level, method="percentile", rng=np.random.Generator(np.random.PCG64(seed)),
+        varying,
+        score,
+        n_resamples=resamples,
+        batch=None if cells * resamples <= _CHUNK_CELLS else max(1, _CHUNK_CELLS // cells),
+        vectorized=True,
+        axis=-1,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.Generator(np.random.PCG64(seed)),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
@@ -68,9 +79,7 @@ def paired_randomisation(
     p = (1 + #{|T*| ≥ |T|}) / (1 + R), with a 1e-12 tolerance for floating-point ties.
     """
     weighted = [
-        np.asarray(stratum, dtype=np.float64) / (len(task) * len(stratum) * len(tasks))
-        for task in tasks
-        for stratum in task
+        np.asarray(stratum, dtype=np.float64) / (len(task) * len(stratum) * len(tasks)) for task in tasks for stratum in task
     ]
     contributions = np.concatenate(weighted) if weighted else np.empty(0)
     if contributions.size == 0:

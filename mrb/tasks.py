@@ -110,8 +110,7 @@ class SourceSpec(BaseModel):
     def _hub_repo_named(self) -> SourceSpec:
         if self.revision is not None and not re.match(HUB_REPO_PATTERN, self.path):
             raise ValueError(
-                f"a source with a revision is a hub dataset named owner/name, not {self.path!r} "
-                "(a local folder has no revision)"
+                f"a source with a revision is a hub dataset named owner/name, not {self.path!r} (a local folder has no revision)"
             )
         return self
 
@@ -281,8 +280,7 @@ class TaskSpec(BaseModel):
         """Where this task's pack lives: ``pack`` (relative to the YAML), else ``<data dir>/packs/<name>``."""
         if self.parts is not None:
             raise MRBError(
-                f"task {self.name!r} is a composite of {len(self.parts)} parts, each with its own pack: "
-                "use TaskSpec.units()"
+                f"task {self.name!r} is a composite of {len(self.parts)} parts, each with its own pack: use TaskSpec.units()"
             )
         if self.pack is None:
             return resolve_data_dir(data_dir) / "packs" / self.name
@@ -359,11 +357,13 @@ def load_yaml(path: Path) -> dict:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MRBError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
+        raise MRBError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r}); save it as UTF-8"
+        ) from None
     except OSError as exc:
         raise MRBError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass: no Python objects)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

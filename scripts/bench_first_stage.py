@@ -35,23 +35,83 @@ from mrb.data import Record  # noqa: E402
 from tests.tiny_models import build_qwen_tokenizer  # noqa: E402
 
 # Qwen2-VL-2B-Instruct's config.json (GME-Qwen2-VL-2B fine-tunes it without changing the shape).
-TEXT_2B = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-               vocab_size=151936, rope_parameters={"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6})
+TEXT_2B = dict(
+    hidden_size=1536,
+    intermediate_size=8960,
+    num_hidden_layers=28,
+    num_attention_heads=12,
+    num_key_value_heads=2,
+    vocab_size=151936,
+    rope_parameters={"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1e6},
+)
 VISION_2B = dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4)
-TEXT_TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4})
+TEXT_TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
+)
 VISION_TINY = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=4, mlp_ratio=2)
-WORDS = ("the of and to in is was for on that with as by it at from his an were are which this be or has had "
-         "climate energy protein river history market city team season model data method result cell").split()
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "that",
+    "with",
+    "as",
+    "by",
+    "it",
+    "at",
+    "from",
+    "his",
+    "an",
+    "were",
+    "are",
+    "which",
+    "this",
+    "be",
+    "or",
+    "has",
+    "had",
+    "climate",
+    "energy",
+    "protein",
+    "river",
+    "history",
+    "market",
+    "city",
+    "team",
+    "season",
+    "model",
+    "data",
+    "method",
+    "result",
+    "cell",
+]
 
 
 def checkpoint(folder: Path, tiny: bool) -> Path:
     """Save a random-weight Qwen2-VL of the chosen shape with the real Qwen tokenizer and a processor."""
-    from transformers import AutoTokenizer, Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+    from transformers import (
+        AutoTokenizer,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
-    config = Qwen2VLConfig(text_config=TEXT_TINY if tiny else TEXT_2B, vision_config=VISION_TINY if tiny else VISION_2B,
-                           tie_word_embeddings=True)
+    config = Qwen2VLConfig(
+        text_config=TEXT_TINY if tiny else TEXT_2B, vision_config=VISION_TINY if tiny else VISION_2B, tie_word_embeddings=True
+    )
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = Qwen2VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(folder)
@@ -116,8 +176,11 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     scale = 8 if args.tiny else 1
-    figures: dict[str, object] = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-                                  "torch": torch.__version__, "transformers": transformers.__version__}
+    figures: dict[str, object] = {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         encoder = GMEEncoder(str(checkpoint(Path(tmp), args.tiny)), dtype="bf16")
@@ -128,12 +191,18 @@ def main() -> None:
         pages = [Record(f"v{i}", None, jpeg(1024, 1024, rng)) for i in range(128 // scale)]
         instruction = "Given a web search query, retrieve relevant passages that answer the query"
         for name, records, task_instruction, batch in [
-            ("text_passages_per_s", passages, None, 64), ("text_queries_per_s", questions, instruction, 256),
-            ("images_512x384_per_s", photos, None, 32), ("images_1024x1024_per_s", pages, None, 16),
+            ("text_passages_per_s", passages, None, 64),
+            ("text_queries_per_s", questions, instruction, 256),
+            ("images_512x384_per_s", photos, None, 32),
+            ("images_1024x1024_per_s", pages, None, 16),
         ]:
             figures[name] = round(rate(encoder, records, task_instruction, batch, prefetch=True), 1)
-            figures[name.replace("_per_s", "_sequential_per_s")] = round(rate(encoder, records, task_instruction, batch, prefetch=False), 1)
-            figures[name.replace("_per_s", "_preprocessed_per_s")] = round(preprocess_rate(encoder, records, task_instruction, batch), 1)
+            figures[name.replace("_per_s", "_sequential_per_s")] = round(
+                rate(encoder, records, task_instruction, batch, prefetch=False), 1
+            )
+            figures[name.replace("_per_s", "_preprocessed_per_s")] = round(
+                preprocess_rate(encoder, records, task_instruction, batch), 1
+            )
             print(f"{name}: {figures[name]} (batch {batch})", flush=True)
     figures["image_processor"] = type(encoder.processor.image_processor).__name__
     figures["search_docs_per_s_10k_queries"] = round(search_rate(10_000 // scale, 1_048_576 // scale, 1536, 4096))

@@ -51,7 +51,7 @@ from sklearn.datasets import load_sample_images
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # write packs with this checkout's mrb, installed or not
-from mrb.data import Pack, Record, read_pack, write_pack
+from mrb.data import Pack, Record, read_pack, write_pack  # noqa: E402
 
 DATA_FILE = Path(__file__).with_name("mini_data.yaml")
 DEPTH = 20
@@ -62,9 +62,55 @@ N_DROPPED = 2  # queries per task that lose their best relevant candidate
 N_JUDGED_NEGATIVES = 2  # top non-relevant candidates per query judged 0
 HISTOGRAM_BINS = 4  # per RGB channel
 STOPWORDS = frozenset(
-    "a an and are as at be by can could did do does for from has have here how in into is it its "
-    "like of on or she so that the their there these they this to was were what when where which "
-    "who why with".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "has",
+        "have",
+        "here",
+        "how",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "like",
+        "of",
+        "on",
+        "or",
+        "she",
+        "so",
+        "that",
+        "the",
+        "their",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "with",
+    ]
 )
 REFERENCE = "scripts/build_mini.py (photos from scikit-image / scikit-learn; texts written for MRB)"
 

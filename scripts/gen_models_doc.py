@@ -22,10 +22,24 @@ def _row(preset: Preset) -> str:
         checkpoint += " (*unverified*)"
     revision = f"`{preset.revision[:12]}`" if preset.revision else ("unpinned" if preset.hub_id else "")
     images = preset.hub_id is not None and (preset.modalities == "all" or "I" in preset.modalities)
-    pixels = f"{preset.min_pixels} … {preset.max_pixels}" if preset.min_pixels or preset.max_pixels else ("checkpoint's" if images else "—")
+    pixels = (
+        f"{preset.min_pixels} … {preset.max_pixels}"
+        if preset.min_pixels or preset.max_pixels
+        else ("checkpoint's" if images else "—")
+    )
     length = str(preset.max_length) if preset.max_length else ("adapter's" if preset.hub_id else "—")
-    cells = [f"`{preset.name}`", f"`{preset.adapter}`", checkpoint, revision, preset.modalities, pixels, length,
-             preset.license or "—", preset.parameters or "—", preset.description]
+    cells = [
+        f"`{preset.name}`",
+        f"`{preset.adapter}`",
+        checkpoint,
+        revision,
+        preset.modalities,
+        pixels,
+        length,
+        preset.license or "—",
+        preset.parameters or "—",
+        preset.description,
+    ]
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 

@@ -12,7 +12,9 @@ sys.path.insert(0, str(ROOT))  # document this checkout's catalogue with this ch
 
 from mrb.sources import LAYOUTS, Columns  # noqa: E402
 from mrb.tasks import Category, SourceSpec, TaskSpec, TaskType, load_tasks  # noqa: E402
+
 DOC = ROOT / "docs" / "tasks.md"
+
 
 def _cells(cells: list[str]) -> str:
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
@@ -87,13 +89,19 @@ def render(tasks: list[TaskSpec]) -> str:
         for task in composites
     ]
     for task in composites:
-        lines += ["", f"### Parts of {task.name}", "", "| part | hub dataset | layout | split | revision |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### Parts of {task.name}",
+            "",
+            "| part | hub dataset | layout | split | revision |",
+            "|---|---|---|---|---|",
+        ]
         lines += [_cells([unit.name, *_source(unit.source)]) for unit in task.units()]
     lines += [
         "",
         "## Layouts",
         "",
-        "Every id is read as a string; a document with a title reads `title + \" \" + text`; each side keeps "
+        'Every id is read as a string; a document with a title reads `title + " " + text`; each side keeps '
         "only the modalities of the task type; queries without qrels are dropped. Qrels always carry "
         "`query-id`, `corpus-id` and `score`. For each config MRB reads the evaluation split, or the "
         "config's only split when it has no such split. Where a cell names two configs or ids, the first "
@@ -104,10 +112,15 @@ def render(tasks: list[TaskSpec]) -> str:
         "|---|---|---|---|---|",
     ]
     lines += [
-        _cells([
-            name, _columns(layout.queries), _columns(layout.corpus), f"config {_either(layout.qrels_configs)}",
-            f"config `{layout.top_ranked_config}` (optional): `query-id`, `corpus-ids`" if layout.top_ranked_config else "",
-        ])
+        _cells(
+            [
+                name,
+                _columns(layout.queries),
+                _columns(layout.corpus),
+                f"config {_either(layout.qrels_configs)}",
+                f"config `{layout.top_ranked_config}` (optional): `query-id`, `corpus-ids`" if layout.top_ranked_config else "",
+            ]
+        )
         for name, layout in LAYOUTS.items()
     ]
     return "\n".join(lines) + "\n"

@@ -41,15 +41,22 @@ def write_task(
 
 def small_text_task(root: Path, name: str = "Small-T2T", **kwargs) -> Path:
     """Two queries over four text documents, with graded labels, a tie and a judged 0."""
-    docs = [Record(f"d{i}", f"document number {i} about {topic}") for i, topic in enumerate(["cats", "dogs", "cats and dogs", "boats"])]
+    docs = [
+        Record(f"d{i}", f"document number {i} about {topic}")
+        for i, topic in enumerate(["cats", "dogs", "cats and dogs", "boats"])
+    ]
     return write_task(
         root,
         name,
         queries=[Record("q1", "cats"), Record("q2", "boats")],
         documents=docs,
         candidates=[
-            ("q1", "d1", 1, 0.9), ("q1", "d0", 2, 0.8), ("q1", "d2", 3, 0.8), ("q1", "d3", 4, 0.1),
-            ("q2", "d0", 1, 0.5), ("q2", "d3", 2, 0.4),
+            ("q1", "d1", 1, 0.9),
+            ("q1", "d0", 2, 0.8),
+            ("q1", "d2", 3, 0.8),
+            ("q1", "d3", 4, 0.1),
+            ("q2", "d0", 1, 0.5),
+            ("q2", "d3", 2, 0.4),
         ],
         qrels=[("q1", "d0", 2), ("q1", "d2", 1), ("q1", "d1", 0), ("q2", "d3", 1)],
         **kwargs,
@@ -61,8 +68,12 @@ def combo_task(root: Path) -> None:
     relevant document is at first-stage rank 2 (first stage 1/log2(3))."""
     small_text_task(root, "PartA")
     write_task(
-        root, "PartB", queries=[Record("q1", "x")], documents=[Record("a", "x"), Record("b", "y")],
-        candidates=[("q1", "a", 1, 1.0), ("q1", "b", 2, 0.5)], qrels=[("q1", "b", 1)],
+        root,
+        "PartB",
+        queries=[Record("q1", "x")],
+        documents=[Record("a", "x"), Record("b", "y")],
+        candidates=[("q1", "a", 1, 1.0), ("q1", "b", 2, 0.5)],
+        qrels=[("q1", "b", 1)],
     )
     for name in ("PartA", "PartB"):
         (root / f"{name}.yaml").unlink()  # the packs stay; only the composite is a task

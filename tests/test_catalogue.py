@@ -52,7 +52,9 @@ def test_hints_carry_the_task_dir(own, tmp_path, capsys):
 def test_the_download_hint_carries_the_task_dir(own, tmp_path):
     from mrb.sources import SourceReader
 
-    (own / "Hub.yaml").write_text("name: Hub\ntype: t2t\ninstruction: x\nsource: {layout: beir, path: org/data, revision: " + "b" * 40 + "}\n")
+    (own / "Hub.yaml").write_text(
+        "name: Hub\ntype: t2t\ninstruction: x\nsource: {layout: beir, path: org/data, revision: " + "b" * 40 + "}\n"
+    )
     (hub,) = load_tasks("Hub", task_dirs=[own])
     with pytest.raises(MRBError) as err:
         SourceReader(hub, tmp_path / "data")

@@ -14,7 +14,9 @@ def tasks_dir(tmp_path):
 
 def test_run_then_report(tasks_dir, tmp_path, capsys):
     out = tmp_path / "results"
-    assert main(["run", "--model", "oracle", "--tasks", "all", "--task-dir", str(tasks_dir), "--output", str(out), "--quiet"]) == 0
+    assert (
+        main(["run", "--model", "oracle", "--tasks", "all", "--task-dir", str(tasks_dir), "--output", str(out), "--quiet"]) == 0
+    )
     printed = capsys.readouterr().out
     assert "| oracle      | **100.00** |       **100.00** | **100.00** |    **+34.97** |" in printed
     assert main(["report", "--results", str(out)]) == 0

@@ -13,7 +13,7 @@ import pytest
 
 from mrb.data import RECORD_BATCH, Record, read_pack, sha256_file
 from mrb.errors import MRBError
-from tests.packs import small_text_task, write_task, candidate_lists, qrels_dict
+from tests.packs import candidate_lists, qrels_dict, small_text_task, write_task
 from tests.tiny_models import image_bytes
 
 
@@ -116,8 +116,15 @@ def image_pack(root):
     blobs = {f"d{i}": rng.bytes(int(rng.integers(1, 5000))) for i in range(150)}
     blobs["d7"] = image_bytes("coffee", (24, 16))
     docs = [Record(d, None, b) for d, b in blobs.items()] + [Record("text", "words only")]
-    write_task(root, "Pics", type_code="t2i", queries=[Record("q", "a query")], documents=docs,
-               candidates=[("q", d.id, i + 1, 1.0) for i, d in enumerate(docs)], qrels=[("q", "d7", 1)])
+    write_task(
+        root,
+        "Pics",
+        type_code="t2i",
+        queries=[Record("q", "a query")],
+        documents=docs,
+        candidates=[("q", d.id, i + 1, 1.0) for i, d in enumerate(docs)],
+        qrels=[("q", "d7", 1)],
+    )
     return root / "packs" / "Pics", blobs
 
 

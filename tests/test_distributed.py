@@ -25,8 +25,26 @@ def test_shards_are_disjoint_deterministic_and_cover_every_query():
 def test_two_process_torchrun_equals_one_process(tmp_path):
     single = mrb.evaluate("random", "mini", quiet=True)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "mrb", "run", "--model", "random", "--tasks", "mini", "--output", str(out), "--quiet", "--batch-size", "8"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "mrb",
+        "run",
+        "--model",
+        "random",
+        "--tasks",
+        "mini",
+        "--output",
+        str(out),
+        "--quiet",
+        "--batch-size",
+        "8",
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("## nDCG@10 by type") == 1  # only rank 0 prints
@@ -73,9 +91,25 @@ if len(board):
 def test_evaluate_under_torchrun_sets_up_each_rank_before_building_its_model(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(TORCHRUN_EVALUATE)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), str(tmp_path / "out")]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(script),
+        str(tmp_path / "out"),
+    ]
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr
     [line] = [line for line in done.stdout.splitlines() if line.startswith("{")]  # rank 0 alone returns rows
     result = json.loads(line)

@@ -6,7 +6,6 @@ against the layout MTEB's loader reads and the fields of its TaskResult."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -43,11 +42,15 @@ def test_the_export_has_the_layout_mteb_reads(exported):
     load = {c: datasets.load_dataset(str(folder), c, split="test") for c in ("corpus", "queries", "default", "top_ranked")}
     pack = read_pack(pack_dir)
     image = name.endswith("I")
-    assert load["corpus"].features == Features({"id": Value("string"), **({"image": datasets.Image()} if image else {"text": Value("string")})})
+    assert load["corpus"].features == Features(
+        {"id": Value("string"), **({"image": datasets.Image()} if image else {"text": Value("string")})}
+    )
     assert load["corpus"]["id"] == list(pack.documents)
     assert load["queries"].features == Features({"id": Value("string"), "text": Value("string")})
     qrels = load["default"].cast(Features({"query-id": Value("string"), "corpus-id": Value("string"), "score": Value("int32")}))
-    assert sorted(zip(qrels["query-id"], qrels["corpus-id"], qrels["score"])) == sorted(pack.qrels.itertuples(index=False, name=None))
+    assert sorted(zip(qrels["query-id"], qrels["corpus-id"], qrels["score"])) == sorted(
+        pack.qrels.itertuples(index=False, name=None)
+    )
     top = load["top_ranked"].cast(Features({"query-id": Value("string"), "corpus-ids": Sequence(Value("string"))}))
     assert dict(zip(top["query-id"], top["corpus-ids"])) == {q: docs[:8] for q, docs in lists().items()}
     if image:
@@ -60,14 +63,32 @@ def test_the_export_reads_back_as_an_mteb2_source_with_the_same_lists(exported, 
     (tmp_path / "again" / "again.yaml").write_text(
         (tasks / f"{name}.yaml").read_text().replace(f"name: {name}", "name: Again").replace("path: data", f"path: {folder}")
     )
-    assert main(["candidates", "build", "--tasks", "Again", "--task-dir", str(tmp_path / "again"), "--data-dir", str(tmp_path / "data")]) == 0
+    assert (
+        main(
+            [
+                "candidates",
+                "build",
+                "--tasks",
+                "Again",
+                "--task-dir",
+                str(tmp_path / "again"),
+                "--data-dir",
+                str(tmp_path / "data"),
+            ]
+        )
+        == 0
+    )
     first, again = read_pack(pack_dir), read_pack(tmp_path / "data" / "packs" / "Again")
     assert again.candidates.equals(first.candidates)
+
     def contents(records):
         return {rid: (r.text, r.encoded_image()) for rid, r in records.items()}
 
     assert contents(again.queries) == contents(first.queries) and contents(again.documents) == contents(first.documents)
-    assert again.qrels.sort_values(["query_id", "doc_id"]).values.tolist() == first.qrels.sort_values(["query_id", "doc_id"]).values.tolist()
+    assert (
+        again.qrels.sort_values(["query_id", "doc_id"]).values.tolist()
+        == first.qrels.sort_values(["query_id", "doc_id"]).values.tolist()
+    )
 
 
 @pytest.mark.skipif(mteb is None, reason="the interop extra (mteb) is not installed")
@@ -81,21 +102,49 @@ def test_mteb_loads_the_export_and_scores_it_as_mrb_does(exported, tmp_path):
 
     class Exported(AbsTaskRetrieval):
         metadata = TaskMetadata(
-            name=f"MRB-{name}", description="An MRB pack exported for MTEB.", reference=None,
-            dataset={"path": str(folder), "revision": "local"}, type="Any2AnyRetrieval" if image else "Reranking",
-            category="t2i" if image else "t2t", eval_splits=["test"], eval_langs=["eng-Latn"], main_score="ndcg_at_10",
-            date=None, domains=None, task_subtypes=None, license=None, annotations_creators=None, dialect=None,
-            modalities=["text", "image"] if image else ["text"], sample_creation=None, bibtex_citation="",
+            name=f"MRB-{name}",
+            description="An MRB pack exported for MTEB.",
+            reference=None,
+            dataset={"path": str(folder), "revision": "local"},
+            type="Any2AnyRetrieval" if image else "Reranking",
+            category="t2i" if image else "t2t",
+            eval_splits=["test"],
+            eval_langs=["eng-Latn"],
+            main_score="ndcg_at_10",
+            date=None,
+            domains=None,
+            task_subtypes=None,
+            license=None,
+            annotations_creators=None,
+            dialect=None,
+            modalities=["text", "image"] if image else ["text"],
+            sample_creation=None,
+            bibtex_citation="",
         )
 
     class TieFree:
         """The tie-free scorer of test_given as an MTEB cross-encoder (it scores by ids)."""
 
         mteb_model_meta = ModelMeta(
-            loader=None, name="mrb/tie-free", revision="1", release_date=None, languages=None, n_parameters=None,
-            memory_usage_mb=None, max_tokens=None, embed_dim=None, license=None, open_weights=None, public_training_code=None,
-            public_training_data=None, framework=[], similarity_fn_name=None, use_instructions=None, training_datasets=None,
-            model_type=["cross-encoder"], modalities=["text", "image"] if image else ["text"],
+            loader=None,
+            name="mrb/tie-free",
+            revision="1",
+            release_date=None,
+            languages=None,
+            n_parameters=None,
+            memory_usage_mb=None,
+            max_tokens=None,
+            embed_dim=None,
+            license=None,
+            open_weights=None,
+            public_training_code=None,
+            public_training_data=None,
+            framework=[],
+            similarity_fn_name=None,
+            use_instructions=None,
+            training_datasets=None,
+            model_type=["cross-encoder"],
+            modalities=["text", "image"] if image else ["text"],
         )
 
         def predict(self, inputs1, inputs2, **kwargs):
@@ -125,8 +174,21 @@ def check_task_result(data: dict) -> None:
 
 def test_the_results_export_names_the_task_and_the_source_revision(tmp_path, capsys):
     tasks = own_task(tmp_path)
-    run = ["run", "--model", "first-stage", "--tasks", "Own-T2T", "--task-dir", str(tasks), "--data-dir", str(tmp_path / "data"),
-           "--output", str(tmp_path / "results"), "--quiet", "--build-missing"]
+    run = [
+        "run",
+        "--model",
+        "first-stage",
+        "--tasks",
+        "Own-T2T",
+        "--task-dir",
+        str(tasks),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--output",
+        str(tmp_path / "results"),
+        "--quiet",
+        "--build-missing",
+    ]
     assert main(run) == 0
     assert main(["report", "--results", str(tmp_path / "results"), "--export-mteb", str(tmp_path / "mteb"), "--no-reported"]) == 0
     capsys.readouterr()
@@ -134,8 +196,16 @@ def test_the_results_export_names_the_task_and_the_source_revision(tmp_path, cap
     data = json.loads(path.read_text())
     check_task_result(data)
     board = mrb.evaluate("first-stage", "Own-T2T", task_dirs=[tasks], data_dir=tmp_path / "data", quiet=True).iloc[0]
-    assert (data["task_name"], data["dataset_revision"], data["mteb_version"]) == ("MRB-Own-T2T", folder_digest(tasks / "data"), "2.26.24")
+    assert (data["task_name"], data["dataset_revision"], data["mteb_version"]) == (
+        "MRB-Own-T2T",
+        folder_digest(tasks / "data"),
+        "2.26.24",
+    )
     assert data["scores"]["test"][0]["main_score"] == board["value"] and data["mrb_pack_hash"] == board["pack_hash"]
     if mteb is not None:
         loaded = mteb.TaskResult.from_disk(path)
-        assert (loaded.task_name, loaded.dataset_revision, loaded.get_score()) == ("MRB-Own-T2T", data["dataset_revision"], board["value"])
+        assert (loaded.task_name, loaded.dataset_revision, loaded.get_score()) == (
+            "MRB-Own-T2T",
+            data["dataset_revision"],
+            board["value"],
+        )

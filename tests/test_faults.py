@@ -47,11 +47,20 @@ def reference(tmp_path_factory):
 def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path, reference):
     board_ref, out_ref = reference
     rng = random.Random(20261201)
-    thresholds = sorted(rng.sample(range(1, MINI_PAIRS), 8)) + [MINI_PAIRS, MINI_PAIRS]  # the last two: while results are written
+    thresholds = [*sorted(rng.sample(range(1, MINI_PAIRS), 8)), MINI_PAIRS, MINI_PAIRS]  # the last two: while results are written
     for trial, threshold in enumerate(thresholds):
         out, log = tmp_path / f"out{trial}", tmp_path / f"log{trial}"
-        proc = subprocess.Popen([sys.executable, "-c", "import sys; from tests.scale_helpers import run_mini; run_mini(*sys.argv[1:])",
-                                 str(out), str(log), "0.002"], cwd=ROOT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from tests.scale_helpers import run_mini; run_mini(*sys.argv[1:])",
+                str(out),
+                str(log),
+                "0.002",
+            ],
+            cwd=ROOT,
+        )
         deadline = time.monotonic() + 60
         while len(read_log(log)) < threshold and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -98,8 +107,9 @@ def test_random_damage_to_a_cache_segment_never_changes_a_result(tmp_path, refer
 def tmpfs(path: Path, size: str, *options: str):
     """A small tmpfs mounted at `path` (needs root and mount rights; skipped elsewhere)."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -123,7 +133,9 @@ def test_a_full_disk_at_each_writer_is_one_error_line_and_leaves_nothing_half_wr
                 subprocess.run(["rm", "-rf", str(stale)], check=True)
             fill(disk, free)
             out = disk / "R"
-            code = main(["run", "--model", "oracle", "--tasks", "MiniFacts-T2T", "--output", str(out), "--batch-size", "32", "--quiet"])
+            code = main(
+                ["run", "--model", "oracle", "--tasks", "MiniFacts-T2T", "--output", str(out), "--batch-size", "32", "--quiet"]
+            )
             err = capsys.readouterr().err
             if code == 0:
                 assert read_leaderboard(out)["value"].iloc[0] == expected
@@ -141,9 +153,14 @@ def test_a_full_disk_at_each_writer_is_one_error_line_and_leaves_nothing_half_wr
 
 def _writer(err: str) -> str:
     """Which of a run's writers an error line names."""
-    for needle, writer in ((".mrb.lock", "lock"), ("key.json", "cache key"), (".arrows", "cache segment"),
-                           ("MiniFacts-T2T.parquet", "per-query values"), ("MiniFacts-T2T.trec", "run file"),
-                           ("leaderboard.parquet", "leaderboard")):
+    for needle, writer in (
+        (".mrb.lock", "lock"),
+        ("key.json", "cache key"),
+        (".arrows", "cache segment"),
+        ("MiniFacts-T2T.parquet", "per-query values"),
+        ("MiniFacts-T2T.trec", "run file"),
+        ("leaderboard.parquet", "leaderboard"),
+    ):
         if needle in err:
             return writer
     return err
@@ -157,7 +174,11 @@ def test_a_full_temporary_folder_is_one_error_line(tmp_path, capsys, monkeypatch
         monkeypatch.setattr(tempfile, "tempdir", str(disk))
         assert main(["run", "--model", "oracle", "--tasks", "MiniPhotos-T2I", "--output", str(tmp_path / "R"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("mrb: error: pack ") and f"cannot keep its images in the temporary folder {disk}" in err
+    assert (
+        err.count("\n") == 1
+        and err.startswith("mrb: error: pack ")
+        and f"cannot keep its images in the temporary folder {disk}" in err
+    )
 
 
 def test_a_read_only_output_is_one_error_line(tmp_path, capsys):

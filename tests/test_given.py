@@ -23,8 +23,7 @@ from mrb.data import Record, read_pack
 from mrb.errors import MRBError
 from mrb.tasks import load_tasks
 from tests.hub import write_repo
-from tests.packs import candidate_lists
-from tests.packs import write_task
+from tests.packs import candidate_lists, write_task
 
 N_QUERIES, N_DOCS, LISTED = 6, 24, 10
 
@@ -46,9 +45,13 @@ def qrels() -> list[tuple[str, str, int]]:
     q5 has no relevant document at all (set aside by the metrics)."""
     rows = []
     for q in range(N_QUERIES - 1):
-        rows += [(f"q{q}", f"d{3 * q:02d}", 2), (f"q{q}", f"d{3 * q + 1:02d}", 1), (f"q{q}", f"d{3 * q + 2:02d}", 1),
-                 (f"q{q}", f"d{3 * q + 3:02d}", 0)]
-    return rows + [(f"q{N_QUERIES - 1}", "d23", 0)]
+        rows += [
+            (f"q{q}", f"d{3 * q:02d}", 2),
+            (f"q{q}", f"d{3 * q + 1:02d}", 1),
+            (f"q{q}", f"d{3 * q + 2:02d}", 1),
+            (f"q{q}", f"d{3 * q + 3:02d}", 0),
+        ]
+    return [*rows, (f"q{N_QUERIES - 1}", "d23", 0)]
 
 
 def mteb2_repo(images: bool) -> dict[str, dict[str, Dataset]]:
@@ -124,14 +127,33 @@ def test_given_lists_become_a_pack_that_records_where_they_came_from(given, caps
     assert pack.queries["q0"] == Record("q0", "question 0")
     assert pack.documents["d00"] == Record("d00", "Doc 0 passage number 0")
     assert pack.manifest["retriever"] == {
-        "name": "given", "lists": f"top_ranked of {tasks}/data", "ties_broken_by_doc_id": 0, "cut_below_depth": 12,
-        "lists_of_queries_without_qrels_dropped": 0, "judged_queries_without_a_list": 0,
+        "name": "given",
+        "lists": f"top_ranked of {tasks}/data",
+        "ties_broken_by_doc_id": 0,
+        "cut_below_depth": 12,
+        "lists_of_queries_without_qrels_dropped": 0,
+        "judged_queries_without_a_list": 0,
     }
-    assert pack.manifest["source"]["revision"] == hashlib.sha256(b"".join(
-        f"{p.relative_to(tasks / 'data').as_posix()}\0{hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode()
-        for p in sorted((tasks / "data").rglob("*")) if p.is_file())).hexdigest()
-    assert pack.manifest["counts"] == {"queries": 6, "documents": len(set(pack.candidates["doc_id"])), "candidates": 48, "qrels": 21}
-    assert main(["candidates", "stats", "--tasks", "Own-T2T", "--task-dir", str(tasks), "--data-dir", str(folder.parent.parent)]) == 0
+    assert (
+        pack.manifest["source"]["revision"]
+        == hashlib.sha256(
+            b"".join(
+                f"{p.relative_to(tasks / 'data').as_posix()}\0{hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode()
+                for p in sorted((tasks / "data").rglob("*"))
+                if p.is_file()
+            )
+        ).hexdigest()
+    )
+    assert pack.manifest["counts"] == {
+        "queries": 6,
+        "documents": len(set(pack.candidates["doc_id"])),
+        "candidates": 48,
+        "qrels": 21,
+    }
+    assert (
+        main(["candidates", "stats", "--tasks", "Own-T2T", "--task-dir", str(tasks), "--data-dir", str(folder.parent.parent)])
+        == 0
+    )
     assert capsys.readouterr().out.splitlines()[-1].split()[:6] == ["Own-T2T", "given", "8", "6", "48", "nDCG@10"]
 
 
@@ -143,17 +165,34 @@ def test_given_and_imported_packs_score_exactly_as_the_same_lists_written_with_w
     imported = import_run(load_tasks("Own-T2T", task_dirs=[tasks])[0], run, out=tmp_path / "imported")
     by_hand = tmp_path / "hand"
     pack = read_pack(folder)
-    write_task(by_hand, "Hand-T2T", queries=list(pack.queries.values()), documents=list(pack.documents.values()),
-               candidates=[(q, d, r, float(10 - r)) for q, docs in depth8.items() for r, d in enumerate(docs, 1)], qrels=qrels())
-    (tmp_path / "imported.yaml").write_text("name: Imported-T2T\ntype: t2t\ninstruction: Find it.\ndepth: 8\npack: imported/Own-T2T\n")
+    write_task(
+        by_hand,
+        "Hand-T2T",
+        queries=list(pack.queries.values()),
+        documents=list(pack.documents.values()),
+        candidates=[(q, d, r, float(10 - r)) for q, docs in depth8.items() for r, d in enumerate(docs, 1)],
+        qrels=qrels(),
+    )
+    (tmp_path / "imported.yaml").write_text(
+        "name: Imported-T2T\ntype: t2t\ninstruction: Find it.\ndepth: 8\npack: imported/Own-T2T\n"
+    )
     boards = {
-        "given": mrb.evaluate(tie_free, "Own-T2T", task_dirs=[tasks], data_dir=tmp_path / "data", output_dir=tmp_path / "r1", quiet=True),
+        "given": mrb.evaluate(
+            tie_free, "Own-T2T", task_dirs=[tasks], data_dir=tmp_path / "data", output_dir=tmp_path / "r1", quiet=True
+        ),
         "imported": mrb.evaluate(tie_free, "Imported-T2T", task_dirs=[tmp_path], output_dir=tmp_path / "r2", quiet=True),
         "by hand": mrb.evaluate(tie_free, "Hand-T2T", task_dirs=[by_hand], output_dir=tmp_path / "r3", quiet=True),
     }
-    values = {name: board[["value", "first_stage_value", "RR@10", "first_stage_R@100"]].values.tolist() for name, board in boards.items()}
+    values = {
+        name: board[["value", "first_stage_value", "RR@10", "first_stage_R@100"]].values.tolist()
+        for name, board in boards.items()
+    }
     assert values["given"] == values["imported"] == values["by hand"]
-    assert per_query(tmp_path / "r1", "Own-T2T") == per_query(tmp_path / "r2", "Imported-T2T") == per_query(tmp_path / "r3", "Hand-T2T")
+    assert (
+        per_query(tmp_path / "r1", "Own-T2T")
+        == per_query(tmp_path / "r2", "Imported-T2T")
+        == per_query(tmp_path / "r3", "Hand-T2T")
+    )
     assert read_pack(imported.pack).manifest["first_stage"] == pack.manifest["first_stage"]
 
 
@@ -161,8 +200,26 @@ def test_given_and_imported_packs_score_exactly_as_the_same_lists_written_with_w
 def test_an_mteb2_folder_gives_the_per_query_ndcg_computed_independently(tmp_path, images):
     name = "Own-T2I" if images else "Own-T2T"
     tasks = own_task(tmp_path, name, images=images)
-    assert main(["run", "--model", "first-stage", "--tasks", name, "--task-dir", str(tasks), "--data-dir", str(tmp_path / "data"),
-                 "--output", str(tmp_path / "fs"), "--quiet", "--build-missing"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--model",
+                "first-stage",
+                "--tasks",
+                name,
+                "--task-dir",
+                str(tasks),
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--output",
+                str(tmp_path / "fs"),
+                "--quiet",
+                "--build-missing",
+            ]
+        )
+        == 0
+    )
     board = mrb.evaluate(tie_free, name, task_dirs=[tasks], data_dir=tmp_path / "data", output_dir=tmp_path / "r", quiet=True)
     judged: dict[str, dict[str, int]] = {}
     for q, d, g in qrels():
@@ -193,8 +250,15 @@ def test_runs_without_ranks_are_ordered_by_score_then_doc_id_and_cut_to_the_dept
         assert candidate_lists(pack)["q1"] == ["d04", *[f"d{i:02d}" for i in range(10, 17)]]
         retriever = pack.manifest["retriever"]
         assert (retriever["name"], retriever["format"], retriever["ties_broken_by_doc_id"], retriever["cut_below_depth"]) == (
-            "imported", name.split(".")[1], 10, 3)  # d01 ties d09, and nine of q1's ten 0.1s tie an earlier one
-        assert retriever["judged_queries_without_a_list"] == 4 and retriever["sha256"] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+            "imported",
+            name.split(".")[1],
+            10,
+            3,
+        )  # d01 ties d09, and nine of q1's ten 0.1s tie an earlier one
+        assert (
+            retriever["judged_queries_without_a_list"] == 4
+            and retriever["sha256"] == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+        )
         assert set(pack.queries) == {f"q{q}" for q in range(N_QUERIES)}  # judged queries without a list count 0
 
 
@@ -206,23 +270,49 @@ TREC_OK = "q0 Q0 d00 1 3.0 t\nq0 Q0 d01 2 2.0 t\n"
 @pytest.mark.parametrize(
     ("run", "problem"),
     [
-        (TREC_OK + "q1 Q0 d02 1 3.0\n", "run file {run}, line 3: expected `query_id Q0 doc_id rank score tag` (6 fields), got 5: 'q1 Q0 d02 1 3.0'"),
+        (
+            TREC_OK + "q1 Q0 d02 1 3.0\n",
+            "run file {run}, line 3: expected `query_id Q0 doc_id rank score tag` (6 fields), got 5: 'q1 Q0 d02 1 3.0'",
+        ),
         (TREC_OK + "q1 Q0 d02 first 3.0 t\n", "run file {run}, line 3: rank 'first' is not a whole number"),
         (TREC_OK + "\nq1 Q0 d02 1 high t\n", "run file {run}, line 4: score 'high' is not a number"),
         ("", "run file {run} holds no entries (expected lines `query_id Q0 doc_id rank score tag`)"),
         (TREC_OK + "q9 Q0 d02 1 3.0 t\n", "task 'Own-T2T': run file {run}, line 3: query 'q9' is not in the queries of {data}"),
-        (TREC_OK + "q1 Q0 d99 1 3.0 t\n", "task 'Own-T2T': run file {run}, line 3: document 'd99' is not in the corpus of {data}"),
-        (TREC_OK + "q0 Q0 d00 3 1.0 t\n", "task 'Own-T2T': run file {run}, line 3: lists query 'q0''s document 'd00' twice (also line 1)"),
-        (TREC_OK + "q0 Q0 d02 2 1.0 t\n", "task 'Own-T2T': run file {run}, line 3: ranks two documents of query 'q0' at 2 (also line 2)"),
-        (TREC_OK + "q0 Q0 d02 3 2.5 t\n", "task 'Own-T2T': run file {run}, line 3: query 'q0' ranks document 'd02' at 3 with score 2.5, "
-                                          "above the score 2 of 'd01' at 2 (line 2): ranks and scores disagree"),
+        (
+            TREC_OK + "q1 Q0 d99 1 3.0 t\n",
+            "task 'Own-T2T': run file {run}, line 3: document 'd99' is not in the corpus of {data}",
+        ),
+        (
+            TREC_OK + "q0 Q0 d00 3 1.0 t\n",
+            "task 'Own-T2T': run file {run}, line 3: lists query 'q0''s document 'd00' twice (also line 1)",
+        ),
+        (
+            TREC_OK + "q0 Q0 d02 2 1.0 t\n",
+            "task 'Own-T2T': run file {run}, line 3: ranks two documents of query 'q0' at 2 (also line 2)",
+        ),
+        (
+            TREC_OK + "q0 Q0 d02 3 2.5 t\n",
+            "task 'Own-T2T': run file {run}, line 3: query 'q0' ranks document 'd02' at 3 with score 2.5, "
+            "above the score 2 of 'd01' at 2 (line 2): ranks and scores disagree",
+        ),
     ],
 )
 def test_a_bad_run_is_one_error_and_writes_nothing(tmp_path, capsys, run, problem):
     tasks = own_task(tmp_path)
     path = tmp_path / "run.trec"
     path.write_text(run)
-    argv = ["candidates", "import", "--tasks", "Own-T2T", "--task-dir", str(tasks), "--run", str(path), "--data-dir", str(tmp_path / "data")]
+    argv = [
+        "candidates",
+        "import",
+        "--tasks",
+        "Own-T2T",
+        "--task-dir",
+        str(tasks),
+        "--run",
+        str(path),
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
     capsys.readouterr()
     assert main(argv) == 2
     assert capsys.readouterr().err.splitlines()[-1] == "mrb: error: " + problem.format(run=path, data=tasks / "data")
@@ -232,11 +322,18 @@ def test_a_bad_run_is_one_error_and_writes_nothing(tmp_path, capsys, run, proble
 @pytest.mark.parametrize(
     ("frame", "problem"),
     [
-        (pd.DataFrame({"query_id": ["q0"], "doc": ["d00"], "score": [1.0]}),
-         "run file {run} lacks column(s) doc_id (has query_id, doc, score; expected query_id, doc_id, score and optionally rank)"),
-        (pd.DataFrame({"query_id": ["q0", "q0"], "doc_id": ["d00", "d01"], "score": ["1.0", "much"]}), "run file {run}, line 3: score 'much' is not a number"),
-        (pd.DataFrame({"query_id": ["q0", "q0"], "doc_id": ["d00", "d01"], "score": [1.0, 0.5], "rank": [1, 1.5]}),
-         "run file {run}, line 3: rank 1.5 is not a whole number"),
+        (
+            pd.DataFrame({"query_id": ["q0"], "doc": ["d00"], "score": [1.0]}),
+            "run file {run} lacks column(s) doc_id (has query_id, doc, score; expected query_id, doc_id, score and optionally rank)",
+        ),
+        (
+            pd.DataFrame({"query_id": ["q0", "q0"], "doc_id": ["d00", "d01"], "score": ["1.0", "much"]}),
+            "run file {run}, line 3: score 'much' is not a number",
+        ),
+        (
+            pd.DataFrame({"query_id": ["q0", "q0"], "doc_id": ["d00", "d01"], "score": [1.0, 0.5], "rank": [1, 1.5]}),
+            "run file {run}, line 3: rank 1.5 is not a whole number",
+        ),
     ],
 )
 def test_a_bad_table_run_names_the_column_or_line(tmp_path, capsys, frame, problem):
@@ -255,7 +352,9 @@ def test_a_listed_query_the_source_lacks_and_a_layout_without_lists(tmp_path):
     write_repo(tasks / "data", repo)
     with pytest.raises(MRBError) as err:
         build_candidates(load_tasks("Own-T2T", task_dirs=[tasks]), data_dir=tmp_path / "data")
-    assert str(err.value) == f"task 'Own-T2T': top_ranked of {tasks}/data, row 2: query 'q7' is not in the queries of {tasks}/data"
+    assert (
+        str(err.value) == f"task 'Own-T2T': top_ranked of {tasks}/data, row 2: query 'q7' is not in the queries of {tasks}/data"
+    )
 
 
 # ---------------------------------------------------------------- hints that run as printed; checks before weights
@@ -263,8 +362,20 @@ def test_a_listed_query_the_source_lacks_and_a_layout_without_lists(tmp_path):
 
 def test_the_missing_pack_hint_runs_as_printed(tmp_path, capsys):
     tasks = own_task(tmp_path)
-    run = ["run", "--model", "first-stage", "--tasks", "Own-T2T", "--task-dir", str(tasks), "--data-dir", str(tmp_path / "data"),
-           "--output", str(tmp_path / "results"), "--quiet"]
+    run = [
+        "run",
+        "--model",
+        "first-stage",
+        "--tasks",
+        "Own-T2T",
+        "--task-dir",
+        str(tasks),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--output",
+        str(tmp_path / "results"),
+        "--quiet",
+    ]
     assert main(run) == 2
     err = capsys.readouterr().err
     command = err.split("`")[1]
@@ -287,8 +398,9 @@ def test_a_listed_image_that_does_not_decode_is_named_and_nothing_is_written(tmp
     tasks = own_task(tmp_path, "Own-T2I", images=True)
     repo = mteb2_repo(True)
     corpus = repo["corpus"]["test"]
-    repo["corpus"]["test"] = corpus.map(lambda row: {"image": {"bytes": b"not an image", "path": None}} if row["id"] == "d07" else {},
-                                        features=corpus.features)
+    repo["corpus"]["test"] = corpus.map(
+        lambda row: {"image": {"bytes": b"not an image", "path": None}} if row["id"] == "d07" else {}, features=corpus.features
+    )
     write_repo(tasks / "data", repo)
     with pytest.raises(MRBError) as err:
         build_candidates(load_tasks("Own-T2I", task_dirs=[tasks]), data_dir=tmp_path / "data")

@@ -48,17 +48,26 @@ def test_rendered_prompts():
 def test_token_ids_of_a_document_and_an_image_query(gme):
     doc = gme.prepare([Record("d1", "Hello world")], None)
     assert doc["input_ids"][0].tolist() == (
-        SYSTEM + [2610, 525, 264, 10950, 17847, 13, IM_END, NEWLINE]  # "You are a helpful assistant."
-        + USER + [9707, 1879, IM_END, NEWLINE]  # "Hello world"
-        + ASSISTANT + [ENDOFTEXT]
+        SYSTEM
+        + [2610, 525, 264, 10950, 17847, 13, IM_END, NEWLINE]  # "You are a helpful assistant."
+        + USER
+        + [9707, 1879, IM_END, NEWLINE]  # "Hello world"
+        + ASSISTANT
+        + [ENDOFTEXT]
     )
     query = gme.prepare([Record("q1", "Who is this?", ASTRONAUT)], "Find the person.")
     # 512×512 shrinks to the 112×112 bound: 8×8 patches of 14 px, merged 2×2 into 16 image tokens
     assert query["image_grid_thw"].tolist() == [[1, 8, 8]]
     assert query["input_ids"][0].tolist() == (
-        SYSTEM + [9885, 279, 1697, 13, IM_END, NEWLINE]  # "Find the person."
-        + USER + [VISION_START] + [IMAGE_PAD] * 16 + [VISION_END] + [15191, 374, 419, 30, IM_END, NEWLINE]
-        + ASSISTANT + [ENDOFTEXT]
+        SYSTEM
+        + [9885, 279, 1697, 13, IM_END, NEWLINE]  # "Find the person."
+        + USER
+        + [VISION_START]
+        + [IMAGE_PAD] * 16
+        + [VISION_END]
+        + [15191, 374, 419, 30, IM_END, NEWLINE]
+        + ASSISTANT
+        + [ENDOFTEXT]
     )
 
 
@@ -121,6 +130,11 @@ def test_images_are_pre_resized_as_the_reference_does():
 
 def test_settings(gme, tiny_gme):
     assert gme.settings() == {
-        "name": "gme-qwen2-vl-2b", "checkpoint": str(tiny_gme), "revision": None, "dtype": "float32",
-        "attn_implementation": "sdpa", "max_length": 1800, **PIXELS,
+        "name": "gme-qwen2-vl-2b",
+        "checkpoint": str(tiny_gme),
+        "revision": None,
+        "dtype": "float32",
+        "attn_implementation": "sdpa",
+        "max_length": 1800,
+        **PIXELS,
     }

@@ -51,11 +51,14 @@ def error_of(spec: TaskSpec, data_dir: Path, read=lambda r: read_all(r)) -> str:
 
 # ---------------------------------------------------------------- the layouts from local folders
 
+
 def decodable_mbeir_repo() -> Repo:
     """The M-BEIR repo of test_sources with its undecodable image replaced (your own data may not have one)."""
     repo = mbeir_repo()
     corpus = repo["corpus"]["corpus"]
-    repo["corpus"]["corpus"] = corpus.map(lambda row: {"image": image(GREEN)} if row["id"] == "9:12" else {}, features=corpus.features)
+    repo["corpus"]["corpus"] = corpus.map(
+        lambda row: {"image": image(GREEN)} if row["id"] == "9:12" else {}, features=corpus.features
+    )
     return repo
 
 
@@ -72,8 +75,12 @@ LAYOUT_CASES = [
 def test_each_layout_reads_from_a_local_folder_as_from_the_hub(tmp_path, layout, type_, repo, form):
     from tests.hub import mirror_repo
 
-    hub_spec = TaskSpec(name="T", type=type_, instruction="Find it.",
-                        source={"layout": layout, "path": f"org/{layout}", "revision": "0123456789abcdef0123456789abcdef01234567"})
+    hub_spec = TaskSpec(
+        name="T",
+        type=type_,
+        instruction="Find it.",
+        source={"layout": layout, "path": f"org/{layout}", "revision": "0123456789abcdef0123456789abcdef01234567"},
+    )
     mirror_repo(tmp_path / "hub-data", hub_spec, repo())
     expected = read_all(SourceReader(hub_spec, tmp_path / "hub-data"))
 
@@ -84,7 +91,13 @@ def test_each_layout_reads_from_a_local_folder_as_from_the_hub(tmp_path, layout,
         write_plain(folder, repo(), form)
     reader = SourceReader(local_task("T", type_, layout, folder), tmp_path / "data")
     assert read_all(reader) == expected
-    assert reader.provenance() == {"layout": layout, "path": str(folder), "revision": folder_digest(folder), "split": "test", "local": True}
+    assert reader.provenance() == {
+        "layout": layout,
+        "path": str(folder),
+        "revision": folder_digest(folder),
+        "split": "test",
+        "local": True,
+    }
 
 
 def test_json_lines_with_image_files_relative_to_the_folder(tmp_path):
@@ -143,7 +156,12 @@ def mteb2_repo(qrels_config: str = "default") -> Repo:
         {"query-id": ["q1", "q2"], "corpus-ids": [["c3", "c1"], ["c2", "c1", "c3"]]},
         features=Features({"query-id": Value("string"), "corpus-ids": Sequence(Value("string"))}),
     )
-    return {"corpus": {"test": corpus}, "queries": {"test": queries}, qrels_config: {"test": qrels}, "top_ranked": {"test": top_ranked}}
+    return {
+        "corpus": {"test": corpus},
+        "queries": {"test": queries},
+        qrels_config: {"test": qrels},
+        "top_ranked": {"test": top_ranked},
+    }
 
 
 @pytest.mark.parametrize("qrels_config", ["default", "qrels"])  # MTEB's loader reads default, else qrels
@@ -152,12 +170,17 @@ def test_the_mteb2_layout_as_mteb_writes_it(tmp_path, qrels_config):
     reader = SourceReader(local_task("Mieb-T2I", "t2i", "mteb2", tmp_path / "mteb"), tmp_path / "data")
     queries, corpus, qrels = read_all(reader)
     assert queries == [{"id": "q1", "text": "red", "image": None}, {"id": "q2", "text": "blue", "image": None}]
-    assert corpus == [{"id": "c1", "text": None, "image": RED}, {"id": "c2", "text": None, "image": BLUE},
-                      {"id": "c3", "text": None, "image": GREEN}]
+    assert corpus == [
+        {"id": "c1", "text": None, "image": RED},
+        {"id": "c2", "text": None, "image": BLUE},
+        {"id": "c3", "text": None, "image": GREEN},
+    ]
     assert qrels == [{"query_id": "q1", "doc_id": "c1", "relevance": 1}, {"query_id": "q2", "doc_id": "c2", "relevance": 1}]
     assert reader.top_ranked().to_dict("list") == {
-        "query_id": ["q1", "q1", "q2", "q2", "q2"], "doc_id": ["c3", "c1", "c2", "c1", "c3"],
-        "row": [1, 1, 2, 2, 2], "rank": [1, 2, 1, 2, 3],
+        "query_id": ["q1", "q1", "q2", "q2", "q2"],
+        "doc_id": ["c3", "c1", "c2", "c1", "c3"],
+        "row": [1, 1, 2, 2, 2],
+        "rank": [1, 2, 1, 2, 3],
     }
 
 
@@ -220,15 +243,27 @@ def test_a_missing_column_names_the_folder_the_file_and_the_column(tmp_path):
 @pytest.mark.parametrize(
     ("config", "data", "message"),
     [
-        ("queries", {"_id": ["q1", "q2", "q3"], "text": [["a"], ["b"], ["c"]]},
-         "column 'text' of the queries of {folder} (config 'queries': queries/queries.parquet) holds list<item: string>, not text (string)"),
-        ("default", {"query-id": ["q1"], "corpus-id": ["d1"], "score": ["relevant"]},
-         "column 'score' of the qrels of {folder} (config 'default': default/test.parquet) holds string, "
-         "not relevance grades (numbers)"),
-        ("corpus", {"_id": [1.5, 2.5, 3.5], "title": ["", "", ""], "text": ["a", "b", "c"]},
-         "column '_id' of the corpus of {folder} (config 'corpus': corpus/corpus.parquet) holds double, not ids (string or integer)"),
-        ("corpus", {"_id": ["d1", "d2", "d1"], "title": ["", "", ""], "text": ["a", "b", "c"]},
-         "the corpus of {folder} repeat id 'd1'"),
+        (
+            "queries",
+            {"_id": ["q1", "q2", "q3"], "text": [["a"], ["b"], ["c"]]},
+            "column 'text' of the queries of {folder} (config 'queries': queries/queries.parquet) holds list<item: string>, not text (string)",
+        ),
+        (
+            "default",
+            {"query-id": ["q1"], "corpus-id": ["d1"], "score": ["relevant"]},
+            "column 'score' of the qrels of {folder} (config 'default': default/test.parquet) holds string, "
+            "not relevance grades (numbers)",
+        ),
+        (
+            "corpus",
+            {"_id": [1.5, 2.5, 3.5], "title": ["", "", ""], "text": ["a", "b", "c"]},
+            "column '_id' of the corpus of {folder} (config 'corpus': corpus/corpus.parquet) holds double, not ids (string or integer)",
+        ),
+        (
+            "corpus",
+            {"_id": ["d1", "d2", "d1"], "title": ["", "", ""], "text": ["a", "b", "c"]},
+            "the corpus of {folder} repeat id 'd1'",
+        ),
     ],
 )
 def test_columns_of_the_wrong_type_and_repeated_ids_are_errors(tmp_path, config, data, message):
@@ -254,17 +289,22 @@ def jsonl_folder(folder: Path, files: dict[str, list[dict]]) -> Path:
     ],
 )
 def test_an_image_file_that_does_not_decode_is_missing_or_outside_the_folder_is_named(tmp_path, name, problem):
-    folder = jsonl_folder(tmp_path / "mine", {
-        "corpus.jsonl": [{"id": "d1", "image": "images/red.png"}, {"id": "d2", "image": name}],
-        "queries.jsonl": [{"id": "q1", "text": "red"}],
-        "default.jsonl": [{"query-id": "q1", "corpus-id": "d1", "score": 1}],
-    })
+    folder = jsonl_folder(
+        tmp_path / "mine",
+        {
+            "corpus.jsonl": [{"id": "d1", "image": "images/red.png"}, {"id": "d2", "image": name}],
+            "queries.jsonl": [{"id": "q1", "text": "red"}],
+            "default.jsonl": [{"query-id": "q1", "corpus-id": "d1", "score": 1}],
+        },
+    )
     (folder / "images").mkdir()
     (folder / "images" / "red.png").write_bytes(RED)
     (folder / "images" / "broken.jpg").write_bytes(JUNK)
     (tmp_path / "outside.jpg").write_bytes(RED)
     folder = folder.resolve()
-    assert error_of(local_task("T", "t2i", "mteb2", folder), tmp_path) == f"task 'T': document 'd2' " + problem.format(folder=folder)
+    assert error_of(local_task("T", "t2i", "mteb2", folder), tmp_path) == "task 'T': document 'd2' " + problem.format(
+        folder=folder
+    )
 
 
 def test_an_embedded_image_that_does_not_decode_names_the_document_and_the_file(tmp_path):

@@ -41,7 +41,9 @@ def reference_order(cands: list[tuple[str, int, float]]) -> list[str]:
 
 
 def frame(qrels: dict[str, dict[str, int]]) -> pd.DataFrame:
-    return pd.DataFrame([(q, d, r) for q, docs in qrels.items() for d, r in docs.items()], columns=["query_id", "doc_id", "relevance"])
+    return pd.DataFrame(
+        [(q, d, r) for q, docs in qrels.items() for d, r in docs.items()], columns=["query_id", "doc_id", "relevance"]
+    )
 
 
 def random_instance(rng: random.Random):
@@ -103,7 +105,9 @@ def test_every_measure_matches_independent_implementations(seed):
 def test_measures_by_hand_with_a_query_missing_from_the_run():
     qrels = {"q1": {"a": 0, "b": 2, "c": 1, "z": 1}, "q2": {"y": 1}}
     ranking = strict_ranking(
-        pd.DataFrame([("q1", d, r, 0.0) for r, d in enumerate("xyzabcdefghijk", 1)], columns=["query_id", "doc_id", "rank", "score"]),
+        pd.DataFrame(
+            [("q1", d, r, 0.0) for r, d in enumerate("xyzabcdefghijk", 1)], columns=["query_id", "doc_id", "rank", "score"]
+        ),
         np.zeros(14),
     )  # q1: x y z a b c d … (b at 5, c at 6, z at 3); q2 absent
     table = per_query_table("nDCG@10", frame(qrels), ranking, ranking).set_index("query_id")
@@ -125,7 +129,7 @@ def test_ties_are_broken_by_first_stage_rank_then_doc_id():
 
 def test_constant_scores_reproduce_first_stage_order():
     rng = random.Random(7)
-    qrels, cands = random_instance(rng)
+    _, cands = random_instance(rng)
     shuffled = cands.sample(frac=1.0, random_state=3)
     ranking = strict_ranking(shuffled, np.full(len(shuffled), 0.25))
     for qid, group in ranking.groupby("query_id"):

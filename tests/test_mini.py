@@ -5,12 +5,11 @@ import math
 import pandas as pd
 import pytest
 
-from tests.packs import candidate_lists, qrels_dict
-
 import mrb
 from mrb.data import read_pack
 from mrb.metrics import MEASURE_COLUMNS
 from mrb.tasks import load_tasks
+from tests.packs import candidate_lists, qrels_dict
 from tests.test_metrics import reference_ndcg
 
 MINI = load_tasks("mini")

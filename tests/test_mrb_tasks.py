@@ -39,7 +39,20 @@ def test_cqadupstack_is_one_task_of_twelve_parts():
     units = cqa.units()
     assert [u.name for u in units] == [
         f"CQADupStack-{forum}"
-        for forum in "android english gaming gis mathematica physics programmers stats tex unix webmasters wordpress".split()
+        for forum in [
+            "android",
+            "english",
+            "gaming",
+            "gis",
+            "mathematica",
+            "physics",
+            "programmers",
+            "stats",
+            "tex",
+            "unix",
+            "webmasters",
+            "wordpress",
+        ]
     ]
     assert {(u.composite, u.type.value, u.instruction) for u in units} == {("CQADupStack", "t2t", cqa.instruction)}
     assert (units[0].source.layout, units[0].source.path) == ("mteb", "mteb/CQADupstackAndroidRetrieval")
@@ -86,9 +99,7 @@ def test_a_part_without_a_pack_names_its_composite(tmp_path):
     )
     with pytest.raises(MRBError) as err:
         cqa.pack_path(tmp_path)
-    assert str(err.value) == (
-        "task 'CQADupStack' is a composite of 12 parts, each with its own pack: use TaskSpec.units()"
-    )
+    assert str(err.value) == ("task 'CQADupStack' is a composite of 12 parts, each with its own pack: use TaskSpec.units()")
 
 
 def test_a_declared_pack_is_relative_to_its_yaml(tmp_path):
@@ -96,9 +107,7 @@ def test_a_declared_pack_is_relative_to_its_yaml(tmp_path):
     task = load_task_file(tmp_path / "t.yaml")
     with pytest.raises(MRBError) as err:
         task.pack_path()
-    assert str(err.value) == (
-        f"task 'Mini': pack folder {tmp_path}/packs/mini does not exist (declared as pack: 'packs/mini')"
-    )
+    assert str(err.value) == (f"task 'Mini': pack folder {tmp_path}/packs/mini does not exist (declared as pack: 'packs/mini')")
     (tmp_path / "packs" / "mini").mkdir(parents=True)
     assert task.pack_path() == tmp_path / "packs" / "mini"
 
@@ -116,8 +125,14 @@ def test_data_dir_precedence(tmp_path, monkeypatch):
     ("body", "problem"),
     [
         ("source: {layout: beir, path: mteb/x, revision: " + REV + ", config: en}\n", "unknown key 'source.config'"),
-        ("source: {layout: csv, path: mteb/x, revision: " + REV + "}\n", "source.layout: Input should be 'beir', 'mteb', 'mbeir', 'vidore' or 'mteb2'"),
-        ("source: {layout: beir, path: mteb/x, revision: main}\n", "source.revision: String should match pattern '^[0-9a-f]{40}$'"),
+        (
+            "source: {layout: csv, path: mteb/x, revision: " + REV + "}\n",
+            "source.layout: Input should be 'beir', 'mteb', 'mbeir', 'vidore' or 'mteb2'",
+        ),
+        (
+            "source: {layout: beir, path: mteb/x, revision: main}\n",
+            "source.revision: String should match pattern '^[0-9a-f]{40}$'",
+        ),
         (
             "source: {layout: beir, path: ../data, revision: " + REV + "}\n",
             "source: Value error, a source with a revision is a hub dataset named owner/name, not '../data' "

@@ -65,5 +65,11 @@ def test_every_command_of_the_walk_through_runs_as_written(tmp_path, monkeypatch
     assert board.loc["colour-match", "value"] > board.loc["first-stage", "value"] + 0.3
     result = json.loads((tmp_path / "mteb-results" / "colour-match" / "no_revision_available" / "MRB-MyPhotos.json").read_text())
     assert result["dataset_revision"] == built.manifest["source"]["revision"]
-    assert sorted(p.name for p in (tmp_path / "mteb-data" / "MyPhotos").iterdir()) == ["README.md", "corpus", "default", "queries", "top_ranked"]
+    assert sorted(p.name for p in (tmp_path / "mteb-data" / "MyPhotos").iterdir()) == [
+        "README.md",
+        "corpus",
+        "default",
+        "queries",
+        "top_ranked",
+    ]
     assert len(read_pack(tmp_path / "my-pack").documents) == 200

@@ -19,7 +19,10 @@ def documents(n: int, fail_at: int | None = None):
         yield Record(f"d{i}", f"text {i}")
 
 
-def write(folder, docs, candidates=CANDIDATES, queries=(Record("q1", "query"),)):
+QUERIES = (Record("q1", "query"),)
+
+
+def write(folder, docs, candidates=CANDIDATES, queries=QUERIES):
     return write_pack(folder, queries=list(queries), documents=docs, candidates=candidates, qrels=QRELS, manifest={"task": "T"})
 
 
@@ -37,12 +40,21 @@ def test_a_generator_is_written_in_row_groups_with_counts(tmp_path):
     ("docs", "candidates", "message"),
     [
         (lambda: documents(600, fail_at=300), CANDIDATES, "document 'd300': image does not decode"),
-        (lambda: iter([Record("d1", "a"), Record("d2", "b"), Record("d1", "c")]), CANDIDATES,
-         "cannot write pack {folder}: documents.parquet would repeat id 'd1'"),
-        (lambda: iter([Record("d1", "a"), Record("d2")]), CANDIDATES,
-         "cannot write pack {folder}: documents record 'd2' has neither text nor image"),
-        (lambda: documents(1), CANDIDATES,
-         "cannot write pack {folder}: candidate (query 'q1', doc 'd2') names a document that documents.parquet lacks"),
+        (
+            lambda: iter([Record("d1", "a"), Record("d2", "b"), Record("d1", "c")]),
+            CANDIDATES,
+            "cannot write pack {folder}: documents.parquet would repeat id 'd1'",
+        ),
+        (
+            lambda: iter([Record("d1", "a"), Record("d2")]),
+            CANDIDATES,
+            "cannot write pack {folder}: documents record 'd2' has neither text nor image",
+        ),
+        (
+            lambda: documents(1),
+            CANDIDATES,
+            "cannot write pack {folder}: candidate (query 'q1', doc 'd2') names a document that documents.parquet lacks",
+        ),
     ],
 )
 def test_an_error_leaves_the_earlier_pack_as_it_was(tmp_path, docs, candidates, message):

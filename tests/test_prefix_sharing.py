@@ -14,8 +14,8 @@ from mrb.batching import pair_tokens, token_estimator
 from mrb.cli import _parser
 from mrb.data import Pair, Record, read_pack
 from mrb.errors import MRBError
-from mrb.rerankers.presets import get_reranker
 from mrb.rerankers.prefix import Row, common_prefix, plan_rows
+from mrb.rerankers.presets import get_reranker
 from mrb.rerankers.qwen_vl import VISION_CACHE_MB, MonoQwenVL, Qwen3VLReranker, QwenVLYesNo
 from mrb.rerankers.text_llm import Qwen3Reranker
 from mrb.rerankers.vision import TensorCache, image_digest
@@ -98,11 +98,19 @@ def distinct_images(pairs: list[Pair], max_pixels: int) -> int:
     return len({image_digest(r.image(max_pixels)) for r in records.values()})
 
 
-@pytest.mark.parametrize(("kind", "task"), [
-    ("qwen2_5_vl", "MiniFacts-T2T"), ("qwen2_5_vl", "MiniPhotos-T2I"), ("qwen2_5_vl", "MiniPhotos-I2T"),
-    ("qwen2_5_vl", "MiniPhotos-I2I"), ("qwen2_5_vl", "MiniPhotoQA-IT2T"), ("qwen3_vl", "MiniPhotoQA-IT2T"),
-    ("qwen3_vl", "MiniPhotos-T2I"), ("qwen3_lm", "MiniFacts-T2T"),
-])
+@pytest.mark.parametrize(
+    ("kind", "task"),
+    [
+        ("qwen2_5_vl", "MiniFacts-T2T"),
+        ("qwen2_5_vl", "MiniPhotos-T2I"),
+        ("qwen2_5_vl", "MiniPhotos-I2T"),
+        ("qwen2_5_vl", "MiniPhotos-I2I"),
+        ("qwen2_5_vl", "MiniPhotoQA-IT2T"),
+        ("qwen3_vl", "MiniPhotoQA-IT2T"),
+        ("qwen3_vl", "MiniPhotos-T2I"),
+        ("qwen3_lm", "MiniFacts-T2T"),
+    ],
+)
 def test_shared_prefix_scores_equal_the_unshared_path(models, kind: str, task: str) -> None:
     """Every mini task type, in batches of 8 (so queries are cut and images recur across batches)."""
     shared, unshared = models(kind)
@@ -144,8 +152,10 @@ def test_a_group_sharing_only_the_system_prompt_scores_as_unshared(models, kind:
     shared, unshared = models(kind)
     query = Record("q", "who is this?", image_bytes("astronaut", (64, 64)) if kind != "qwen3_lm" else None)
     docs = [Record(f"d{i}", text) for i, text in enumerate(["A cup of coffee.", "An astronaut.", "A cat."])]
-    pairs = [Pair(instruction, query, doc) for instruction, doc in
-             zip(["Find the caption.", "Retrieve the caption.", "Pick the caption."], docs)]
+    pairs = [
+        Pair(instruction, query, doc)
+        for instruction, doc in zip(["Find the caption.", "Retrieve the caption.", "Pick the caption."], docs)
+    ]
     prepared = shared.prepare(pairs)
     plan = prepared if kind == "qwen3_lm" else prepared.plan
     assert plan.shared == 1 and plan.prefix.input_ids[0].tolist() == SYSTEM_IDS + USER_IDS + INSTRUCT_HEAD
@@ -196,8 +206,11 @@ def test_each_distinct_image_is_processed_once_into_the_processors_rows(models, 
     pairs = [Pair(INSTRUCTION, q, d), Pair(INSTRUCTION, q, Record("d2", "Text only.")), Pair(INSTRUCTION, Record("q2", "tea"), d)]
     order = [0, 1, 0, 1]  # the distinct images shown in prompt order: q, d, q, d
     if kind == "monoqwen_lora":  # text queries and image documents only
-        pairs = [Pair(INSTRUCTION, Record("q1", "tea"), d), Pair(INSTRUCTION, Record("q2", "a cup"), d),
-                 Pair(INSTRUCTION, Record("q1", "tea"), q)]
+        pairs = [
+            Pair(INSTRUCTION, Record("q1", "tea"), d),
+            Pair(INSTRUCTION, Record("q2", "a cup"), d),
+            Pair(INSTRUCTION, Record("q1", "tea"), q),
+        ]
         order = [0, 0, 1]
     prepared = shared.prepare(pairs)
     conversations = shared.conversations(pairs)
@@ -266,6 +279,7 @@ def test_feature_cache_is_a_bounded_lru() -> None:
         def compute(at: list[int]):
             computed.append([keys[j] for j in at])
             return [(torch.full((4, 8), float(ord(keys[j]))), (torch.zeros(4, 8),)) for j in at]
+
         return compute
 
     one = 2 * 4 * 8 * 4  # bytes of one image's features (merged + one DeepStack layer, fp32)
@@ -309,9 +323,11 @@ def test_common_prefix_leaves_each_row_its_last_token() -> None:
     assert common_prefix([[1, 2, 3]]) == 2
     assert common_prefix([[7], [7, 8]]) == 0
     assert common_prefix([[(1, "img-a"), 2], [(1, "img-b"), 2]]) == 0
-    rows = [Row([5, 6, 7, 8], torch.arange(4).view(1, -1), "g", images=((1, 3, 0),)),
-            Row([5, 6, 7, 9], torch.arange(4).view(1, -1), "g", images=((1, 3, 0),)),
-            Row([5, 6, 1, 2], torch.arange(4).view(1, -1), "g", images=((1, 3, 0),))]
+    rows = [
+        Row([5, 6, 7, 8], torch.arange(4).view(1, -1), "g", images=((1, 3, 0),)),
+        Row([5, 6, 7, 9], torch.arange(4).view(1, -1), "g", images=((1, 3, 0),)),
+        Row([5, 6, 1, 2], torch.arange(4).view(1, -1), "g", images=((1, 3, 0),)),
+    ]
     plan = plan_rows(rows, 0, share=True)
     assert plan.prefix.input_ids.tolist() == [[5]]  # the common [5, 6] would split the image at 1 … 2
     assert plan.suffix.images == [0, 0, 0] and plan.prefix.images == []

@@ -13,16 +13,26 @@ from mrb.cli import main
 from mrb.data import Record
 from mrb.errors import MRBError
 from mrb.export import mteb_score_name
-from mrb.results import LEADERBOARD_COLUMNS, read_leaderboards
 from mrb.report import ALL, BORDA, GAIN, borda_ranks, load_reported, summarise, to_markdown, to_png
+from mrb.results import LEADERBOARD_COLUMNS, read_leaderboards
 from tests.packs import combo_task, small_text_task, write_task
 
 
 def board_row(model: str, task: str, type_: str, category: str, value: float | None, first: float, status: str = "ok") -> dict:
     row = dict.fromkeys(LEADERBOARD_COLUMNS)
     row.update(
-        model=model, task=task, type=type_, category=category, metric="nDCG@10", value=value, first_stage_value=first,
-        status=status, pack_hash=f"hash-{task}", metric_settings='{"depth": 100}', ci_low=value, ci_high=value,
+        model=model,
+        task=task,
+        type=type_,
+        category=category,
+        metric="nDCG@10",
+        value=value,
+        first_stage_value=first,
+        status=status,
+        pack_hash=f"hash-{task}",
+        metric_settings='{"depth": 100}',
+        ci_low=value,
+        ci_high=value,
     )
     return row
 
@@ -95,7 +105,9 @@ def test_reported_numbers_load_with_source_and_gaps():
 
 def test_reported_files_are_checked(tmp_path):
     path = tmp_path / "x.yaml"
-    path.write_text("source: s\nurl: u\nmetric: nDCG@10\nfirst_stage: A\ntasks: {ALL: 2}\nmodels:\n  - {model: A, ALL: 50.0, T2T: 1}\n")
+    path.write_text(
+        "source: s\nurl: u\nmetric: nDCG@10\nfirst_stage: A\ntasks: {ALL: 2}\nmodels:\n  - {model: A, ALL: 50.0, T2T: 1}\n"
+    )
     with pytest.raises(MRBError) as err:
         load_reported(tmp_path)
     assert str(err.value) == f"{path}: model 'A' has unknown column(s) T2T"
@@ -153,8 +165,12 @@ def mixed_folder(tmp_path, name: str, *, ignore_identical_ids: bool):
     """Small-T2T with one more judged document (another pack hash), run with the first stage."""
     tasks = tmp_path / f"tasks-{name}"
     write_task(
-        tasks, "Small-T2T", queries=[Record("q1", "cats")], documents=[Record("d0", "cats"), Record("d1", "dogs")],
-        candidates=[("q1", "d1", 1, 0.9), ("q1", "d0", 2, 0.8)], qrels=[("q1", "d0", 1)],
+        tasks,
+        "Small-T2T",
+        queries=[Record("q1", "cats")],
+        documents=[Record("d0", "cats"), Record("d1", "dogs")],
+        candidates=[("q1", "d1", 1, 0.9), ("q1", "d0", 2, 0.8)],
+        qrels=[("q1", "d0", 1)],
         extra_yaml=f"ignore_identical_ids: {str(ignore_identical_ids).lower()}\n",
     )
     out = tmp_path / name
@@ -184,8 +200,12 @@ def test_guard_names_what_differs_and_allow_mixed(results, tmp_path, capsys):
     assert main(["report", "--results", str(results), "--results", str(other), "--no-reported", "--allow-mixed"]) == 0
     out = capsys.readouterr().out
     assert f"Mixed results (--allow-mixed), first-stage value from the first row: Small-T2T: pack_hash {hashes[results]}" in out
-    assert f"Results come from several MRB versions: {mrb.__version__} (oracle, first-stage, bm25) vs 0.0.9 (fs-elsewhere)." in out
-    assert main(["report", "--results", str(results), "--results", str(other), "--allow-mixed", "--compare", "bm25", "oracle"]) == 0
+    assert (
+        f"Results come from several MRB versions: {mrb.__version__} (oracle, first-stage, bm25) vs 0.0.9 (fs-elsewhere)." in out
+    )
+    assert (
+        main(["report", "--results", str(results), "--results", str(other), "--allow-mixed", "--compare", "bm25", "oracle"]) == 0
+    )
     out = capsys.readouterr().out
     assert f"Mixed results (--allow-mixed), first-stage value from the first row: Small-T2T: pack_hash {hashes[results]}" in out
 
@@ -212,7 +232,9 @@ def test_compare_two_models(results, capsys):
 def test_csv_and_json(results, tmp_path, capsys):
     assert main(["report", "--results", str(results), "--format", "csv", "--no-reported"]) == 0
     printed = capsys.readouterr().out
-    assert main(["report", "--results", str(results), "--format", "csv", "--no-reported", "--output", str(tmp_path / "r.csv")]) == 0
+    assert (
+        main(["report", "--results", str(results), "--format", "csv", "--no-reported", "--output", str(tmp_path / "r.csv")]) == 0
+    )
     assert (tmp_path / "r.csv").read_text() == printed and capsys.readouterr().out == ""
     frame = pd.read_csv(tmp_path / "r.csv")
     assert frame.columns.tolist() == ["model", "kind", "T→T", "single-modal", ALL, GAIN, "Other-T2T", "Small-T2T"]
@@ -255,19 +277,37 @@ def test_mteb_export(results, tmp_path, capsys):
     row = board.loc[("first-stage", "Small-T2T")]
     # a pack-only task has no source revision; the pack hash rides along, and the name never passes for MTEB's own
     assert (data["dataset_revision"], data["mrb_pack_hash"], data["task_name"], data["mteb_version"]) == (
-        "revision_not_applicable", row["pack_hash"], "MRB-Small-T2T", "2.26.24")
+        "revision_not_applicable",
+        row["pack_hash"],
+        "MRB-Small-T2T",
+        "2.26.24",
+    )
     assert data["scores"]["test"][0] == {
-        "ndcg_at_10": row["value"], "main_score": row["value"], "mrr_at_10": 0.5, "recall_at_10": 1.0,
-        "judged_at_10": 0.625, "first_stage_recall_at_100": 1.0, "first_stage_ndcg_at_10": row["value"],
-        "main_score_ci95_low": row["ci_low"], "main_score_ci95_high": row["ci_high"],
-        "hf_subset": "default", "languages": ["eng-Latn"],
+        "ndcg_at_10": row["value"],
+        "main_score": row["value"],
+        "mrr_at_10": 0.5,
+        "recall_at_10": 1.0,
+        "judged_at_10": 0.625,
+        "first_stage_recall_at_100": 1.0,
+        "first_stage_ndcg_at_10": row["value"],
+        "main_score_ci95_low": row["ci_low"],
+        "main_score_ci95_high": row["ci_high"],
+        "hf_subset": "default",
+        "languages": ["eng-Latn"],
     }
     oracle = json.loads((out / "oracle" / "no_revision_available" / "MRB-Small-T2T.json").read_text())["scores"]["test"][0]
     assert (oracle["ndcg_at_10"], oracle["first_stage_ndcg_at_10"]) == (board.loc[("oracle", "Small-T2T"), "value"], row["value"])
     assert oracle["ndcg_at_10"] > row["value"]  # the reranked and the first-stage values are told apart
-    assert json.loads((out / "oracle" / "no_revision_available" / "model_meta.json").read_text()) == {"name": "oracle", "revision": None}
+    assert json.loads((out / "oracle" / "no_revision_available" / "model_meta.json").read_text()) == {
+        "name": "oracle",
+        "revision": None,
+    }
     assert [mteb_score_name(m) for m in ("nDCG@10", "RR@10", "R@100", "P@5", "Judged@10")] == [
-        "ndcg_at_10", "mrr_at_10", "recall_at_100", "precision_at_5", "judged_at_10",
+        "ndcg_at_10",
+        "mrr_at_10",
+        "recall_at_100",
+        "precision_at_5",
+        "judged_at_10",
     ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from mrb.data import Pair, Record
@@ -50,11 +49,7 @@ def test_preset_loads_a_tiny_checkpoint_and_scores_a_mixed_batch(tmp_path_factor
     assert len({(PRESETS[n].adapter, repr(PRESETS[n].adapter_options())) for n in names}) == 1
     reranker = get_reranker(names[0], checkpoint=str(artefact(tmp_path_factory, kind)), **extra)
     assert reranker.name == names[0]
-    pairs = [
-        Pair("Find the match.", SIDES[q], SIDES[d])
-        for q in reranker.query_sides
-        for d in reranker.document_sides
-    ]
+    pairs = [Pair("Find the match.", SIDES[q], SIDES[d]) for q in reranker.query_sides for d in reranker.document_sides]
     scores = reranker.score(pairs)
     assert len(scores) == len(pairs) > 0
     assert all(0.0 <= s <= 1.0 for s in scores)
@@ -98,4 +93,7 @@ def test_the_preset_table_of_docs_models_is_generated_from_the_presets():
 
     script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "gen_models_doc.py"))
     assert script["main"](["--check"]) == 0, "docs/models.md is stale: run python scripts/gen_models_doc.py"
-    assert "| `gmr-7b` | `qwen-vl-yes-no` | `vec-ai/lychee-rerank-mm` (*unverified*) | unpinned | all | 3136 … 1003520 | 3200 |" in script["render_table"]()
+    assert (
+        "| `gmr-7b` | `qwen-vl-yes-no` | `vec-ai/lychee-rerank-mm` (*unverified*) | unpinned | all | 3136 … 1003520 | 3200 |"
+        in script["render_table"]()
+    )

@@ -33,12 +33,58 @@ PAIRS = {
 
 # Token ids of the real Qwen vocabulary ("system" 8948, "user" 872, "assistant" 77091, "yes" 9693, "no" 2152).
 SYSTEM_IDS = [
-    151644, 8948, 198, 60256, 3425, 279, 11789, 20027, 279, 8502, 3118, 389, 279, 11361, 323, 279, 758, 1235,
-    3897, 13, 7036, 429, 279, 4226, 646, 1172, 387, 330, 9693, 1, 476, 330, 2152, 3263, 151645, 198,
+    151644,
+    8948,
+    198,
+    60256,
+    3425,
+    279,
+    11789,
+    20027,
+    279,
+    8502,
+    3118,
+    389,
+    279,
+    11361,
+    323,
+    279,
+    758,
+    1235,
+    3897,
+    13,
+    7036,
+    429,
+    279,
+    4226,
+    646,
+    1172,
+    387,
+    330,
+    9693,
+    1,
+    476,
+    330,
+    2152,
+    3263,
+    151645,
+    198,
 ]
 USER_IDS = [151644, 872, 198]
 TAIL_IDS = [151645, 198, 151644, 77091, 198]  # <|im_end|>\n<|im_start|>assistant\n
-INSTRUCT_IDS = [27, 641, 1235, 26818, 31562, 279, 12579, 1509, 15757, 2859, 26818]  # "<Instruct>: Retrieve the matching item.<Query>:"
+INSTRUCT_IDS = [
+    27,
+    641,
+    1235,
+    26818,
+    31562,
+    279,
+    12579,
+    1509,
+    15757,
+    2859,
+    26818,
+]  # "<Instruct>: Retrieve the matching item.<Query>:"
 DOC_IDS = [198, 75692, 26818]  # "\n<Document>:"
 VISION = 151652, 151655, 151653  # <|vision_start|> <|image_pad|> <|vision_end|>
 
@@ -115,10 +161,51 @@ def test_monoqwen_prompt_golden(tmp_path_factory, monoqwen: MonoQwenVL) -> None:
             f"The query is: a cat on a sofa{ASSISTANT}"
         )
     ]
-    question = [8534, 279, 40861, 315, 279, 3681, 2168, 2197, 311, 279, 2701, 3239, 11, 4226, 3007, 476, 3557, 13, 576, 3239, 374, 25]
+    question = [
+        8534,
+        279,
+        40861,
+        315,
+        279,
+        3681,
+        2168,
+        2197,
+        311,
+        279,
+        2701,
+        3239,
+        11,
+        4226,
+        3007,
+        476,
+        3557,
+        13,
+        576,
+        3239,
+        374,
+        25,
+    ]
     assert monoqwen.prepare([pair]).rows[0] == [
-        151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198,  # You are a helpful assistant.
-        *USER_IDS, *image_ids(6), *question, 264, 8251, 389, 264, 31069, *TAIL_IDS,
+        151644,
+        8948,
+        198,
+        2610,
+        525,
+        264,
+        10950,
+        17847,
+        13,
+        151645,
+        198,  # You are a helpful assistant.
+        *USER_IDS,
+        *image_ids(6),
+        *question,
+        264,
+        8251,
+        389,
+        264,
+        31069,
+        *TAIL_IDS,
     ]
     assert monoqwen.token_ids == (2514, 4049)  # "True", "False"
     assert monoqwen.settings()["base_checkpoint"] == str(artefact(tmp_path_factory, "qwen2_vl"))
@@ -130,8 +217,14 @@ def full_logits_rule(reranker: QwenVLYesNo, pairs: list[Pair], model=None) -> li
     conversations = reranker.conversations(pairs)
     images = [part["image"] for conv in conversations for msg in conv for part in msg["content"] if part["type"] == "image"]
     size = {"shortest_edge": reranker.min_pixels, "longest_edge": reranker.max_pixels}
-    inputs = reranker.processor(text=reranker.render(conversations), images=images or None, size=size,
-                                padding=True, padding_side="left", return_tensors="pt")
+    inputs = reranker.processor(
+        text=reranker.render(conversations),
+        images=images or None,
+        size=size,
+        padding=True,
+        padding_side="left",
+        return_tensors="pt",
+    )
     with torch.no_grad():
         logits = (model or reranker.model)(**inputs).logits[:, -1]
     two = logits[:, list(reranker.token_ids)].double()

@@ -13,13 +13,73 @@ from mrb.tasks import TaskType
 from tests.tiny_models import artefact, image_bytes
 
 PREFIX_IDS = [
-    151644, 8948, 198, 60256, 3425, 279, 11789, 20027, 279, 8502, 3118, 389, 279, 11361, 323, 279, 758, 1235,
-    3897, 13, 7036, 429, 279, 4226, 646, 1172, 387, 330, 9693, 1, 476, 330, 2152, 3263, 151645, 198, 151644, 872, 198,
+    151644,
+    8948,
+    198,
+    60256,
+    3425,
+    279,
+    11789,
+    20027,
+    279,
+    8502,
+    3118,
+    389,
+    279,
+    11361,
+    323,
+    279,
+    758,
+    1235,
+    3897,
+    13,
+    7036,
+    429,
+    279,
+    4226,
+    646,
+    1172,
+    387,
+    330,
+    9693,
+    1,
+    476,
+    330,
+    2152,
+    3263,
+    151645,
+    198,
+    151644,
+    872,
+    198,
 ]
 SUFFIX_IDS = [151645, 198, 151644, 77091, 198, 151667, 271, 151668, 271]  # …assistant\n<think>\n\n</think>\n\n
 PAIR = Pair("Find the answer.", Record("q1", "what do cats eat?"), Record("d1", "Cats eat fish."))
 # "<Instruct>: Find the answer.\n<Query>: what do cats eat?\n<Document>: Cats eat fish."
-BODY_IDS = [27, 641, 1235, 26818, 7379, 279, 4226, 624, 27, 2859, 26818, 1128, 653, 19423, 8180, 5267, 75692, 26818, 50749, 8180, 7640, 13]
+BODY_IDS = [
+    27,
+    641,
+    1235,
+    26818,
+    7379,
+    279,
+    4226,
+    624,
+    27,
+    2859,
+    26818,
+    1128,
+    653,
+    19423,
+    8180,
+    5267,
+    75692,
+    26818,
+    50749,
+    8180,
+    7640,
+    13,
+]
 MIXED = [
     PAIR,
     Pair("Find the answer.", Record("q2", "sofa"), Record("d2", "A sofa is a long upholstered seat for several people. " * 5)),
@@ -72,7 +132,7 @@ def test_qwen3_reranker_rejects_a_max_length_without_room(tmp_path_factory) -> N
 def test_text_rerankers_take_text_only(qwen3: Qwen3Reranker, bge: CrossEncoder) -> None:
     for reranker in (qwen3, bge):
         assert [t.value for t in TaskType if reranker.supports(t)] == ["t2t"]
-        with pytest.raises(MRBError, match="document 'd-img' has no text, and .* reads text only"):
+        with pytest.raises(MRBError, match=r"document 'd-img' has no text, and .* reads text only"):
             reranker.score([Pair("x", PAIR.query, Record("d-img", None, image_bytes("coffee", (32, 32))))])
         with pytest.raises(MRBError, match="query 'q-empty' has neither text nor image"):
             reranker.score([Pair("x", Record("q-empty", ""), PAIR.document)])
@@ -81,8 +141,12 @@ def test_text_rerankers_take_text_only(qwen3: Qwen3Reranker, bge: CrossEncoder) 
 def test_cross_encoder_scores_are_the_sigmoid_of_the_logit(bge: CrossEncoder) -> None:
     scores = bge.score(MIXED)
     enc = bge.tokenizer(
-        [p.query.text for p in MIXED], [p.document.text for p in MIXED],
-        padding=True, truncation=True, max_length=32, return_tensors="pt",
+        [p.query.text for p in MIXED],
+        [p.document.text for p in MIXED],
+        padding=True,
+        truncation=True,
+        max_length=32,
+        return_tensors="pt",
     )
     assert enc["input_ids"].shape[1] == 32  # the long document was cut to max_length
     with torch.no_grad():

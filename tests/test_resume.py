@@ -19,8 +19,8 @@ import pytest
 import mrb
 import mrb.cache
 from mrb.cache import _read_segment
-from mrb.lock import ResultsLock
 from mrb.errors import MRBError
+from mrb.lock import ResultsLock
 from mrb.results import read_leaderboard
 from tests.packs import small_text_task
 from tests.scale_helpers import Recording, pair_score, read_log
@@ -45,8 +45,17 @@ def test_sigkill_then_resume_recomputes_nothing_and_equals_an_uninterrupted_run(
     reference = mrb.evaluate(Recording(), "mini", output_dir=tmp_path / "ref", batch_size=8, quiet=True)
 
     out, first_log = tmp_path / "out", tmp_path / "first.log"
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from tests.scale_helpers import run_mini; run_mini(*sys.argv[1:])",
-                             str(out), str(first_log), "0.01"], cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from tests.scale_helpers import run_mini; run_mini(*sys.argv[1:])",
+            str(out),
+            str(first_log),
+            "0.01",
+        ],
+        cwd=ROOT,
+    )
     deadline = time.monotonic() + 60
     while len(read_log(first_log)) < 500 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -141,7 +150,8 @@ def test_no_space_left_while_caching_is_a_clear_error_and_the_cache_stays_readab
         mrb.evaluate(Recording(), "all", task_dirs=[tasks_dir], output_dir=out, batch_size=1, quiet=True)
     assert re.fullmatch(
         r"no space left on the device while writing the score cache .*\.arrows: the scores appended before this batch "
-        r"are kept and the cache stays readable; free some space and run again to resume", str(err.value)
+        r"are kept and the cache stays readable; free some space and run again to resume",
+        str(err.value),
     )
     kept = cached_pairs(out / "cache")
     assert 1 <= len(kept) < 6
@@ -158,14 +168,18 @@ def test_a_second_run_on_a_locked_results_folder_refuses_naming_the_holder(tasks
         mrb.evaluate("oracle", "all", task_dirs=[tasks_dir], output_dir=out, quiet=True)
     assert re.fullmatch(
         rf"results folder {re.escape(str(out))} is in use by pid {os.getpid()} on host {re.escape(socket.gethostname())} "
-        r"\(started [0-9T:+-]+\); wait for that run to finish or use another --output", str(err.value)
+        r"\(started [0-9T:+-]+\); wait for that run to finish or use another --output",
+        str(err.value),
     )
     assert mrb.evaluate("oracle", "all", task_dirs=[tasks_dir], output_dir=out, quiet=True)["value"].iloc[0] == 1.0
 
 
 def test_overwrite_modes(tasks_dir, tmp_path):
     out = tmp_path / "out"
-    run = lambda reranker, mode: mrb.evaluate(reranker, "all", task_dirs=[tasks_dir], output_dir=out, overwrite=mode, quiet=True)
+
+    def run(reranker, mode):
+        return mrb.evaluate(reranker, "all", task_dirs=[tasks_dir], output_dir=out, overwrite=mode, quiet=True)
+
     run(Recording(), "missing")
     for mode, expected in (("missing", 0), ("never", 0), ("always", 6)):
         reranker = Recording()
@@ -202,8 +216,17 @@ def test_a_changed_setting_or_function_misses_the_cache(tasks_dir, tmp_path):
     )
     assert (run(minus, overwrite="always")["scored"], run(minus)["cache_hits"]) == (6, 6)
     mrb.evaluate("random", "all", task_dirs=[tasks_dir], output_dir=tmp_path / "r1", quiet=True, seed=1)
-    hits = json.loads(mrb.evaluate("random", "all", task_dirs=[tasks_dir], output_dir=tmp_path / "r2", cache_dir=tmp_path / "r1" / "cache",
-                                   quiet=True, seed=2)["provenance"].iloc[0])
+    hits = json.loads(
+        mrb.evaluate(
+            "random",
+            "all",
+            task_dirs=[tasks_dir],
+            output_dir=tmp_path / "r2",
+            cache_dir=tmp_path / "r1" / "cache",
+            quiet=True,
+            seed=2,
+        )["provenance"].iloc[0]
+    )
     assert hits["cache_hits"] == 0
 
 
@@ -212,17 +235,51 @@ def test_cli_run_options_summary_and_provenance(tasks_dir, tmp_path, capsys):
     from mrb.cli import main
 
     out = tmp_path / "out"
-    command = ["run", "--model", "oracle", "--tasks", "all", "--task-dir", str(tasks_dir), "--output", str(out),
-               "--max-batch-tokens", "40", "--workers", "0", "--batch-size", "4"]
+    command = [
+        "run",
+        "--model",
+        "oracle",
+        "--tasks",
+        "all",
+        "--task-dir",
+        str(tasks_dir),
+        "--output",
+        str(out),
+        "--max-batch-tokens",
+        "40",
+        "--workers",
+        "0",
+        "--batch-size",
+        "4",
+    ]
     assert main(command) == 0
     assert "oracle: 6 pairs: 6 scored, 0 from the cache; model " in capsys.readouterr().err
     assert json.loads(read_leaderboard(out)["provenance"].iloc[0])["batches"] == 3  # 1 with the defaults (32, no budget)
     assert main([*command, "--overwrite", "missing", "--quiet"]) == 0
     provenance = json.loads(read_leaderboard(out)["provenance"].iloc[0])
-    assert {k: provenance[k] for k in ("mrb_version", "processes", "pairs", "scored", "cache_hits", "batches", "oom_retries")} == {
-        "mrb_version": __version__, "processes": 1, "pairs": 6, "scored": 0, "cache_hits": 6, "batches": 0, "oom_retries": 0,
+    assert {
+        k: provenance[k] for k in ("mrb_version", "processes", "pairs", "scored", "cache_hits", "batches", "oom_retries")
+    } == {
+        "mrb_version": __version__,
+        "processes": 1,
+        "pairs": 6,
+        "scored": 0,
+        "cache_hits": 6,
+        "batches": 0,
+        "oom_retries": 0,
     }
-    assert set(provenance) >= {"git_sha", "python", "torch", "transformers", "device", "dtype", "model_seconds", "prep_seconds", "seconds", "decodes"}
+    assert set(provenance) >= {
+        "git_sha",
+        "python",
+        "torch",
+        "transformers",
+        "device",
+        "dtype",
+        "model_seconds",
+        "prep_seconds",
+        "seconds",
+        "decodes",
+    }
     capsys.readouterr()
     assert main([*command, "--workers", "-1"]) == 2
     assert capsys.readouterr().err == "mrb: error: --workers must be 0 or more, got -1\n"

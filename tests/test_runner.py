@@ -8,8 +8,8 @@ import pytest
 
 import mrb
 from mrb.errors import MRBError
-from mrb.results import read_leaderboard
 from mrb.report import render_markdown
+from mrb.results import read_leaderboard
 from tests.packs import small_text_task
 
 # Small-T2T by hand. q1 candidates (first-stage order): d1 (label 0), d0 (2), d2 (1), d3 (unjudged).
@@ -47,15 +47,25 @@ def test_outputs_and_report_from_parquet_alone(tasks_dir, tmp_path):
     run("first-stage", tasks_dir, output_dir=out)
     per_query = pd.read_parquet(out / "oracle" / "Small-T2T.parquet")
     assert per_query.to_dict("list") == {
-        "query_id": ["q1", "q2"], "part": ["", ""], "metric": ["nDCG@10"] * 2, "value": [1.0, 1.0],
+        "query_id": ["q1", "q2"],
+        "part": ["", ""],
+        "metric": ["nDCG@10"] * 2,
+        "value": [1.0, 1.0],
         "first_stage_value": [pytest.approx(FIRST_STAGE_Q1), pytest.approx(FIRST_STAGE_Q2)],
         # by hand: q1 ranks d0 (2), d2 (1), d1 (0), d3 (unjudged); q2 ranks d3 (1), d0 (unjudged)
-        "RR@10": [1.0, 1.0], "R@10": [1.0, 1.0], "Judged@10": [0.75, 0.5], "first_stage_R@100": [1.0, 1.0],
+        "RR@10": [1.0, 1.0],
+        "R@10": [1.0, 1.0],
+        "Judged@10": [0.75, 0.5],
+        "first_stage_R@100": [1.0, 1.0],
     }
     # scores strictly decreasing as float32 (what trec_eval holds): a tie takes the next float32 below
     assert (out / "oracle" / "Small-T2T.trec").read_text().splitlines() == [
-        "q1 Q0 d0 1 2.0 oracle", "q1 Q0 d2 2 1.0 oracle", "q1 Q0 d1 3 0.0 oracle", "q1 Q0 d3 4 -1e-45 oracle",
-        "q2 Q0 d3 1 1.0 oracle", "q2 Q0 d0 2 0.0 oracle",
+        "q1 Q0 d0 1 2.0 oracle",
+        "q1 Q0 d2 2 1.0 oracle",
+        "q1 Q0 d1 3 0.0 oracle",
+        "q1 Q0 d3 4 -1e-45 oracle",
+        "q2 Q0 d3 1 1.0 oracle",
+        "q2 Q0 d0 2 0.0 oracle",
     ]
     board = read_leaderboard(out)
     assert sorted(board["model"]) == ["first-stage", "oracle"]
@@ -110,13 +120,16 @@ def test_unknown_model_suggests_presets():
 
 
 def test_ignore_identical_ids(tmp_path, caplog):
-    from tests.packs import write_task
     from mrb.data import Record
+    from tests.packs import write_task
 
     write_task(
-        tmp_path, "Self-T2T",
-        queries=[Record("a", "x")], documents=[Record("a", "x"), Record("b", "y")],
-        candidates=[("a", "a", 1, 1.0), ("a", "b", 2, 0.5)], qrels=[("a", "b", 1)],
+        tmp_path,
+        "Self-T2T",
+        queries=[Record("a", "x")],
+        documents=[Record("a", "x"), Record("b", "y")],
+        candidates=[("a", "a", 1, 1.0), ("a", "b", 2, 0.5)],
+        qrels=[("a", "b", 1)],
         extra_yaml="ignore_identical_ids: true\n",
     )
     with caplog.at_level(logging.INFO, logger="mrb.evaluation"):

@@ -39,7 +39,7 @@ def task(name: str, type_: str, layout: str, path: str, split: str = "test", **e
 
 def qrels_error(spec: TaskSpec, data_dir: Path) -> str:
     with pytest.raises(MRBError) as err:
-        SourceReader(spec, data_dir).qrels
+        _ = SourceReader(spec, data_dir).qrels
     return str(err.value)
 
 
@@ -154,7 +154,12 @@ def mbeir_repo() -> dict[str, dict[str, Dataset]]:
         features=side,
     )
     qrels = Dataset.from_dict(
-        {"query-id": ["9:1", "9:2", "9:3"], "Q0": ["0", "0", "0"], "corpus-id": ["9:10", "9:11", "9:12"], "score": [1.0, 1.0, 1.0]},
+        {
+            "query-id": ["9:1", "9:2", "9:3"],
+            "Q0": ["0", "0", "0"],
+            "corpus-id": ["9:10", "9:11", "9:12"],
+            "score": [1.0, 1.0, 1.0],
+        },
         features=Features(
             {"query-id": Value("string"), "Q0": Value("string"), "corpus-id": Value("string"), "score": Value("float32")}
         ),
@@ -198,7 +203,10 @@ def vidore_repo() -> dict[str, dict[str, Dataset]]:
 def test_vidore_layout_turns_integer_ids_into_strings(hub, tmp_path):
     spec = mirror(hub, tmp_path, task("ViDoRe-TAT-DQA", "t2vd", "vidore", "mteb/tatdqa_test_beir"), vidore_repo())
     queries, corpus, qrels = read_all(SourceReader(spec, tmp_path))
-    assert queries == [{"id": "0", "text": "What is the revenue?", "image": None}, {"id": "1", "text": "Who signed?", "image": None}]
+    assert queries == [
+        {"id": "0", "text": "What is the revenue?", "image": None},
+        {"id": "1", "text": "Who signed?", "image": None},
+    ]
     assert corpus == [{"id": "10", "text": None, "image": RED}, {"id": "11", "text": None, "image": BLUE}]
     assert qrels == [{"query_id": "0", "doc_id": "11", "relevance": 1}, {"query_id": "1", "doc_id": "10", "relevance": 1}]
 
@@ -245,7 +253,7 @@ def test_composite_downloads_every_part_and_reads_each_on_its_own(hub, tmp_path)
     spec = TaskSpec(name="CQADupStack", type="t2t", instruction="Find duplicates.", parts=parts)
     download([spec], tmp_path)
     android, english = spec.units()
-    assert [row for b in SourceReader(android, tmp_path).corpus() for row in b.to_pylist()][0] == {
+    assert next(row for b in SourceReader(android, tmp_path).corpus() for row in b.to_pylist()) == {
         "id": "c1",
         "text": "Eiffel Tower a tower",
         "image": None,
@@ -267,7 +275,9 @@ def test_data_dir_comes_from_the_environment(hub, tmp_path, monkeypatch):
 
 def test_offline_without_the_revision_names_the_download_command(hub, tmp_path):
     hub("mteb/arguana", beir_repo(), revision=OTHER_REV)
-    held = TaskSpec(name="ArguAna", type="t2t", instruction="x", source={"layout": "beir", "path": "mteb/arguana", "revision": OTHER_REV})
+    held = TaskSpec(
+        name="ArguAna", type="t2t", instruction="x", source={"layout": "beir", "path": "mteb/arguana", "revision": OTHER_REV}
+    )
     download([held], tmp_path)
     with pytest.raises(MRBError) as err:
         SourceReader(task("ArguAna", "t2t", "beir", "mteb/arguana"), tmp_path)
@@ -348,8 +358,7 @@ def test_a_missing_config_is_named(hub, tmp_path):
 def test_a_missing_split_is_named(hub, tmp_path):
     spec = mirror(hub, tmp_path, task("ArguAna", "t2t", "beir", "mteb/arguana", split="validation"), beir_repo())
     assert qrels_error(spec, tmp_path) == (
-        f"task 'ArguAna': config 'default' of {mirror_path(spec.source, tmp_path)} has no split 'validation' "
-        "(it has test, train)"
+        f"task 'ArguAna': config 'default' of {mirror_path(spec.source, tmp_path)} has no split 'validation' (it has test, train)"
     )
 
 
@@ -401,7 +410,7 @@ def test_online_without_a_mirror_reads_the_hub_at_the_pinned_revision(tmp_path, 
     reader = SourceReader(task("ArguAna", "t2t", "beir", "mteb/arguana"), tmp_path)
     assert (reader._path, reader._revision, reader._cache_dir) == ("mteb/arguana", REV, None)
     with pytest.raises(MRBError) as err:
-        reader.qrels
+        _ = reader.qrels
     assert str(err.value) == (
         "task 'ArguAna': cannot read the list of configs of mteb/arguana: "
         "Couldn't reach 'mteb/arguana' on the Hub (OfflineModeIsEnabled); "

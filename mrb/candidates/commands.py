@@ -16,8 +16,8 @@ from mrb.candidates.build import RECALL, SHARD_SIZE, BuildResult, Rank, build_pa
 from mrb.candidates.encoders import get_encoder
 from mrb.candidates.given import top_ranked_pack
 from mrb.data import read_pack
-from mrb.evaluation import TaskEvaluator
 from mrb.errors import MRBError
+from mrb.evaluation import TaskEvaluator
 from mrb.metrics import FIRST_STAGE_PREFIX
 from mrb.sources import SourceReader
 from mrb.tasks import GIVEN, SampleSpec, TaskSpec, resolve_data_dir
@@ -30,9 +30,18 @@ def _units(tasks: list[TaskSpec]) -> list[TaskSpec]:
 
 
 def build_candidates(
-    tasks: list[TaskSpec], retriever: str | None = None, *, checkpoint: str | None = None, depth: int | None = None,
-    sample: SampleSpec | None = None, out: str | Path | None = None, data_dir: str | Path | None = None,
-    batch_size: int = 32, shard_size: int | None = None, push_to_hub: str | None = None, **encoder_options: Any,
+    tasks: list[TaskSpec],
+    retriever: str | None = None,
+    *,
+    checkpoint: str | None = None,
+    depth: int | None = None,
+    sample: SampleSpec | None = None,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    batch_size: int = 32,
+    shard_size: int | None = None,
+    push_to_hub: str | None = None,
+    **encoder_options: Any,
 ) -> list[BuildResult]:
     """Build the pack of every unit of `tasks` with one retriever (default: each task's `first_stage`).
 
@@ -59,9 +68,25 @@ def build_candidates(
 
     for unit in units:
         full = unit.sampled_from
-        if sample is None and full is not None and unit.sample is not None and full.pack_location(data_dir).is_dir() and Rank.from_env().rank == 0:
-            done(unit, subset_pack(full.pack_path(data_dir), unit, unit.sample, retriever=names[unit.name],
-                                   depth=depth, out=out, data_dir=data_dir))
+        if (
+            sample is None
+            and full is not None
+            and unit.sample is not None
+            and full.pack_location(data_dir).is_dir()
+            and Rank.from_env().rank == 0
+        ):
+            done(
+                unit,
+                subset_pack(
+                    full.pack_path(data_dir),
+                    unit,
+                    unit.sample,
+                    retriever=names[unit.name],
+                    depth=depth,
+                    out=out,
+                    data_dir=data_dir,
+                ),
+            )
     pending = [unit for unit in units if results.get(unit.name) is None]
     for unit in pending:
         SourceReader(unit, data_dir).check()  # every layout problem surfaces before any weights load
@@ -69,13 +94,26 @@ def build_candidates(
     for unit in pending:
         name = names[unit.name]
         if name == GIVEN:
-            done(unit, top_ranked_pack(unit, SourceReader(unit, data_dir), depth=depth, sample=sample, out=out,
-                                       data_dir=data_dir))
+            done(
+                unit, top_ranked_pack(unit, SourceReader(unit, data_dir), depth=depth, sample=sample, out=out, data_dir=data_dir)
+            )
             continue
         if name not in encoders:
             encoders[name] = get_encoder(name, checkpoint, **encoder_options)
-        done(unit, build_pack(unit, encoders[name], retriever=name, depth=depth, sample=sample, out=out,
-                              data_dir=data_dir, batch_size=batch_size, shard_size=shard_size or SHARD_SIZE))
+        done(
+            unit,
+            build_pack(
+                unit,
+                encoders[name],
+                retriever=name,
+                depth=depth,
+                sample=sample,
+                out=out,
+                data_dir=data_dir,
+                batch_size=batch_size,
+                shard_size=shard_size or SHARD_SIZE,
+            ),
+        )
     return [result for unit in units if (result := results.get(unit.name)) is not None]
 
 
@@ -111,22 +149,30 @@ def pack_stats(packs: list[tuple[TaskSpec, Path]]) -> pd.DataFrame:
         evaluator = TaskEvaluator(unit, pack)
         scores = evaluator.first_stage()
         retriever = pack.manifest.get("retriever")
-        rows.append({
-            "task": unit.name,
-            # a pack built elsewhere (the bundled mini packs) may describe its retriever in prose
-            "retriever": retriever.get("name") if isinstance(retriever, dict) else textwrap.shorten(str(retriever), 32, placeholder="…"),
-            "depth": pack.manifest.get("depth"),
-            "queries": len(pack.queries),
-            "pairs": len(evaluator.candidates),
-            "metric": unit.metric,
-            "first_stage": scores.first_stage_value,
-            RECALL: scores.measures[f"{FIRST_STAGE_PREFIX}{RECALL}"],
-        })
+        rows.append(
+            {
+                "task": unit.name,
+                # a pack built elsewhere (the bundled mini packs) may describe its retriever in prose
+                "retriever": retriever.get("name")
+                if isinstance(retriever, dict)
+                else textwrap.shorten(str(retriever), 32, placeholder="…"),
+                "depth": pack.manifest.get("depth"),
+                "queries": len(pack.queries),
+                "pairs": len(evaluator.candidates),
+                "metric": unit.metric,
+                "first_stage": scores.first_stage_value,
+                RECALL: scores.measures[f"{FIRST_STAGE_PREFIX}{RECALL}"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def pull_packs(
-    tasks: list[TaskSpec], repo: str, *, data_dir: str | Path | None = None, revision: str | None = None,
+    tasks: list[TaskSpec],
+    repo: str,
+    *,
+    data_dir: str | Path | None = None,
+    revision: str | None = None,
 ) -> list[tuple[TaskSpec, Path]]:
     """Fetch every unit's pack from a hub dataset repo laid out by `push_pack` (``<task>/``), verify
     it, and move it into the data dir (replacing an older copy). Returns (unit, pack folder) pairs."""
@@ -140,8 +186,9 @@ def pull_packs(
     root.mkdir(parents=True, exist_ok=True)
     pulled = []
     with tempfile.TemporaryDirectory(dir=root, prefix=".pull-") as tmp:
-        snapshot_download(repo, repo_type="dataset", revision=revision, local_dir=tmp,
-                          allow_patterns=[f"{u.name}/*" for u in units])
+        snapshot_download(
+            repo, repo_type="dataset", revision=revision, local_dir=tmp, allow_patterns=[f"{u.name}/*" for u in units]
+        )
         for unit in units:
             fetched = Path(tmp) / unit.name
             if not fetched.is_dir():
@@ -169,7 +216,10 @@ def push_pack(folder: str | Path, repo: str, *, token: str | None = None) -> str
     api = HfApi(token=token)
     api.create_repo(repo, repo_type="dataset", exist_ok=True)
     commit = api.upload_folder(
-        repo_id=repo, repo_type="dataset", folder_path=str(folder), path_in_repo=task,
+        repo_id=repo,
+        repo_type="dataset",
+        folder_path=str(folder),
+        path_in_repo=task,
         commit_message=f"MRB candidate pack {task}",
     )
     LOG.info("%s: pushed to %s (%s)", task, repo, commit)

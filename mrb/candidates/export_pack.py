@@ -78,17 +78,28 @@ def export_mteb(pack_dir: str | Path, task: TaskSpec, out: str | Path) -> Path:
     try:
         files = {config: f"{config}/{split}-00000-of-00001.parquet" for config in CONFIGS}
         query_side, document_side = task.type.query_side, task.type.document_side
-        _write_config(staging / files["corpus"], _side_features(document_side), _record_rows(pack.documents.values(), document_side))
+        _write_config(
+            staging / files["corpus"], _side_features(document_side), _record_rows(pack.documents.values(), document_side)
+        )
         _write_config(staging / files["queries"], _side_features(query_side), _record_rows(pack.queries.values(), query_side))
         qrels = Features({"query-id": Value("string"), "corpus-id": Value("string"), "score": Value("int64")})
-        _write_config(staging / files["default"], qrels, (
-            {"query-id": q, "corpus-id": d, "score": int(r)} for q, d, r in pack.qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False)
-        ))
+        _write_config(
+            staging / files["default"],
+            qrels,
+            (
+                {"query-id": q, "corpus-id": d, "score": int(r)}
+                for q, d, r in pack.qrels[["query_id", "doc_id", "relevance"]].itertuples(index=False)
+            ),
+        )
         lists = Features({"query-id": Value("string"), "corpus-ids": Sequence(Value("string"))})
-        _write_config(staging / files["top_ranked"], lists, (
-            {"query-id": qid, "corpus-ids": group["doc_id"].tolist()}
-            for qid, group in pack.candidates.groupby("query_id", sort=False)  # read_pack sorts by (query_id, rank)
-        ))
+        _write_config(
+            staging / files["top_ranked"],
+            lists,
+            (
+                {"query-id": qid, "corpus-ids": group["doc_id"].tolist()}
+                for qid, group in pack.candidates.groupby("query_id", sort=False)  # read_pack sorts by (query_id, rank)
+            ),
+        )
         card = {"configs": [{"config_name": c, "data_files": [{"split": split, "path": files[c]}]} for c in CONFIGS]}
         hashes = "\n".join(f"- {name}: {digest}" for name, digest in sorted(pack.manifest["sha256"].items()))
         (staging / "README.md").write_text(

@@ -55,8 +55,10 @@ def read_run(path: str | Path, format: str | None = None) -> pd.DataFrame:
         raise MRBError(f"run file {path} is not a readable {kind} file ({exc})") from exc
     absent = [c for c in ("query_id", "doc_id", "score") if c not in frame.columns]
     if absent:
-        raise MRBError(f"run file {path} lacks column(s) {', '.join(absent)} (has {', '.join(map(str, frame.columns))}; "
-                       "expected query_id, doc_id, score and optionally rank)")
+        raise MRBError(
+            f"run file {path} lacks column(s) {', '.join(absent)} (has {', '.join(map(str, frame.columns))}; "
+            "expected query_id, doc_id, score and optionally rank)"
+        )
     first = 2 if kind == "csv" else 1  # a CSV's first line is its header
     where = [f"line {i + first}" if kind == "csv" else f"row {i + first}" for i in range(len(frame))]
     out = pd.DataFrame({"query_id": frame["query_id"], "doc_id": frame["doc_id"], "where": where})
@@ -69,8 +71,10 @@ def read_run(path: str | Path, format: str | None = None) -> pd.DataFrame:
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             value = frame[column].iloc[i]
-            raise MRBError(f"run file {path}, {where[i]}: {column} {getattr(value, 'item', lambda: value)()!r} is not a "
-                           f"{'whole number' if column == 'rank' else 'number'}")
+            shown = value.item() if hasattr(value, "item") else value
+            raise MRBError(
+                f"run file {path}, {where[i]}: {column} {shown!r} is not a {'whole number' if column == 'rank' else 'number'}"
+            )
         out[column] = values.astype(float)
     for column in ("query_id", "doc_id"):
         out[column] = out[column].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
@@ -86,7 +90,9 @@ def _read_trec(path: Path) -> pd.DataFrame:
             if not fields:
                 continue
             if len(fields) != 6:
-                raise MRBError(f"run file {path}, line {number}: expected `{TREC_FIELDS}` (6 fields), got {len(fields)}: {line.strip()!r}")
+                raise MRBError(
+                    f"run file {path}, line {number}: expected `{TREC_FIELDS}` (6 fields), got {len(fields)}: {line.strip()!r}"
+                )
             try:
                 rank = int(fields[3])
             except ValueError:
@@ -116,11 +122,15 @@ def check_lists(lists: pd.DataFrame, reader: SourceReader, origin: str, depth: i
         if not present.all():
             row = lists[~present].iloc[0]
             one = "query" if column == "query_id" else "document"
-            raise MRBError(f"task {task!r}: {origin}, {row['where']}: {one} {row[column]!r} is not in the {what} of {reader._path}")
+            raise MRBError(
+                f"task {task!r}: {origin}, {row['where']}: {one} {row[column]!r} is not in the {what} of {reader._path}"
+            )
     _check_unique(lists, ["query_id", "doc_id"], task, origin, "lists query {0!r}'s document {1!r} twice")
     ranked = lists["rank"].notna()
     if ranked.any() and not ranked.all():
-        raise MRBError(f"task {task!r}: {origin}, {lists['where'][~ranked].iloc[0]}: an entry without a rank, where others have one")
+        raise MRBError(
+            f"task {task!r}: {origin}, {lists['where'][~ranked].iloc[0]}: an entry without a rank, where others have one"
+        )
     changes = {"ties_broken_by_doc_id": 0}
     if ranked.all():
         _check_unique(lists, ["query_id", "rank"], task, origin, "ranks two documents of query {0!r} at {1:g}")
@@ -158,8 +168,15 @@ def _check_unique(lists: pd.DataFrame, key: list[str], task: str, origin: str, w
 
 
 def given_pack(
-    task: TaskSpec, reader: SourceReader, lists: pd.DataFrame, origin: dict[str, Any], *, depth: int | None = None,
-    sample: SampleSpec | None = None, out: str | Path | None = None, data_dir: str | Path | None = None,
+    task: TaskSpec,
+    reader: SourceReader,
+    lists: pd.DataFrame,
+    origin: dict[str, Any],
+    *,
+    depth: int | None = None,
+    sample: SampleSpec | None = None,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
     started: float | None = None,
 ) -> BuildResult:
     """Check candidate lists (`check_lists`) and write them as the task's pack, with the judged queries, the
@@ -186,10 +203,20 @@ def given_pack(
         "source": reader.provenance(),
         "source_report": reader.report.counts(),
     }
-    return _write(task, stream_records(reader.queries(WRITE_BATCH, ids=queries)),
-                  stream_records(reader.corpus(WRITE_BATCH, ids=pa.array(candidates["doc_id"].unique(), pa.string()))),
-                  candidates, reader.qrels[reader.qrels["query_id"].isin(judged)], provenance,
-                  depth=depth, sample=sample, selected=selected, out=out, data_dir=data_dir, started=started)
+    return _write(
+        task,
+        stream_records(reader.queries(WRITE_BATCH, ids=queries)),
+        stream_records(reader.corpus(WRITE_BATCH, ids=pa.array(candidates["doc_id"].unique(), pa.string()))),
+        candidates,
+        reader.qrels[reader.qrels["query_id"].isin(judged)],
+        provenance,
+        depth=depth,
+        sample=sample,
+        selected=selected,
+        out=out,
+        data_dir=data_dir,
+        started=started,
+    )
 
 
 def top_ranked_pack(task: TaskSpec, reader: SourceReader, **options: Any) -> BuildResult:
@@ -202,7 +229,12 @@ def top_ranked_pack(task: TaskSpec, reader: SourceReader, **options: Any) -> Bui
 
 
 def import_run(
-    task: TaskSpec, run: str | Path, *, format: str | None = None, data_dir: str | Path | None = None, **options: Any,
+    task: TaskSpec,
+    run: str | Path,
+    *,
+    format: str | None = None,
+    data_dir: str | Path | None = None,
+    **options: Any,
 ) -> BuildResult:
     """The pack of a run file's lists over the task's source (`mrb candidates import`)."""
     started = time.perf_counter()

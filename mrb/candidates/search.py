@@ -41,8 +41,13 @@ class TopK:
     """
 
     def __init__(
-        self, queries: torch.Tensor, k: int, *, exclude: torch.Tensor | None = None,
-        device: torch.device | str = "cpu", chunk: int = 4096,
+        self,
+        queries: torch.Tensor,
+        k: int,
+        *,
+        exclude: torch.Tensor | None = None,
+        device: torch.device | str = "cpu",
+        chunk: int = 4096,
     ) -> None:
         self.queries = queries.to(device, torch.float32)
         self.k, self.chunk, self.device = k, chunk, torch.device(device)
@@ -69,8 +74,7 @@ class TopK:
         """Per query, its (score, key) list in rank order; excluded documents never appear."""
         scores, keys = unpack_scores(self.best.cpu())
         return [
-            [(s, k) for s, k in zip(row_s.tolist(), row_k.tolist()) if s != float("-inf")]
-            for row_s, row_k in zip(scores, keys)
+            [(s, k) for s, k in zip(row_s.tolist(), row_k.tolist()) if s != float("-inf")] for row_s, row_k in zip(scores, keys)
         ]
 
 

@@ -54,6 +54,16 @@ class Reranker:
         """Hook called before a task is scored; the default does nothing."""
 
     def score(self, pairs: Sequence[Pair]) -> Sequence[float]:
+        """Score a batch.
+
+        Args:
+            pairs: the batch, each an instruction, a query `Record` and a document `Record` (their
+                `text` and `image()`); the runner groups and orders them, so do not rely on their order.
+
+        Returns:
+            One finite real number per pair, in the order of `pairs`: a list, a NumPy array or a
+            1-D tensor. Higher means more relevant; ties are broken by first-stage rank.
+        """
         if not prepares_ahead(self):
             raise NotImplementedError(f"{type(self).__name__} implements neither score nor prepare and forward")
         return self.forward(self.prepare(pairs))
@@ -85,8 +95,13 @@ class CallableReranker(Reranker):
     """Wraps a plain function ``f(pairs) -> scores`` (or the ``score`` method of an object); its name, version,
     sides and settings come from the arguments, else from the function or object's attributes."""
 
-    def __init__(self, fn: Callable[[Sequence[Pair]], Sequence[float]], name: str | None = None,
-                 version: str | None = None, source: Any = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Sequence[Pair]], Sequence[float]],
+        name: str | None = None,
+        version: str | None = None,
+        source: Any = None,
+    ) -> None:
         source = fn if source is None else source
         self.fn = fn
         self.name = str(name or getattr(source, "name", None) or getattr(source, "__name__", type(source).__name__))
@@ -119,7 +134,9 @@ def as_reranker(obj: Any, *, name: str | None = None, version: str | None = None
             obj.version = version
         return obj
     if callable(getattr(obj, "score", None)):
-        return CallableReranker(obj.score, name=name or getattr(obj, "name", None) or type(obj).__name__, version=version, source=obj)
+        return CallableReranker(
+            obj.score, name=name or getattr(obj, "name", None) or type(obj).__name__, version=version, source=obj
+        )
     if callable(obj):
         return CallableReranker(obj, name=name, version=version)
     raise MRBError(f"cannot use {obj!r} as a reranker: pass a preset name, a Reranker, or a callable f(pairs) -> scores")
@@ -174,11 +191,14 @@ def resolve_adapter(name: str) -> Callable[..., Reranker]:
     target = _ADAPTERS.get(name)
     plugin = _plugin_adapters().get(name)
     if target is not None and plugin is not None:
-        raise MRBError(f"adapter name {name!r} is both MRB's ({_where(target)}) and the plugin {plugin.value}'s; rename the plugin's entry point")
+        raise MRBError(
+            f"adapter name {name!r} is both MRB's ({_where(target)}) and the plugin {plugin.value}'s; rename the plugin's entry point"
+        )
     if target is None:
         if plugin is None:
             raise MRBError(unknown_name_message("adapter", name, adapter_names()))
-        return plugin.load()
+        factory: Callable[..., Reranker] = plugin.load()
+        return factory
     if isinstance(target, str):
         module, _, attr = target.partition(":")
         target = getattr(importlib.import_module(module), attr)
@@ -221,7 +241,11 @@ def build(factory: Callable[..., Reranker], options: dict[str, Any]) -> Reranker
             raise MRBError(f"{name} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(takes) or 'none'}")
         missing = [p.name for p in params if p.default is p.empty and p.name not in options]
         if missing:
-            hint = " (give a checkpoint folder or hub id as --model and this adapter as --adapter)" if "checkpoint" in missing else ""
+            hint = (
+                " (give a checkpoint folder or hub id as --model and this adapter as --adapter)"
+                if "checkpoint" in missing
+                else ""
+            )
             raise MRBError(f"{name} needs {', '.join(missing)}{hint}")
     return factory(**options)
 

@@ -78,5 +78,12 @@ class SentenceEmbedding(Reranker):
         return (q * d).sum(-1).tolist()
 
     def settings(self) -> dict[str, Any]:
-        return {"name": self.name, "checkpoint": self.checkpoint, "revision": self.revision, "weights": self.weights,
-                "device": self.device.type, "dtype": dtype_name(self.dtype), "max_length": self.max_length}
+        return {
+            "name": self.name,
+            "checkpoint": self.checkpoint,
+            "revision": self.revision,
+            "weights": self.weights,
+            "device": self.device.type,
+            "dtype": dtype_name(self.dtype),
+            "max_length": self.max_length,
+        }

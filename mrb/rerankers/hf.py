@@ -82,8 +82,12 @@ class TransformersReranker(Reranker):
     def load_model(self, auto_class: Any, source: str, **overrides: Any) -> Any:
         """`auto_class.from_pretrained(source)` with this adapter's revision, dtype, attention and remote-code
         choice, on its device, in eval mode (`devices.load_pretrained`)."""
-        kwargs = {"revision": self.revision, "attn_implementation": self.attn_implementation,
-                  "trust_remote_code": self.trust_remote_code, **overrides}
+        kwargs = {
+            "revision": self.revision,
+            "attn_implementation": self.attn_implementation,
+            "trust_remote_code": self.trust_remote_code,
+            **overrides,
+        }
         return load_pretrained(auto_class, source, device=self.device, dtype=self.dtype, **kwargs)
 
     def load_processor(self, auto_class: Any, source: str | None = None, **overrides: Any) -> Any:

@@ -104,7 +104,9 @@ def plan_rows(rows: Sequence[Row], pad_id: int, share: bool) -> Plan:
     lengths = {g: _shared_length([rows[i] for i in members]) for g, members in groups.items()}
     if not share or not any(lengths[g] and len(members) > 1 for g, members in groups.items()):
         return Plan(_pass([r.segment(0, len(r.ids)) for r in rows], pad_id))
-    prefixes, suffixes = [], [None] * len(rows)
+    Segment = tuple[list[int], torch.Tensor, list[int]]
+    prefixes: list[Segment] = []
+    suffixes: list[Segment] = [rows[0].segment(0, 0)] * len(rows)  # every one replaced below
     row_prefix = [0] * len(rows)
     saved = shared = 0
     for g, members in groups.items():
@@ -156,8 +158,13 @@ def last_hidden_states(body: Any, plan: Plan, extra: Callable[[Pass], dict[str, 
     device = body.device
 
     def run(p: Pass, mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        out = body(input_ids=p.input_ids.to(device), attention_mask=mask.to(device),
-                   position_ids=p.position_ids.to(device), **extra(p), **kwargs)
+        out = body(
+            input_ids=p.input_ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=p.position_ids.to(device),
+            **extra(p),
+            **kwargs,
+        )
         return out.last_hidden_state
 
     if plan.prefix is None:
@@ -165,6 +172,6 @@ def last_hidden_states(body: Any, plan: Plan, extra: Callable[[Pass], dict[str, 
     assert plan.row_prefix is not None
     cache = DynamicCache(config=body.config)
     run(plan.prefix, plan.prefix.attention_mask, cache=cache, use_cache=True)
-    cache.reorder_cache(plan.row_prefix.to(device))
+    cache.reorder_cache(plan.row_prefix.to(device))  # type: ignore[arg-type]  # a long tensor, typed LongTensor there
     mask = torch.cat([plan.prefix.attention_mask[plan.row_prefix], plan.suffix.attention_mask], dim=1)
     return run(plan.suffix, mask, cache=cache, use_cache=True)[:, -1]

@@ -111,8 +111,7 @@ PRESETS: dict[str, Preset] = {
                     "GMR-3B",
                     "vec-ai/lychee-rerank-mm-3b",
                     "3.75B",
-                    "the repository was linked from an early model card and later removed: it may not exist; "
-                    + GMR_UNVERIFIED,
+                    "the repository was linked from an early model card and later removed: it may not exist; " + GMR_UNVERIFIED,
                 ),
             ]
         ),

@@ -35,7 +35,7 @@ from mrb.rerankers.hf import (
     token_id,
 )
 from mrb.rerankers.prefix import COUNTERS, Pass, Plan, Row, last_hidden_states, plan_rows
-from mrb.rerankers.vision import Tensors, TensorCache, image_digest
+from mrb.rerankers.vision import TensorCache, Tensors, image_digest
 from mrb.tasks import Side
 
 if TYPE_CHECKING:
@@ -50,8 +50,7 @@ JUDGE_SYSTEM = (
     'Note that the answer can only be "yes" or "no".'
 )
 MONOQWEN_PROMPT = (
-    "Assert the relevance of the previous image document to the following query, answer True or False. "
-    "The query is: {query}"
+    "Assert the relevance of the previous image document to the following query, answer True or False. The query is: {query}"
 )
 
 
@@ -139,8 +138,14 @@ class QwenVLYesNo(TransformersReranker):
     format: YesNoFormat = GMR
 
     def __init__(
-        self, checkpoint: str, *, min_pixels: int | None = None, max_pixels: int | None = None,
-        prefix_sharing: bool = True, vision_cache_mb: int = VISION_CACHE_MB, **options: Any,
+        self,
+        checkpoint: str,
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        prefix_sharing: bool = True,
+        vision_cache_mb: int = VISION_CACHE_MB,
+        **options: Any,
     ) -> None:
         """`options` are `TransformersReranker`'s (revision, device, dtype, attention, max length, remote code)."""
         if vision_cache_mb < 0:
@@ -151,7 +156,8 @@ class QwenVLYesNo(TransformersReranker):
         self.vision = TensorCache(vision_cache_mb << 20)  # tower outputs, on the model's device
         self.pixels = TensorCache(vision_cache_mb << 20)  # processed pixels and patch grids, on the CPU
         self.counters: dict[str, int] = dict.fromkeys(
-            (*COUNTERS, "images", "images_processed", "vision_images", "vision_patches", "vision_cache_hits"), 0)
+            (*COUNTERS, "images", "images_processed", "vision_images", "vision_patches", "vision_cache_hits"), 0
+        )
         self._encoder_output: type | None = None  # the class of the tower's output, rebuilt from cached features
         super().__init__(checkpoint, **options)
 
@@ -255,8 +261,9 @@ class QwenVLYesNo(TransformersReranker):
             expanded.append(head + "".join(r + part for r, part in zip(replacements, parts, strict=True)))
         return self.processor.tokenizer(expanded)["input_ids"]
 
-    def _rows(self, pairs: Sequence[Pair], rows: list[list[int]], shown: list[list[int]], grids: torch.Tensor,
-              keys: list[str]) -> list[Row]:
+    def _rows(
+        self, pairs: Sequence[Pair], rows: list[list[int]], shown: list[list[int]], grids: torch.Tensor, keys: list[str]
+    ) -> list[Row]:
         """Each pair's row for `plan_rows`: positions from the model's own multimodal RoPE over the whole
         row, image tokens keyed by their image, grouped by the format's leading record."""
         image_id = self.processor.image_token_id
@@ -264,8 +271,9 @@ class QwenVLYesNo(TransformersReranker):
         types = (ids == image_id).long()  # the processor's mm_token_type_ids: 1 on image tokens (no videos here)
         order = [i for images in shown for i in images]
         positions, _ = self.model.base_model.get_rope_index(
-            ids, types, image_grid_thw=grids[order] if order else None, attention_mask=mask)
-        merge = self.processor.image_processor.merge_size ** 2
+            ids, types, image_grid_thw=grids[order] if order else None, attention_mask=mask
+        )
+        merge = self.processor.image_processor.merge_size**2
         out = []
         for i, (pair, row, images) in enumerate(zip(pairs, rows, shown)):
             where = [j for j, t in enumerate(row) if t == image_id]
@@ -278,7 +286,7 @@ class QwenVLYesNo(TransformersReranker):
                 for j in tokens:
                     row_keys[j] = (image_id, keys[image])
             lead = pair.query if self.format.leading == "query" else pair.document
-            out.append(Row(row, positions[:, i, ids.shape[1] - len(row):], lead.id, row_keys, tuple(spans)))
+            out.append(Row(row, positions[:, i, ids.shape[1] - len(row) :], lead.id, row_keys, tuple(spans)))
         return out
 
     def _kept_positions(self, ids: list[int], pair: Pair) -> list[int] | None:
@@ -312,7 +320,8 @@ class QwenVLYesNo(TransformersReranker):
         shown = plan.suffix.images + (plan.prefix.images if plan.prefix is not None else [])
         try:
             features, hits = self.vision.get(
-                [prepared.image_keys[i] for i in shown], lambda at: self._tower(prepared, [shown[j] for j in at]))
+                [prepared.image_keys[i] for i in shown], lambda at: self._tower(prepared, [shown[j] for j in at])
+            )
             split = len(plan.suffix.images)
 
             def encoder_outputs(p: Pass) -> dict[str, Any]:

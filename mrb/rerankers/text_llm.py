@@ -53,7 +53,9 @@ class Qwen3Reranker(TransformersReranker):
         self.token_ids = (token_id(self.tokenizer, "yes"), token_id(self.tokenizer, "no"))
         template = len(self.prefix_ids) + len(self.suffix_ids)
         if self.max_length is not None and self.max_length <= template:
-            raise MRBError(f"max_length {self.max_length} leaves no room for the pair: the template alone takes {template} tokens")
+            raise MRBError(
+                f"max_length {self.max_length} leaves no room for the pair: the template alone takes {template} tokens"
+            )
         self.model = self.load_model(AutoModelForCausalLM, self.checkpoint)
 
     def body(self, pair: Pair) -> str:
@@ -71,8 +73,7 @@ class Qwen3Reranker(TransformersReranker):
 
     def prepare(self, pairs: Sequence[Pair]) -> Plan:
         """The passes of the batch: rows grouped by query, positions 0 … n − 1 per row."""
-        rows = [Row(ids, torch.arange(len(ids)).view(1, -1), p.query.id)
-                for p, ids in zip(pairs, self.token_rows(pairs))]
+        rows = [Row(ids, torch.arange(len(ids)).view(1, -1), p.query.id) for p, ids in zip(pairs, self.token_rows(pairs))]
         return plan_rows(rows, self.tokenizer.pad_token_id, self.prefix_sharing)
 
     def forward(self, prepared: Plan) -> list[float]:
