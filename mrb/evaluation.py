@@ -48,18 +48,24 @@ def metric_settings(task: TaskSpec) -> dict[str, Any]:
     }
 
 
-def unsupported(task: TaskSpec) -> TaskScores:
-    """The result of a task a model does not take (its modalities): no values, never zeros."""
+def scores_of(task: TaskSpec, status: Status = Status.OK, **values: Any) -> TaskScores:
+    """`TaskScores` of `task` (its name, type, metric, depth and metric settings) holding `values`."""
     return TaskScores(
         task.name,
         task.type.label,
         task.category.value,
         task.metric,
         task.depth,
-        Status.UNSUPPORTED,
+        status,
         metric_settings(task),
         spec=task,
+        **values,
     )
+
+
+def unsupported(task: TaskSpec) -> TaskScores:
+    """The result of a task a model does not take (its modalities): no values, never zeros."""
+    return scores_of(task, Status.UNSUPPORTED)
 
 
 class TaskEvaluator:
@@ -145,14 +151,8 @@ class TaskEvaluator:
         per_query = per_query_table(self.task.metric, self.qrels, ranking, first_stage)
         per_query.insert(1, "part", "")
         task = self.task
-        return TaskScores(
-            task.name,
-            task.type.label,
-            task.category.value,
-            task.metric,
-            task.depth,
-            Status.OK,
-            metric_settings(task),
+        return scores_of(
+            task,
             per_query=per_query,
             value=float(per_query["value"].mean()),
             first_stage_value=float(per_query["first_stage_value"].mean()),
@@ -163,7 +163,6 @@ class TaskEvaluator:
             n_no_relevant=self.n_no_relevant,
             n_no_qrels=self.n_no_qrels,
             n_identical_ids=self.n_identical_ids,
-            spec=task,
             ranking=ranking,
         )
 
@@ -188,14 +187,8 @@ def combine(task: TaskSpec, parts: list[TaskScores]) -> TaskScores:
     per_query = pd.concat(
         [prefixed(p.per_query, p).assign(part=p.task) for p in parts if p.per_query is not None], ignore_index=True
     )
-    return TaskScores(
-        task.name,
-        task.type.label,
-        task.category.value,
-        task.metric,
-        task.depth,
-        Status.OK,
-        metric_settings(task),
+    return scores_of(
+        task,
         per_query=per_query,
         value=mean(lambda p: p.value),
         first_stage_value=mean(lambda p: p.first_stage_value),
@@ -207,7 +200,6 @@ def combine(task: TaskSpec, parts: list[TaskScores]) -> TaskScores:
         n_no_relevant=sum(p.n_no_relevant for p in parts),
         n_no_qrels=sum(p.n_no_qrels for p in parts),
         n_identical_ids=sum(p.n_identical_ids for p in parts),
-        spec=task,
         ranking=pd.concat([prefixed(p.ranking, p) for p in parts if p.ranking is not None], ignore_index=True),
     )
 
