@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,3 +74,17 @@ def run_mini(out: str, log: str, delay: str) -> None:
     import mrb
 
     mrb.evaluate(Recording(Path(log), float(delay)), "mini", output_dir=out, batch_size=8, quiet=True)
+
+
+def start_mini(out: Path, log: Path, delay: float) -> subprocess.Popen:
+    """`run_mini` in a child process (so that it can be killed), from the repository root."""
+    root = Path(__file__).resolve().parents[1]
+    code = "import sys; from tests.scale_helpers import run_mini; run_mini(*sys.argv[1:])"
+    return subprocess.Popen([sys.executable, "-c", code, str(out), str(log), str(delay)], cwd=root)
+
+
+def wait_for_pairs(proc: subprocess.Popen, log: Path, pairs: int, timeout: float = 60.0) -> None:
+    """Wait until the child's log holds `pairs` scored pairs (or it ended, or `timeout` passed)."""
+    deadline = time.monotonic() + timeout
+    while len(read_log(log)) < pairs and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)

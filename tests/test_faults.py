@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import mrb
 from mrb.cli import main
 from mrb.results import read_leaderboard
-from tests.scale_helpers import Recording, read_log
+from tests.scale_helpers import Recording, read_log, start_mini, wait_for_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_PAIRS = 1580
@@ -50,20 +49,8 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     thresholds = [*sorted(rng.sample(range(1, MINI_PAIRS), 8)), MINI_PAIRS, MINI_PAIRS]  # the last two: while results are written
     for trial, threshold in enumerate(thresholds):
         out, log = tmp_path / f"out{trial}", tmp_path / f"log{trial}"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from tests.scale_helpers import run_mini; run_mini(*sys.argv[1:])",
-                str(out),
-                str(log),
-                "0.002",
-            ],
-            cwd=ROOT,
-        )
-        deadline = time.monotonic() + 60
-        while len(read_log(log)) < threshold and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
+        proc = start_mini(out, log, 0.002)
+        wait_for_pairs(proc, log, threshold)
         if threshold == MINI_PAIRS:
             time.sleep(rng.uniform(0.0, 0.3))  # somewhere in the metrics and the writing of results
         proc.send_signal(signal.SIGKILL)

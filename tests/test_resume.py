@@ -8,9 +8,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +20,7 @@ from mrb.errors import MRBError
 from mrb.lock import ResultsLock
 from mrb.results import read_leaderboard
 from tests.packs import small_text_task
-from tests.scale_helpers import Recording, pair_score, read_log
+from tests.scale_helpers import Recording, pair_score, read_log, start_mini, wait_for_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_PAIRS = 1580
@@ -45,20 +42,8 @@ def test_sigkill_then_resume_recomputes_nothing_and_equals_an_uninterrupted_run(
     reference = mrb.evaluate(Recording(), "mini", output_dir=tmp_path / "ref", batch_size=8, quiet=True)
 
     out, first_log = tmp_path / "out", tmp_path / "first.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from tests.scale_helpers import run_mini; run_mini(*sys.argv[1:])",
-            str(out),
-            str(first_log),
-            "0.01",
-        ],
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 60
-    while len(read_log(first_log)) < 500 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    proc = start_mini(out, first_log, 0.01)
+    wait_for_pairs(proc, first_log, 500)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
 
