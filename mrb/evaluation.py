@@ -151,6 +151,7 @@ class TaskEvaluator:
         per_query = per_query_table(self.task.metric, self.qrels, ranking, first_stage)
         per_query.insert(1, "part", "")
         task = self.task
+        distinct = pd.Series(np.asarray(scores, dtype=np.float64)).groupby(self.candidates["query_id"].to_numpy()).nunique()
         return scores_of(
             task,
             per_query=per_query,
@@ -163,6 +164,7 @@ class TaskEvaluator:
             n_no_relevant=self.n_no_relevant,
             n_no_qrels=self.n_no_qrels,
             n_identical_ids=self.n_identical_ids,
+            no_signal=bool(distinct.max() <= 1),
             ranking=ranking,
         )
 
@@ -200,6 +202,7 @@ def combine(task: TaskSpec, parts: list[TaskScores]) -> TaskScores:
         n_no_relevant=sum(p.n_no_relevant for p in parts),
         n_no_qrels=sum(p.n_no_qrels for p in parts),
         n_identical_ids=sum(p.n_identical_ids for p in parts),
+        no_signal=all(p.no_signal for p in parts),
         ranking=pd.concat([prefixed(p.ranking, p) for p in parts if p.ranking is not None], ignore_index=True),
     )
 

@@ -55,6 +55,8 @@ LEADERBOARD_COLUMNS = [
     "settings",
     "identity",
     "provenance",
+    "adapted",
+    "no_signal",
     "schema_version",
 ]
 PER_QUERY_COLUMNS = ["query_id", "part", "metric", "value", "first_stage_value", *MEASURE_COLUMNS]
@@ -78,6 +80,8 @@ class TaskScores:
         per_query: one row per evaluated query: query_id, part (a composite's part, else ""), value,
             first_stage_value and the other measures (`mrb.metrics.MEASURE_COLUMNS`).
         value, first_stage_value, measures: the task-level values (mean over queries, or over parts).
+        no_signal: every candidate of every query got the same score, so `value` is the first stage's.
+        adapted: the fallback that fed the model a side it lacks (``image-only``, ``text-only``), else "".
         ci: the 95% bootstrap interval of `value`; parts: each part's value for a composite task.
         metric_settings: everything besides the pack that decides the values (never mixed in a report).
         model, identity, settings, provenance: who scored it, filled in by the run.
@@ -102,6 +106,8 @@ class TaskScores:
     n_no_relevant: int = 0
     n_no_qrels: int = 0
     n_identical_ids: int = 0
+    no_signal: bool = False  # every candidate of every query got the same score: the values are the first stage's
+    adapted: str = ""  # how a model that lacks a side of the task was fed it (a declared fallback), else ""
     seconds: float = 0.0
     model: str | None = None
     identity: ModelIdentity | None = None
@@ -159,6 +165,8 @@ class TaskScores:
             "settings": json.dumps(self.settings, sort_keys=True, default=str),
             "identity": self.identity.to_json(),
             "provenance": json.dumps(self.provenance, sort_keys=True, default=str),
+            "adapted": self.adapted,
+            "no_signal": self.no_signal,
             "schema_version": SCHEMA_VERSION,
         }
 
@@ -194,6 +202,8 @@ class TaskScores:
             pack_hash=row["pack_hash"],
             n_no_relevant=int(row["n_no_relevant"]),
             n_no_qrels=int(row["n_no_qrels"]),
+            no_signal=bool(row["no_signal"]),
+            adapted=row["adapted"] or "",
             seconds=float(row["seconds"]),
             model=row["model"],
             identity=ModelIdentity.from_json(row["identity"]),

@@ -190,3 +190,9 @@ def test_options_are_checked_against_the_adapter_and_the_bases_it_passes_them_to
         "QwenVLYesNo does not take option(s) max_pixel; it takes: checkpoint, min_pixels, max_pixels, prefix_sharing, "
         "vision_cache_mb, revision, device, dtype, attn_implementation, max_length, trust_remote_code"
     )
+
+
+def test_a_model_that_gives_every_candidate_one_score_is_marked_no_signal(tasks_dir):
+    constant = run(lambda pairs: [0.5] * len(pairs), tasks_dir).iloc[0]
+    assert bool(constant["no_signal"]) and constant["value"] == constant["first_stage_value"]
+    assert not bool(run("oracle", tasks_dir).iloc[0]["no_signal"])
