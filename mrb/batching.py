@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from PIL import Image
@@ -58,8 +58,13 @@ class ImageCache:
         return self._fetch(role, record, use=True)
 
     def warm(self, role: str, record: Record) -> None:
-        """Decode ahead of use (prefetch); not counted as a request."""
-        self._fetch(role, record, use=False)
+        """Decode ahead of use (prefetch), not counted as a request; skipped when the image would not fit
+        beside what the cache holds, since it would be gone, and decoded again, by the time it is used."""
+        size = decoded_size(record, self.max_pixels)
+        with self._lock:
+            room = self.max_bytes - self._size
+        if size is not None and size <= room:
+            self._fetch(role, record, use=False)
 
     def _fetch(self, role: str, record: Record, use: bool) -> Image.Image | None:
         if not record.has_image:
@@ -136,6 +141,18 @@ class SideSource:
         return self.cache.get(self.role, record)
 
 
+def decoded_size(record: Record, max_pixels: int | None) -> int | None:
+    """The bytes of `record`'s image decoded as RGB (within `max_pixels` when it is over PIL's limit), from its header."""
+    size = image_size(record)
+    if size is None:
+        return None
+    pixels = size[0] * size[1]
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and pixels > limit and max_pixels is not None:
+        pixels = min(pixels, max_pixels * 4)  # decoded at reduced size: about max_pixels, a JPEG draft at most 4× that
+    return 3 * pixels
+
+
 def image_size(record: Record) -> tuple[int, int] | None:
     """Width and height from the image header only (no decoding); None without an image or when unreadable."""
     data = record.encoded_image()
@@ -173,17 +190,27 @@ def length_bucket(tokens: int) -> int:
 
 
 def plan_batches(
-    lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None, groups: Sequence[str] | None = None
+    lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None, groups: Sequence[Hashable] | None = None
 ) -> list[list[int]]:
     """Indices of `lengths` in batches, longest first.
 
-    Pairs are ordered by length bucket (within ~10%), longest first, then by `groups` (the id of the
-    image that the pairs share most, so each image's uses sit together and it can leave the image
-    cache early), then by index. A batch holds at most `batch_size` pairs and, with a budget, at most
-    `max_batch_tokens` padded tokens (its pair count times its longest pair); a pair longer than the
-    budget goes alone.
+    Without `groups`, pairs are ordered by length bucket (within ~10%), longest first, then by index. With
+    `groups` (per pair, what it shares with others: its query, whose prefix and image every candidate
+    repeats, or its document image), a group's pairs stay together: groups in the bucket of their longest
+    pair, longest first, and within a group longest first, so a shared prefix or image is used by one run
+    of batches and can leave the caches behind it. A batch holds at most `batch_size` pairs and, with a
+    budget, at most `max_batch_tokens` padded tokens (its pair count times its longest pair); a pair longer
+    than the budget goes alone.
     """
-    order = sorted(range(len(lengths)), key=lambda i: (-length_bucket(lengths[i]), groups[i] if groups else "", i))
+    if groups is None:
+        order = sorted(range(len(lengths)), key=lambda i: (-length_bucket(lengths[i]), i))
+    else:
+        top: dict[Hashable, int] = {}
+        first: dict[Hashable, int] = {}
+        for i, (group, length) in enumerate(zip(groups, lengths)):
+            top[group] = max(top.get(group, 0), length_bucket(length))
+            first.setdefault(group, i)
+        order = sorted(range(len(lengths)), key=lambda i: (-top[groups[i]], first[groups[i]], -length_bucket(lengths[i]), i))
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
@@ -213,13 +240,13 @@ def pair_tokens(pairs: Sequence[Pair], estimate: Callable[[Record], int]) -> lis
     return [math.ceil(len(p.instruction) / CHARS_PER_TOKEN) + side(0, p.query) + side(1, p.document) for p in pairs]
 
 
-def image_groups(pairs: Sequence[Pair]) -> list[str] | None:
-    """Per pair, the id on the side with more distinct images (documents for T→I, queries for I→T);
-    None for text-only pairs."""
-    query_images = {p.query.id for p in pairs if p.query.has_image}
-    doc_images = {p.document.id for p in pairs if p.document.has_image}
-    if not query_images and not doc_images:
+def batch_groups(pairs: Sequence[Pair]) -> list[Hashable] | None:
+    """Per pair, what the batch plan keeps together: the query when it has an image (its prefix and image
+    are in every candidate's input), else the document when it has one (an image that recurs across
+    queries), else nothing for text pairs (None: batches by length alone pad least)."""
+    if not any(p.query.has_image or p.document.has_image for p in pairs):
         return None
-    if len(doc_images) >= len(query_images):
-        return [p.document.id for p in pairs]
-    return [p.query.id for p in pairs]
+    return [
+        ("q", p.query.id) if p.query.has_image else ("d", p.document.id) if p.document.has_image else ("q", p.query.id)
+        for p in pairs
+    ]

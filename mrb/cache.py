@@ -2,10 +2,11 @@
 
 Scores live under ``<cache>/<model identity>/<task fingerprint>/`` as Arrow IPC stream segments
 (``*.arrows``): each process of each run opens its own segment and appends one record batch per
-scored batch, with the sha256 of the batch's ids and scores in the batch's metadata, flushed and
-fsynced before the runner moves on. A process killed mid-write leaves at most a torn last message;
-a batch whose checksum does not match (a damaged file) is dropped; either way those pairs are
-scored again and the run says so. Nothing is pickled: a segment is plain Arrow.
+scored batch, with the sha256 of the batch's ids and scores in the batch's metadata, flushed to the
+kernel before the runner moves on and fsynced in groups (at most a second or `COMMIT_ROWS` apart).
+A process killed mid-write leaves at most a torn last message; a batch whose checksum does not match
+(a damaged file) is dropped; either way those pairs are scored again and the run says so. Nothing
+is pickled: a segment is plain Arrow.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import shutil
 import socket
 import struct
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,6 +39,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("score", pa.float64())])
 CHECKSUM_KEY = b"sha256"
+# Group commit: an fsync per scored batch took 30-45% of a cheap scorer's task time; durability against a
+# machine crash needs no more than a commit a second (or every few thousand pairs, whichever comes first).
+COMMIT_SECONDS = 1.0
+COMMIT_ROWS = 4096
 
 
 def task_key(task: TaskSpec, pack: Pack) -> dict[str, Any]:
@@ -73,6 +79,8 @@ class ScoreCache:
         self._file: IO[bytes] | None = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self.segment: Path | None = None
+        self._unsynced, self._synced_at = 0, time.monotonic()
+        self.syncs = 0  # fsyncs of this process's segment
 
     def load(self) -> CachedScores:
         """Every score durably appended so far, from all segments; damaged or torn batches are left out."""
@@ -98,7 +106,8 @@ class ScoreCache:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def append(self, query_ids: list[str], doc_ids: list[str], scores: Iterable[float]) -> None:
-        """Append one batch durably (flushed and fsynced) before returning."""
+        """Append one batch: handed to the kernel before returning (a killed process loses nothing appended),
+        and fsynced in groups, at most `COMMIT_SECONDS` or `COMMIT_ROWS` apart (what a machine crash can lose)."""
         values = list(scores)
         try:
             if self._writer is None:
@@ -107,7 +116,9 @@ class ScoreCache:
             batch = pa.record_batch([query_ids, doc_ids, values], schema=SCHEMA)
             self._writer.write_batch(batch, custom_metadata={CHECKSUM_KEY: batch_checksum(query_ids, doc_ids, values)})
             self._file.flush()
-            os.fsync(self._file.fileno())
+            self._unsynced += len(values)
+            if self._unsynced >= COMMIT_ROWS or time.monotonic() - self._synced_at >= COMMIT_SECONDS:
+                self._sync()
         except (OSError, MRBError) as exc:
             self._abandon()
             if isinstance(exc, MRBError):
@@ -138,12 +149,18 @@ class ScoreCache:
                 self._file.close()
         self._writer, self._file = None, None
 
+    def _sync(self) -> None:
+        assert self._file is not None
+        os.fsync(self._file.fileno())
+        self.syncs += 1
+        self._unsynced, self._synced_at = 0, time.monotonic()
+
     def close(self) -> None:
         if self._writer is not None and self._file is not None:
             try:
                 self._writer.close()
                 self._file.flush()
-                os.fsync(self._file.fileno())
+                self._sync()
             except OSError as exc:
                 log.warning("closing score cache segment %s: %s", self.segment, exc)
         self._abandon()

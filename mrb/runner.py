@@ -11,7 +11,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pandas as pd
 
 from mrb.batching import (
     ImageCache,
-    image_groups,
+    batch_groups,
     pair_tokens,
     plan_batches,
     token_estimator,
@@ -53,13 +53,19 @@ class RunStats:
     image_requests: int = 0  # images the reranker asked for
     oom_retries: int = 0  # out-of-memory errors answered by halving the batch
     retries: int = 0  # failed batches retried
+    cache_syncs: int = 0  # fsyncs of the score cache (group commits)
     prep_seconds: float = 0.0  # the reranker's prepare(), or decoding images ahead of the model
     model_seconds: float = 0.0  # inside the reranker's forward() (or score(), when it does not prepare)
     seconds: float = 0.0  # wall time, pack reading and metrics included
+    model: dict[str, int] = field(default_factory=dict)  # the reranker's own `counters` (prefix tokens saved, …)
 
     def add(self, other: RunStats) -> None:
         for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+            if f.name == "model":
+                for key, value in other.model.items():
+                    self.model[key] = self.model.get(key, 0) + value
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     @property
     def pairs_per_second(self) -> float:
@@ -81,6 +87,7 @@ class RunStats:
             f"preparation {self.prep_seconds:.1f} s, total {self.seconds:.1f} s; "
             f"{self.decodes} image decodes for {self.image_requests} requests; "
             f"{self.oom_retries} out-of-memory retries, {self.retries} failed batches retried"
+            + (f"; {self.model['prefix_tokens_saved']:,} prefix tokens shared" if self.model.get("prefix_tokens_saved") else "")
         )
 
 
@@ -142,19 +149,26 @@ class TaskScorer:
             self.progress.start_task(self.task.name, len(pairs), done=len(pairs) - len(todo))
         estimate = getattr(self.reranker, "estimate_tokens", None) or token_estimator(self.images.max_pixels)
         lengths = pair_tokens([pairs[i] for i in todo], estimate)
-        groups = image_groups([pairs[i] for i in todo])
+        grouping = getattr(self.reranker, "batch_group", None)
+        groups = [grouping(pairs[i]) for i in todo] if callable(grouping) else batch_groups([pairs[i] for i in todo])
         plan = [
             [todo[j] for j in batch]
             for batch in plan_batches(lengths, self.options.batch_size, self.options.max_batch_tokens, groups)
         ]
         sides = (("q", pairs[i].query) for i in todo), (("d", pairs[i].document) for i in todo)
         self.images.expect(Counter((role, r.id) for side in sides for role, r in side if r.has_image))
+        counters = getattr(self.reranker, "counters", None)
+        before = dict(counters) if isinstance(counters, dict) else {}
         try:
             for batch, ready in self._prepared(pairs, plan):
                 self._score_batch(pairs, batch, scores, ready)
         finally:
             if self.cache is not None:
                 self.cache.close()
+                self.stats.cache_syncs += self.cache.syncs
+            if isinstance(counters, dict):  # the reranker's counters grew by this task's work
+                for key, value in counters.items():
+                    self.stats.model[key] = self.stats.model.get(key, 0) + value - before.get(key, 0)
         return scores
 
     def _prepared(self, pairs: Sequence[Pair], plan: list[list[int]]) -> Iterator[tuple[list[int], Future[Any] | None]]:

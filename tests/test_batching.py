@@ -37,8 +37,9 @@ def test_plan_is_longest_first_under_the_budget_with_ties_in_order():
     # 20 tokens: 9+9 fits (2 × 9) but not a third (27); 5+5+1 pads to 15; the 30-token pair goes alone
     assert plan_batches(lengths, 32, 20) == [[3], [1, 4], [0, 2, 5]]
     assert plan_batches([], 4, 10) == []
-    # within a length bucket, pairs sharing an image go together
-    assert plan_batches([40, 39, 40, 39], 2, None, groups=["b", "a", "a", "b"]) == [[1, 2], [0, 3]]
+    # a group's pairs go together, groups in the bucket of their longest pair, in order of first appearance
+    assert plan_batches([40, 39, 40, 39], 2, None, groups=["b", "a", "a", "b"]) == [[0, 3], [1, 2]]
+    assert plan_batches([10, 300, 20, 310], 4, None, groups=["x", "y", "x", "y"]) == [[1, 3, 2, 0]]  # 300, 310: one bucket
     assert [length_bucket(n) for n in (1, 15, 16, 17, 300, 1000, 1025)] == [1, 15, 16, 18, 320, 1024, 1152]
 
 
@@ -54,11 +55,28 @@ def test_any_plan_covers_each_pair_once_longest_bucket_first_within_limits(lengt
     plan = plan_batches(lengths, batch_size, budget, group_ids)
     flat = [i for batch in plan for i in batch]
     assert sorted(flat) == list(range(len(lengths)))
-    buckets = [length_bucket(lengths[i]) for i in flat]
-    assert buckets == sorted(buckets, reverse=True)
+    assert_grouped_longest_first([length_bucket(lengths[i]) for i in flat], [group_ids[i] for i in flat] if groups else None)
     for batch in plan:
         assert 1 <= len(batch) <= batch_size
         assert budget is None or len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= budget
+
+
+def assert_grouped_longest_first(buckets: list[int], groups: list | None) -> None:
+    """Longest bucket first overall without groups; with groups, each group in one run, runs ordered by their
+    longest bucket, and longest first within each run."""
+    if groups is None:
+        assert buckets == sorted(buckets, reverse=True)
+        return
+    runs: list[tuple[object, list[int]]] = []
+    for group, bucket in zip(groups, buckets):
+        if runs and runs[-1][0] == group:
+            runs[-1][1].append(bucket)
+        else:
+            runs.append((group, [bucket]))
+    assert len(runs) == len(set(groups)), "a group's pairs are not together"
+    assert all(b == sorted(b, reverse=True) for _, b in runs)
+    tops = [b[0] for _, b in runs]
+    assert tops == sorted(tops, reverse=True)
 
 
 def test_token_estimate_counts_text_and_image_patches_from_the_header_only():
@@ -96,8 +114,8 @@ def test_order_is_restored_whatever_the_batches(options):
             scored, pair_tokens([Pair(task.instruction, pack.queries[q], pack.documents[d]) for q, d in scored], estimate)
         )
     }
-    flat = [length_bucket(lengths[k]) for batch in reranker.batches for k in batch]
-    assert flat == sorted(flat, reverse=True)
+    flat = [k for batch in reranker.batches for k in batch]
+    assert_grouped_longest_first([length_bucket(lengths[k]) for k in flat], [q for q, _ in flat])  # IT→T: by query
     budget = options.get("max_batch_tokens")
     assert all(len(b) <= options["batch_size"] for b in reranker.batches)
     if budget:

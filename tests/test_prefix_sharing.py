@@ -338,3 +338,17 @@ def test_common_prefix_leaves_each_row_its_last_token() -> None:
     mixed = plan_rows([*apart, *alike], 0, share=True)  # the first group's prefix row is all padding
     assert mixed.prefix.input_ids.tolist() == [[0, 0], [4, 5]] and mixed.prefix.attention_mask.tolist() == [[0, 0], [1, 1]]
     assert (mixed.shared, mixed.saved, mixed.row_prefix.tolist()) == (1, 2, [0, 0, 1, 1])
+
+
+def test_the_runner_keeps_a_querys_candidates_together_and_records_the_adapters_counters(models) -> None:
+    """I→T: the plan holds each query's candidates in one run of batches, so each query's prefix is run once per
+    batch it spans (not once per length bucket), and the adapter's counters reach the task's statistics."""
+    shared, _ = models("qwen2_5_vl")
+    task = MINI["MiniPhotos-I2T"]
+    result = run_task(task, shared, options=RunOptions(batch_size=32, workers=0))
+    assert result.stats is not None
+    counted = result.stats.model
+    # 16 queries × 20 candidates in 10 batches of 32: a prefix per query, plus one per batch boundary that cuts a query
+    assert counted["pairs"] == 320 and 16 <= counted["prefix_groups"] <= 16 + 9
+    assert counted["prefix_tokens_saved"] > 0 and counted["lm_tokens"] < 320 * 60
+    assert "prefix tokens shared" in result.stats.summary()

@@ -268,3 +268,14 @@ def test_cli_run_options_summary_and_provenance(tasks_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main([*command, "--workers", "-1"]) == 2
     assert capsys.readouterr().err == "mrb: error: --workers must be 0 or more, got -1\n"
+
+
+def test_the_cache_commits_in_groups_and_loses_nothing_a_killed_run_appended(tasks_dir, tmp_path):
+    import mrb.cache
+
+    out = tmp_path / "out"
+    board = mrb.evaluate(Recording(), "MiniFacts-T2T", output_dir=out, batch_size=1, quiet=True)
+    stats = json.loads(board["provenance"].iloc[0])
+    assert stats["batches"] == 320
+    assert 1 <= stats["cache_syncs"] <= int(stats["seconds"] / mrb.cache.COMMIT_SECONDS) + 2  # not one fsync per batch
+    assert len(cached_pairs(out / "cache")) == 320
