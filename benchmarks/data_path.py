@@ -3,9 +3,11 @@
 Builds synthetic packs with the MRB mix (T→T, T→I, I→T, I→I; 100 candidates per query; real JPEG
 bytes cut from scikit-image's sample photos) and scores them with a near-free reranker that still
 decodes every image it is handed. Each measurement runs in its own process, so its peak RSS is its own.
-Prints pairs/s and peak RSS for: MRB, the naive loop, and MRB with 10× the documents, and the peak
-RSS of reading the packs alone, which separates the runner's memory from the pack reader's. Both
-runs time the whole task the same way: read the pack, score every pair, compute the metrics.
+Prints pairs/s for MRB with a results folder (the score cache on), MRB without, the naive loop and
+MRB with 10× the documents; the cache's cost in task time; image decodes against distinct images;
+peak RSS of a run at default settings at 1× and 10× the documents, and of reading the packs alone,
+which separates the runner's memory from the pack reader's. Every run times the whole task the same
+way: read the pack, score every pair, compute the metrics.
 
     python -m benchmarks.data_path [--queries 50] [--docs 100] [--workers 1] [--repeats 5]    (from the repository root)
 """
@@ -97,16 +99,19 @@ def text(rng: np.random.Generator, n: int) -> str:
 def build(root: Path, n_queries: int, n_docs: int) -> dict[str, float]:
     """One task per type in `root`: `n_queries` queries, each with 100 candidates out of `n_docs` documents.
 
-    Returns, per image task, the image uses per distinct image: how many decodes the naive loop makes
-    for each one of MRB's, the ceiling of MRB's speed-up when decoding dominates.
+    Returns, per image task, the image uses per distinct image (how many decodes the naive loop makes for
+    each one of MRB's, the ceiling of MRB's speed-up when decoding dominates) and the distinct images.
     """
     rng = np.random.default_rng(0)
-    reuse = {}
+    reuse, distinct = {}, {}
     for code in TYPES:
         q_side, d_side = code.split("2")
         q_images = jpegs(n_queries, seed=1) if q_side == "i" else [None] * n_queries
         d_images = jpegs(n_docs, seed=2) if d_side == "i" else [None] * n_docs
-        queries = [Record(f"q{i}", None if q_side == "i" else text(rng, 8), q_images[i]) for i in range(n_queries)]
+        # query texts of 4 to 60 words: several length buckets, as real tasks have
+        queries = [
+            Record(f"q{i}", None if q_side == "i" else text(rng, int(rng.integers(4, 61))), q_images[i]) for i in range(n_queries)
+        ]
         docs = [Record(f"d{i}", None if d_side == "i" else text(rng, 40), d_images[i]) for i in range(n_docs)]
         rows, qrels = [], []
         for q in queries:
@@ -116,7 +121,8 @@ def build(root: Path, n_queries: int, n_docs: int) -> dict[str, float]:
         used = {r[1] for r in rows}
         if code != "t2t":
             uses = len(rows) * ((q_side == "i") + (d_side == "i"))
-            reuse[TaskType(code).label] = uses / ((len(queries) if q_side == "i" else 0) + (len(used) if d_side == "i" else 0))
+            images = (len(queries) if q_side == "i" else 0) + (len(used) if d_side == "i" else 0)
+            reuse[TaskType(code).label], distinct[TaskType(code).label] = uses / images, images
         name = f"Bench-{code.upper()}"
         write_pack(
             root / "packs" / name,
@@ -127,15 +133,30 @@ def build(root: Path, n_queries: int, n_docs: int) -> dict[str, float]:
             manifest={"task": name},
         )
         (root / f"{name}.yaml").write_text(f"name: {name}\ntype: {code}\ninstruction: Find it.\npack: packs/{name}\n")
-    return reuse
+    return reuse, distinct
 
 
-def mrb_rates(root: Path, workers: int) -> dict[str, float]:
-    """One MRB run over every task in `root`: pairs/s per task type (the task's wall time: read, score, measure)."""
+def mrb_run(root: Path, workers: int, output: Path | None) -> dict[str, dict]:
+    """One MRB run over every task in `root` at the default settings (with a results folder, and so the score
+    cache, when `output` is given): per task type, pairs/s (the task's wall time: read, score, measure), image
+    decodes and fsyncs of the cache."""
     import mrb
 
-    board = mrb.evaluate(Touch(), "all", task_dirs=[root], batch_size=32, workers=workers, quiet=True)
-    return {row.type: json.loads(row.provenance)["pairs"] / json.loads(row.provenance)["seconds"] for row in board.itertuples()}
+    board = mrb.evaluate(Touch(), "all", task_dirs=[root], workers=workers, output_dir=output, quiet=True)
+    stats = {row.type: json.loads(row.provenance) for row in board.itertuples()}
+    return {
+        label: {
+            "rate": s["pairs"] / s["seconds"],
+            "decodes": s["decodes"],
+            "syncs": s["cache_syncs"],
+            "cache": s["cache_seconds"] / s["seconds"],
+        }
+        for label, s in stats.items()
+    }
+
+
+def mrb_rates(root: Path, workers: int, output: Path | None = None) -> dict[str, float]:
+    return {label: run["rate"] for label, run in mrb_run(root, workers, output).items()}
 
 
 def naive_rates(root: Path) -> dict[str, float]:
@@ -176,16 +197,21 @@ def measure(mode: str, root: Path, workers: int, repeats: int) -> dict:
             read_pack(task.pack_path())
         return {"peak_rss_mb": peak_rss_mb()}
     if mode == "mrb":
-        return {"rates": mrb_rates(root, workers), "peak_rss_mb": peak_rss_mb()}
-    best: dict[str, dict[str, float]] = {"mrb": {}, "naive": {}}
+        with tempfile.TemporaryDirectory() as out:
+            return {"runs": mrb_run(root, workers, Path(out) / "results"), "peak_rss_mb": peak_rss_mb()}
+    best: dict[str, dict[str, float]] = {"mrb": {}, "no cache": {}, "naive": {}}
     ratios: dict[str, list[float]] = {}
-    for _ in range(repeats):
-        fast, slow = mrb_rates(root, workers), naive_rates(root)
-        for label in fast:
-            best["mrb"][label] = max(best["mrb"].get(label, 0.0), fast[label])
-            best["naive"][label] = max(best["naive"].get(label, 0.0), slow[label])
-            ratios.setdefault(label, []).append(fast[label] / slow[label])
-    return {"best": best, "ratios": ratios}
+    cache_costs: dict[str, list[float]] = {}
+    for round_ in range(repeats):
+        with tempfile.TemporaryDirectory() as out:
+            cached = mrb_rates(root, workers, Path(out) / f"results{round_}")  # a fresh folder: the cache is written
+        uncached, slow = mrb_rates(root, workers), naive_rates(root)
+        for label in cached:
+            for name, rate in (("mrb", cached[label]), ("no cache", uncached[label]), ("naive", slow[label])):
+                best[name][label] = max(best[name].get(label, 0.0), rate)
+            ratios.setdefault(label, []).append(cached[label] / slow[label])
+            cache_costs.setdefault(label, []).append(uncached[label] / cached[label] - 1)
+    return {"best": best, "ratios": ratios, "cache_costs": cache_costs}
 
 
 def peak_rss_mb() -> float:
@@ -224,7 +250,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         small, large = Path(tmp) / "docs1x", Path(tmp) / "docs10x"
-        reuse = build(small, args.queries, args.docs)
+        reuse, distinct = build(small, args.queries, args.docs)
         build(large, args.queries, args.docs * 10)
         speed = child("speed", small, args.workers, args.repeats)
         runs = {"1x": child("mrb", small, args.workers, 1), "10x": child("mrb", large, args.workers, 1)}
@@ -232,25 +258,42 @@ def main() -> None:
     labels = list(speed["best"]["mrb"])
     print(
         f"{args.queries} queries x {DEPTH} candidates per task, {args.docs} documents per task (10x: {args.docs * 10}); "
-        f"384x288 JPEG; workers={args.workers}; {args.repeats} alternating rounds of MRB and the naive loop"
+        f"queries of 4-60 words; 384x288 JPEG; default settings, workers={args.workers}; "
+        f"{args.repeats} alternating rounds of MRB (with a results folder, so the score cache, and without) and the naive loop"
     )
     print(f"{'best pairs/s':<22}" + "".join(f"{label:>10}" for label in labels))
-    for name in ("mrb", "naive"):
+    for name in ("mrb", "no cache", "naive"):
         print(f"{name:<22}" + "".join(f"{speed['best'][name][label]:>10,.0f}" for label in labels))
-    print(f"{'mrb, 10x documents':<22}" + "".join(f"{runs['10x']['rates'][label]:>10,.0f}" for label in labels) + "  (one run)")
     print(
-        "image uses per distinct image (the naive loop's decodes per MRB decode): "
-        + ", ".join(f"{label} {value:.0f}" for label, value in reuse.items())
+        f"{'mrb, 10x documents':<22}"
+        + "".join(f"{runs['10x']['runs'][label]['rate']:>10,.0f}" for label in labels)
+        + "  (one run)"
     )
     print(
         "speed-up over the naive loop, median of the rounds (lowest-highest): "
         + ", ".join(f"{label} {statistics.median(r):.1f}x ({min(r):.1f}-{max(r):.1f})" for label, r in speed["ratios"].items())
     )
+    print(
+        "the score cache's share of the task time (reading and appending it, timed inside the run): "
+        + ", ".join(f"{label} {100 * run['cache']:.1f}%" for label, run in runs["1x"]["runs"].items())
+        + "; fsyncs per task: "
+        + ", ".join(f"{label} {run['syncs']}" for label, run in runs["1x"]["runs"].items())
+    )
+    print(
+        "a results folder's cost in task time (none / with one - 1: the cache, the lock and the result files), median of "
+        "the rounds: " + ", ".join(f"{label} {100 * statistics.median(c):+.1f}%" for label, c in speed["cache_costs"].items())
+    )
+    print(
+        "image decodes / distinct images (1x): "
+        + ", ".join(f"{label} {runs['1x']['runs'][label]['decodes']}/{distinct[label]}" for label in distinct)
+        + "; image uses per distinct image (the naive loop's decodes per MRB decode): "
+        + ", ".join(f"{label} {value:.0f}" for label, value in reuse.items())
+    )
     big, base = runs["10x"]["peak_rss_mb"], runs["1x"]["peak_rss_mb"]
     print(
-        f"peak RSS of an MRB run with 10x documents / 1x: {big / base:.2f} ({base:,.0f} -> {big:,.0f} MB); reading the "
-        f"packs alone (read_pack, no scoring) peaks at {reads['1x']:,.0f} -> {reads['10x']:,.0f} MB, so the runner adds "
-        f"{base - reads['1x']:,.0f} MB at 1x and {big - reads['10x']:,.0f} MB at 10x"
+        f"peak RSS of an MRB run (default settings, results folder) with 10x documents / 1x: {big / base:.2f} "
+        f"({base:,.0f} -> {big:,.0f} MB); reading the packs alone (read_pack, no scoring) peaks at {reads['1x']:,.0f} -> "
+        f"{reads['10x']:,.0f} MB, so the runner adds {base - reads['1x']:,.0f} MB at 1x and {big - reads['10x']:,.0f} MB at 10x"
     )
 
 

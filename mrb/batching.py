@@ -41,6 +41,7 @@ class ImageCache:
         self._size = 0
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], threading.Event] = {}
+        self._sizes: dict[tuple[str, str], int | None] = {}  # decoded bytes, from the header, of images prefetch saw
         self.decodes = 0
         self.requests = 0
 
@@ -60,9 +61,16 @@ class ImageCache:
     def warm(self, role: str, record: Record) -> None:
         """Decode ahead of use (prefetch), not counted as a request; skipped when the image would not fit
         beside what the cache holds, since it would be gone, and decoded again, by the time it is used."""
-        size = decoded_size(record, self.max_pixels)
+        key = (role, record.id)
         with self._lock:
+            if key in self._items or key in self._pending:
+                return
             room = self.max_bytes - self._size
+            size = self._sizes.get(key)
+        if size is None:
+            size = decoded_size(record, self.max_pixels)
+            with self._lock:
+                self._sizes[key] = size
         if size is not None and size <= room:
             self._fetch(role, record, use=False)
 
@@ -241,12 +249,13 @@ def pair_tokens(pairs: Sequence[Pair], estimate: Callable[[Record], int]) -> lis
 
 
 def batch_groups(pairs: Sequence[Pair]) -> list[Hashable] | None:
-    """Per pair, what the batch plan keeps together: the query when it has an image (its prefix and image
-    are in every candidate's input), else the document when it has one (an image that recurs across
-    queries), else nothing for text pairs (None: batches by length alone pad least)."""
-    if not any(p.query.has_image or p.document.has_image for p in pairs):
+    """Per pair, what the batch plan keeps together by default: the image of the side with more distinct
+    images (documents for T→I, queries for I→T), so that each image's uses come in one run of batches and it
+    leaves the decoded-image cache after them; None for text pairs (batches by length alone pad least)."""
+    query_images = {p.query.id for p in pairs if p.query.has_image}
+    doc_images = {p.document.id for p in pairs if p.document.has_image}
+    if not query_images and not doc_images:
         return None
-    return [
-        ("q", p.query.id) if p.query.has_image else ("d", p.document.id) if p.document.has_image else ("q", p.query.id)
-        for p in pairs
-    ]
+    if len(doc_images) >= len(query_images):
+        return [("d", p.document.id) for p in pairs]
+    return [("q", p.query.id) for p in pairs]

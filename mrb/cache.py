@@ -86,13 +86,12 @@ class ScoreCache:
         """Every score durably appended so far, from all segments; damaged or torn batches are left out."""
         found = CachedScores({})
         for path in sorted(self.folder.glob("*.arrows")):
-            for batch, good in _read_segment(path):
-                if not good:
+            for batch, columns in _read_segment(path):
+                if columns is None:
                     found.rejected += batch.num_rows
                     continue
-                found.scores.update(
-                    zip(zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()), batch.column(2).to_pylist())
-                )
+                query_ids, doc_ids, scores = columns
+                found.scores.update(zip(zip(query_ids, doc_ids), scores))
         if found.rejected:
             log.warning(
                 "%s: %d cached scores failed their checksum (a damaged cache file) and will be scored again",
@@ -166,8 +165,9 @@ class ScoreCache:
         self._abandon()
 
 
-def _read_segment(path: Path) -> Iterator[tuple[pa.RecordBatch, bool]]:
-    """Each batch of a segment with whether its checksum holds; stops at a torn or damaged message."""
+def _read_segment(path: Path) -> Iterator[tuple[pa.RecordBatch, Columns | None]]:
+    """Each batch of a segment with its columns as lists, or None when the batch is damaged (its checksum
+    does not hold); stops at a torn or damaged message."""
     try:
         source = pa.memory_map(str(path))
         reader = pa.ipc.open_stream(source)
@@ -191,13 +191,19 @@ def _read_segment(path: Path) -> Iterator[tuple[pa.RecordBatch, bool]]:
         yield batch, _intact(batch, metadata)
 
 
-def _intact(batch: pa.RecordBatch, metadata: Any) -> bool:
-    """Whether a batch read back is well-formed, has no nulls and matches the checksum written with it."""
+Columns = tuple[list[str], list[str], list[float]]
+
+
+def _intact(batch: pa.RecordBatch, metadata: Any) -> Columns | None:
+    """A batch's columns when it is well-formed, has no nulls and matches the checksum written with it; else None."""
     expected = metadata.get(CHECKSUM_KEY) if metadata is not None else None
     try:
+        if expected is None or batch.schema != SCHEMA:
+            return None
         batch.validate(full=True)
-        if expected is None or batch.schema != SCHEMA or any(column.null_count for column in batch.columns):
-            return False
-        return expected == batch_checksum(*(column.to_pylist() for column in batch.columns))
+        if any(column.null_count for column in batch.columns):
+            return None
+        query_ids, doc_ids, scores = (column.to_pylist() for column in batch.columns)
+        return (query_ids, doc_ids, scores) if expected == batch_checksum(query_ids, doc_ids, scores) else None
     except (pa.ArrowException, ValueError, UnicodeDecodeError):
-        return False
+        return None

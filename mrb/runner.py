@@ -54,6 +54,7 @@ class RunStats:
     oom_retries: int = 0  # out-of-memory errors answered by halving the batch
     retries: int = 0  # failed batches retried
     cache_syncs: int = 0  # fsyncs of the score cache (group commits)
+    cache_seconds: float = 0.0  # reading and appending the score cache
     prep_seconds: float = 0.0  # the reranker's prepare(), or decoding images ahead of the model
     model_seconds: float = 0.0  # inside the reranker's forward() (or score(), when it does not prepare)
     seconds: float = 0.0  # wall time, pack reading and metrics included
@@ -73,7 +74,7 @@ class RunStats:
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("prep_seconds", "model_seconds", "seconds"):
+        for key in ("prep_seconds", "model_seconds", "cache_seconds", "seconds"):
             out[key] = round(out[key], 3)
         out["pairs_per_second"] = round(self.pairs_per_second, 1)
         return out
@@ -135,7 +136,9 @@ class TaskScorer:
         scores = np.full(len(pairs), np.nan)
         known: dict[tuple[str, str], float] = {}
         if self.cache is not None:
+            started = time.perf_counter()
             found = self.cache.load()
+            self.stats.cache_seconds += time.perf_counter() - started
             known, self.stats.cache_rejected = found.scores, self.stats.cache_rejected + found.rejected
         todo = []
         for i, p in enumerate(pairs):
@@ -149,8 +152,10 @@ class TaskScorer:
             self.progress.start_task(self.task.name, len(pairs), done=len(pairs) - len(todo))
         estimate = getattr(self.reranker, "estimate_tokens", None) or token_estimator(self.images.max_pixels)
         lengths = pair_tokens([pairs[i] for i in todo], estimate)
-        grouping = getattr(self.reranker, "batch_group", None)
-        groups = [grouping(pairs[i]) for i in todo] if callable(grouping) else batch_groups([pairs[i] for i in todo])
+        grouping = getattr(self.reranker, "batch_group", None)  # what the reranker shares between pairs, if it says
+        groups = [grouping(pairs[i]) for i in todo] if callable(grouping) else None
+        if groups is None or all(g is None for g in groups):
+            groups = batch_groups([pairs[i] for i in todo])
         plan = [
             [todo[j] for j in batch]
             for batch in plan_batches(lengths, self.options.batch_size, self.options.max_batch_tokens, groups)
@@ -164,7 +169,9 @@ class TaskScorer:
                 self._score_batch(pairs, batch, scores, ready)
         finally:
             if self.cache is not None:
+                started = time.perf_counter()
                 self.cache.close()
+                self.stats.cache_seconds += time.perf_counter() - started
                 self.stats.cache_syncs += self.cache.syncs
             if isinstance(counters, dict):  # the reranker's counters grew by this task's work
                 for key, value in counters.items():
@@ -260,7 +267,9 @@ class TaskScorer:
                 ready = None
             scores[chunk] = values
             if self.cache is not None:
+                started = time.perf_counter()
                 self.cache.append([pairs[i].query.id for i in chunk], [pairs[i].document.id for i in chunk], values)
+                self.stats.cache_seconds += time.perf_counter() - started
             self.stats.scored += len(chunk)
             self.stats.batches += 1
             if self.progress is not None:

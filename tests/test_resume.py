@@ -32,8 +32,8 @@ def cached_pairs(cache_dir: Path) -> list[tuple[str, str, str]]:
     for key in cache_dir.glob("*/*/key.json"):
         task = json.loads(key.read_text())["task"]["task"]
         for segment in key.parent.glob("*.arrows"):
-            for batch, good in _read_segment(segment):
-                if good:
+            for batch, columns in _read_segment(segment):
+                if columns is not None:
                     out += [(task, q, d) for q, d in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())]
     return out
 

@@ -17,7 +17,7 @@ batches, a document image of many queries) is processed and goes through the tow
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -211,6 +211,12 @@ class QwenVLYesNo(TransformersReranker):
         """Images are cached per task: a new task starts with empty caches."""
         self.vision.clear()
         self.pixels.clear()
+
+    def batch_group(self, pair: Pair) -> Hashable | None:
+        """What the runner's batch plan keeps together: with prefix sharing, the leading record when it shows an
+        image (its prefix, image included, is what the rows share); None leaves the plan to its default."""
+        lead = pair.query if self.format.leading == "query" else pair.document
+        return (self.format.leading, lead.id) if self.prefix_sharing and lead.has_image else None
 
     def prepare(self, pairs: Sequence[Pair]) -> PreparedPairs:
         """The batch on the CPU: each distinct image processed once, token rows truncated to max_length,
