@@ -50,6 +50,8 @@ def test_sigkill_then_resume_recomputes_nothing_and_equals_an_uninterrupted_run(
     kept = cached_pairs(out / "cache")
     assert 400 <= len(kept) < MINI_PAIRS and len(set(kept)) == len(kept)
     assert set(kept) <= set(read_log(first_log))
+    # fsyncs come in groups, but every batch is flushed to the kernel: the kill loses at most the batch in flight
+    assert len(kept) >= len(read_log(first_log)) - 8
 
     second_log = tmp_path / "second.log"
     board = mrb.evaluate(Recording(second_log), "mini", output_dir=out, batch_size=8, quiet=True)
