@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             shared = QwenVLYesNo(str(folder), device="cpu", dtype="fp32", **PIXELS)
         else:
             shared = random_7b(folder, "cuda", max_length=GMR_MAX_LENGTH, **GMR_PIXELS)
+        shared.ready()
         built = time.perf_counter() - started
         params = sum(p.numel() for p in shared.model.parameters())
         unshared = _variant(shared, prefix_sharing=False, vision_cache_mb=0)

@@ -26,6 +26,7 @@ def evaluate(
     data_dir: str | Path | None = None,
     build_missing: bool = False,
     quiet: bool = False,
+    dry_run: bool = False,
     **options: Any,
 ) -> pd.DataFrame:
     """Rerank the selected tasks with `model` and return one leaderboard row per task.
@@ -45,6 +46,7 @@ def evaluate(
         data_dir: where source mirrors and packs live (default ``$MRB_DATA_DIR``, else ``~/.cache/mrb``).
         build_missing: build missing candidate packs with each task's first stage first.
         quiet: no progress bars.
+        dry_run: check the packs and print the plan (pairs, cached pairs, time, disk), score nothing.
         **options: the runner's options (`RunOptions`: batch_size, max_batch_tokens, workers, overwrite,
             cache_dir, image_cache_mb), and for a preset or checkpoint the adapter's options (device, dtype, …).
 
@@ -68,5 +70,6 @@ def evaluate(
         data_dir=data_dir,
         build_missing=build_missing,
         quiet=quiet,
+        dry_run=dry_run,
     )
     return session.run()

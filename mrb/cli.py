@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run every pair whole instead of a query's common prefix once (chat rerankers; for comparison)",
     )
     run.add_argument("--build-missing", action="store_true", help="build missing candidate packs with each task's first stage")
+    run.add_argument(
+        "--dry-run", action="store_true", help="check the packs and print the plan (pairs, cached, time, disk), then stop"
+    )
 
     report = sub.add_parser(
         "report", parents=[verbosity], help="leaderboard tables from results folders, beside the paper's numbers"
@@ -187,6 +190,7 @@ def _run(args: argparse.Namespace) -> None:
         data_dir=args.data_dir,
         build_missing=args.build_missing,
         quiet=args.quiet,
+        dry_run=args.dry_run,
     )
     board = session.run()
     if board.empty:  # a torchrun rank other than 0

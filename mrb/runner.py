@@ -131,15 +131,9 @@ class TaskScorer:
         self._prepare_lock = threading.Lock()  # one `prepare` at a time
         self._stats_lock = threading.Lock()
 
-    def run(self, pairs: Sequence[Pair]) -> np.ndarray:
-        """Scores aligned with `pairs`; cached scores are reused, the rest computed and appended."""
+    def run(self, pairs: Sequence[Pair], known: dict[tuple[str, str], float]) -> np.ndarray:
+        """Scores aligned with `pairs`: `known` ones (from the cache) reused, the rest computed and appended."""
         scores = np.full(len(pairs), np.nan)
-        known: dict[tuple[str, str], float] = {}
-        if self.cache is not None:
-            started = time.perf_counter()
-            found = self.cache.load()
-            self.stats.cache_seconds += time.perf_counter() - started
-            known, self.stats.cache_rejected = found.scores, self.stats.cache_rejected + found.rejected
         todo = []
         for i, p in enumerate(pairs):
             value = known.get((p.query.id, p.document.id))
@@ -371,18 +365,24 @@ def score_candidates(
     query_ids, doc_ids = candidates["query_id"].tolist(), candidates["doc_id"].tolist()
     mine = world.shard(query_ids) if world.size > 1 else None
     rows = [i for i, q in enumerate(query_ids) if mine is None or q in mine]
-    images = ImageCache(options.image_cache_mb << 20, max_pixels=getattr(reranker, "max_pixels", None))
-    queries = {q: pack.queries[q].with_source(images.side("q")) for q in {query_ids[i] for i in rows}}
-    documents = {d: pack.documents[d].with_source(images.side("d")) for d in {doc_ids[i] for i in rows}}
-    pairs = [Pair(task.instruction, queries[query_ids[i]], documents[doc_ids[i]]) for i in rows]
-    cache = None
+    cache, known = None, {}
     if options.cache_dir is not None and identity.digest is not None:
         cache = ScoreCache(options.cache_dir, identity, task_key(task, pack))
         if options.overwrite == "always":
             cache.clear()  # on every rank: without a shared file system each has its own cache
             world.barrier()
+        started = time.perf_counter()
+        found = cache.load()
+        stats.cache_seconds += time.perf_counter() - started
+        known, stats.cache_rejected = found.scores, stats.cache_rejected + found.rejected
+    if any((query_ids[i], doc_ids[i]) not in known for i in rows):
+        reranker.ready()  # a model loads its weights only when it has pairs to score
+    images = ImageCache(options.image_cache_mb << 20, max_pixels=getattr(reranker, "max_pixels", None))
+    queries = {q: pack.queries[q].with_source(images.side("q")) for q in {query_ids[i] for i in rows}}
+    documents = {d: pack.documents[d].with_source(images.side("d")) for d in {doc_ids[i] for i in rows}}
+    pairs = [Pair(task.instruction, queries[query_ids[i]], documents[doc_ids[i]]) for i in rows]
     stats.pairs += len(pairs)
-    local = TaskScorer(task, reranker, options, cache, images, stats, progress).run(pairs)
+    local = TaskScorer(task, reranker, options, cache, images, stats, progress).run(pairs, known)
     stats.decodes += images.decodes
     stats.image_requests += images.requests
     parts = world.gather((rows, local, stats))

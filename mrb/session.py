@@ -28,6 +28,7 @@ from mrb.errors import MRBError
 from mrb.identity import ModelIdentity, identify
 from mrb.io import remove_stale_temporaries
 from mrb.lock import ResultsLock
+from mrb.plan import Plan, check_packs, task_plan
 from mrb.progress import RunProgress
 from mrb.rerankers import Reranker, as_reranker, get_reranker
 from mrb.results import LEADERBOARD_COLUMNS, LEADERBOARD_FILE, TaskScores, check_model_folder, read_leaderboard, remove_model
@@ -59,19 +60,31 @@ class Session:
     data_dir: str | Path | None = None
     build_missing: bool = False
     quiet: bool = False
+    dry_run: bool = False
 
     def run(self) -> pd.DataFrame:
-        """Run every task and return the leaderboard rows (on rank 0; other ranks get an empty frame)."""
+        """Run every task and return the leaderboard rows (on rank 0; other ranks get an empty frame).
+
+        Before any weights load: the packs are checked (or built), the model object is made (adapters read
+        their weights on their first pair), the results folder locked and checked, and the plan printed
+        (to stdout and nothing more with `dry_run`)."""
         with self._world() as world:
             specs = load_tasks(self.tasks, task_dirs=self.task_dirs)
             if self.build_missing:
                 self._build_packs(specs, world)
+            check_packs(specs, self.tasks, self.data_dir, self.task_dirs)
             reranker = self._reranker()
             devices = world.gather(f"rank {world.rank}: {device_name(reranker)}") if world.size > 1 else [device_name(reranker)]
             identity = identify(reranker)
             if identity.unproven:
                 log.warning("%s; until then its scores are not cached", identity.advice())
             return self._run_tasks(specs, reranker, identity, world, devices or [])
+
+    def plan(self, specs: list[TaskSpec], reranker: Reranker, identity: ModelIdentity, cache_dir: Path | None) -> Plan:
+        """What the run will do: per task the pairs, those in the score cache, and the time at a measured rate."""
+        rate, source = measured_rate(self.model, device_name(reranker))
+        tasks = [task_plan(spec, self.data_dir, identity, cache_dir) for spec in specs if reranker.supports(spec.type)]
+        return Plan(identity.name, tasks, rate, source, [spec.name for spec in specs if not reranker.supports(spec.type)])
 
     @contextmanager
     def _world(self) -> Iterator[World]:
@@ -108,6 +121,11 @@ class Session:
         total = RunStats()
         with ExitStack() as stack:
             self._lock(stack, identity, world)
+            if world.is_main and (self.dry_run or not self.quiet):
+                plan = self.plan(specs, reranker, identity, options.cache_dir if options.overwrite != "always" else None)
+                print(plan.render(), file=sys.stdout if self.dry_run else sys.stderr, flush=True)
+            if self.dry_run:
+                return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
             finished = self._finished_rows(identity.name, world) if options.overwrite == "never" else {}
             progress = None if self.quiet or not world.is_main else stack.enter_context(RunProgress(len(specs)))
             for spec in specs:
@@ -192,6 +210,17 @@ def _version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
+
+
+def measured_rate(model: Any, device: str) -> tuple[float | None, str]:
+    """A preset's measured pairs/s on this kind of device, and where the figure comes from."""
+    from mrb.rerankers.presets import PRESETS
+
+    preset = PRESETS.get(model) if isinstance(model, str) else None
+    for kind, rate in (preset.rates if preset is not None else {}).items():
+        if kind in device:
+            return rate, f"measured for {preset.name} on an {kind}: docs/running.md"  # type: ignore[union-attr]
+    return None, f"no pairs/s measured for this model on {device}"
 
 
 def device_name(reranker: Any) -> str:

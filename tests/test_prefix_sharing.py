@@ -53,6 +53,7 @@ def models(tmp_path_factory):
             else:
                 cls = {"qwen3_vl": Qwen3VLReranker, "monoqwen_lora": MonoQwenVL}.get(kind, QwenVLYesNo)
                 loaded[kind] = cls(folder, **PIXELS)
+            loaded[kind].ready()  # loaded once, before the twins copy it
         base = loaded[kind]
         return variant(base, share=True, vision_mb=VISION_CACHE_MB), variant(base, share=False, vision_mb=0)
 

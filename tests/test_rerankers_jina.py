@@ -23,7 +23,9 @@ IMAGE_D = Record("d-img", None, image_bytes("coffee", (48, 32)))
 
 @pytest.fixture(scope="module")
 def jina(tmp_path_factory) -> JinaRerankerM0:
-    return JinaRerankerM0(str(artefact(tmp_path_factory, "jina")), trust_remote_code=True, max_length=2048)
+    reranker = JinaRerankerM0(str(artefact(tmp_path_factory, "jina")), trust_remote_code=True, max_length=2048)
+    reranker.ready()
+    return reranker
 
 
 def test_refuses_remote_code_unless_trusted(tmp_path_factory) -> None:
@@ -32,8 +34,26 @@ def test_refuses_remote_code_unless_trusted(tmp_path_factory) -> None:
 
 
 def test_code_that_does_not_load_names_the_transformers_version(tmp_path_factory) -> None:
-    with pytest.raises(MRBError, match=f"did not load with transformers {transformers.__version__} .*NoSuchName"):
-        JinaRerankerM0(str(artefact(tmp_path_factory, "jina_broken")), trust_remote_code=True)
+    folder = str(artefact(tmp_path_factory, "jina_broken"))
+    reranker = JinaRerankerM0(folder, trust_remote_code=True)  # building loads nothing: the failure comes on ready()
+    with pytest.raises(MRBError) as err:
+        reranker.ready()
+    assert str(err.value).startswith(
+        f"JinaRerankerM0 cannot load {folder!r}: its own code (trust_remote_code) fails with transformers "
+        f"{transformers.__version__} (ImportError: "
+    )
+    assert "NoSuchName" in str(err.value) and str(err.value).endswith("it may need the transformers release it was written for")
+
+
+def test_a_hub_checkpoint_missing_while_offline_is_not_blamed_on_transformers() -> None:
+    reranker = JinaRerankerM0("jinaai/jina-reranker-m0", trust_remote_code=True)  # HF_HUB_OFFLINE=1 in the tests
+    with pytest.raises(MRBError) as err:
+        reranker.ready()
+    assert str(err.value) == (
+        "JinaRerankerM0 cannot load 'jinaai/jina-reranker-m0': it is not in the local hub cache and the hub is off "
+        "(HF_HUB_OFFLINE=1): download it where the hub can be reached (`hf download jinaai/jina-reranker-m0`) and copy "
+        "the cache here, or unset HF_HUB_OFFLINE"
+    )
 
 
 def test_pairs_are_grouped_by_jina_types(jina: JinaRerankerM0) -> None:

@@ -301,9 +301,10 @@ def test_tiny_and_huge_images_are_resized_within_bounds(gmr: QwenVLYesNo) -> Non
 
 
 def test_missing_optional_dependencies_name_the_install(tmp_path_factory, monkeypatch) -> None:
+    lora = artefact(tmp_path_factory, "monoqwen_lora")  # built with peft, before it goes
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(MRBError, match="pip install peft"):
-        MonoQwenVL(str(artefact(tmp_path_factory, "monoqwen_lora")))
+        MonoQwenVL(str(lora))
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "flash_attn" else object())
     with pytest.raises(MRBError, match="pip install flash-attn"):
         QwenVLYesNo(str(artefact(tmp_path_factory, "qwen2_5_vl")), attn_implementation="flash_attention_2")

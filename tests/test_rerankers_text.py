@@ -126,7 +126,7 @@ def test_qwen3_reranker_truncates_only_the_body(qwen3: Qwen3Reranker, monkeypatc
 
 def test_qwen3_reranker_rejects_a_max_length_without_room(tmp_path_factory) -> None:
     with pytest.raises(MRBError, match="the template alone takes 48 tokens"):
-        Qwen3Reranker(str(artefact(tmp_path_factory, "qwen3_lm")), max_length=48)
+        Qwen3Reranker(str(artefact(tmp_path_factory, "qwen3_lm")), max_length=48).ready()
 
 
 def test_text_rerankers_take_text_only(qwen3: Qwen3Reranker, bge: CrossEncoder) -> None:

@@ -53,6 +53,10 @@ class Reranker:
     def start_task(self, task: TaskSpec, pack: Pack) -> None:
         """Hook called before a task is scored; the default does nothing."""
 
+    def ready(self) -> None:
+        """Hook called before the first pair of a run is scored (not at all when the score cache has them all):
+        where a model loads its weights. The default does nothing."""
+
     def score(self, pairs: Sequence[Pair]) -> Sequence[float]:
         """Score a batch.
 

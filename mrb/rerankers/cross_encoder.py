@@ -30,6 +30,7 @@ class CrossEncoder(TransformersReranker):
         self.model = self.load_model(AutoModelForSequenceClassification, self.checkpoint)
 
     def prepare(self, pairs: Sequence[Pair]) -> BatchEncoding:
+        self.ready()
         queries = [side_text(p.query, "query", self.name) for p in pairs]
         docs = [side_text(p.document, "document", self.name) for p in pairs]
         return self.tokenizer(

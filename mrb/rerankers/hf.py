@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -45,7 +48,13 @@ def resolve_attention(attn_implementation: str | None, device: torch.device, dty
 class TransformersReranker(Reranker):
     """Base of the adapters that load one checkpoint with transformers: the options every such adapter
     takes (its signature is what `build` checks options against), provenance, and a `load` hook that
-    subclasses fill in to load their tokenizer or processor and model."""
+    subclasses fill in to load their tokenizer or processor and model.
+
+    Building one loads nothing: its identity (`settings()`, with a digest of the checkpoint) is known
+    at once, so a run can check its packs and its score cache first. The weights load on `ready()`,
+    which the runner calls before the first pair it has to score (and `prepare` / `score` call too);
+    a checkpoint that does not load is an `MRBError` saying why (`loading_error`).
+    """
 
     def __init__(
         self,
@@ -67,13 +76,22 @@ class TransformersReranker(Reranker):
         self.attn_implementation = resolve_attention(attn_implementation, self.device, self.dtype)
         self.max_length = max_length
         self.trust_remote_code = trust_remote_code
-        try:
-            self.load()
-        except MRBError:
-            raise
-        except Exception as exc:  # from_pretrained fails in many ways: missing files, bad configs, wrong classes
-            raise MRBError(f"{type(self).__name__} cannot load the checkpoint {self.checkpoint!r}: {load_failure(exc)}") from exc
         self.weights = checkpoint_identity(self.checkpoint, self.revision)
+        self.loaded = False
+        self._loading = threading.Lock()
+
+    def ready(self) -> None:
+        """Load the checkpoint, once (thread-safe); an error says what went wrong and how to fix it."""
+        with self._loading:
+            if self.loaded:
+                return
+            try:
+                self.load()
+            except MRBError:
+                raise
+            except Exception as exc:  # from_pretrained fails in many ways: offline, gated, missing files, wrong classes
+                raise MRBError(f"{type(self).__name__} cannot load {self.checkpoint!r}: {loading_error(self, exc)}") from exc
+            self.loaded = True
 
     def load(self) -> None:
         """Load the tokenizer or processor and the model (each adapter's own)."""
@@ -112,6 +130,76 @@ class TransformersReranker(Reranker):
             "transformers": transformers.__version__,
             "torch": torch.__version__,
         }
+
+
+EXTRAS = {
+    "torchvision": "pip install 'mrb[vision]'",
+    "peft": "pip install 'mrb[peft]'",
+    "flash_attn": "pip install flash-attn --no-build-isolation",
+}
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return out
+
+
+def loading_error(adapter: TransformersReranker, exc: BaseException) -> str:
+    """Why a checkpoint did not load, told apart from the exception chain and the hub's offline switch:
+    not downloaded while offline, gated, no such revision, no such repository, a missing package, a
+    transformers too old for its model type, or remote code written for another transformers."""
+    import transformers
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    chain = _chain(exc)
+    checkpoint, revision = adapter.checkpoint, adapter.revision
+    at = f" --revision {revision}" if revision else ""
+    if any(isinstance(e, GatedRepoError) for e in chain):
+        return (
+            f"it is a gated repository: accept its conditions on https://huggingface.co/{checkpoint} and log in "
+            "(`hf auth login`, or set HF_TOKEN)"
+        )
+    if any(isinstance(e, RevisionNotFoundError) for e in chain):
+        return f"the hub has no revision {revision!r} of it: check the revision (a preset's pin, or --revision)"
+    if any(isinstance(e, LocalEntryNotFoundError) for e in chain) or (
+        constants.HF_HUB_OFFLINE and any("offline" in str(e).lower() or "couldn't connect" in str(e).lower() for e in chain)
+    ):
+        return (
+            f"it is not in the local hub cache and the hub is off (HF_HUB_OFFLINE=1): download it where the hub can be "
+            f"reached (`hf download {checkpoint}{at}`) and copy the cache here, or unset HF_HUB_OFFLINE"
+        )
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
+        return "it is neither a local folder nor a hub repository you can read (a typo, or a private repository: `hf auth login`)"
+    missing = next((e for e in chain if isinstance(e, ImportError)), None)
+    if missing is not None and not adapter.trust_remote_code:
+        name = (getattr(missing, "name", None) or "").partition(".")[0]
+        fix = EXTRAS.get(name, f"pip install {name}" if name else "install the package it names")
+        return f"a package it needs is missing ({load_failure(missing)}): {fix}"
+    if any(isinstance(e, ValueError | KeyError) and "does not recognize this architecture" in str(e) for e in chain):
+        return (
+            f"transformers {transformers.__version__} does not know its model type ({load_failure(exc)}): "
+            "pip install -U transformers"
+        )
+    if adapter.trust_remote_code:
+        return (
+            f"its own code (trust_remote_code) fails with transformers {transformers.__version__} ({load_failure(exc)}); "
+            "it may need the transformers release it was written for"
+        )
+    return load_failure(exc)
+
+
+def lora_base(checkpoint: str, revision: str | None) -> str | None:
+    """The base model of a PEFT LoRA checkpoint (its adapter_config.json), or None when it is a full model."""
+    from transformers.utils import find_adapter_config_file
+
+    found = find_adapter_config_file(checkpoint, revision=revision)
+    if found is None:
+        return None
+    return str(json.loads(Path(found).read_text(encoding="utf-8"))["base_model_name_or_path"])
 
 
 def check_side(record: Record, role: str) -> None:

@@ -27,21 +27,19 @@ class JinaRerankerM0(TransformersReranker):
     # processor sees them, and the runner's token estimates
     max_pixels = 602112
 
-    def load(self) -> None:
-        import transformers
-
+    def __init__(self, checkpoint: str, **options: Any) -> None:
+        """`options` are `TransformersReranker`'s; jina's own code runs only with ``trust_remote_code=True``."""
+        super().__init__(checkpoint, **options)
         if not self.trust_remote_code:
             raise MRBError(
                 f"{self.checkpoint} runs its own Python code from the checkpoint (jina-reranker-m0): "
                 "pass --trust-remote-code (trust_remote_code=True) to allow it"
             )
-        try:
-            self.model = self.load_model(transformers.AutoModel, self.checkpoint)
-        except Exception as exc:  # remote code fails in many ways (moved modules, changed signatures)
-            raise MRBError(
-                f"the remote code of {self.checkpoint} did not load with transformers {transformers.__version__} "
-                f"({type(exc).__name__}: {exc}); it was written for transformers 4.x"
-            ) from exc
+
+    def load(self) -> None:
+        import transformers
+
+        self.model = self.load_model(transformers.AutoModel, self.checkpoint)  # its errors: hf.loading_error
 
     def _side(self, record: Record, role: str) -> tuple[str, str | Image.Image]:
         check_side(record, role)
@@ -55,6 +53,7 @@ class JinaRerankerM0(TransformersReranker):
 
     @torch.inference_mode()
     def score(self, pairs: Sequence[Pair]) -> list[float]:
+        self.ready()
         groups: dict[tuple[str, str], list[tuple[int, list[Any]]]] = {}
         for i, pair in enumerate(pairs):
             qtype, query = self._side(pair.query, "query")

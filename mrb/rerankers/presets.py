@@ -33,6 +33,7 @@ class Preset:
     max_pixels: int | None = None
     max_length: int | None = None
     unverified: str = ""  # facts about the checkpoint that could not be read from its official source
+    rates: dict[str, float] = field(default_factory=dict)  # measured pairs/s by GPU (a name's part: "H200")
 
     def adapter_options(self) -> dict[str, Any]:
         """The options the adapter is built with: the runtime fields that are set, then `options`."""
@@ -46,6 +47,8 @@ class Preset:
         return {**{k: v for k, v in runtime.items() if v is not None}, **self.options}
 
 
+# benchmarks.gpu_model_path with random Qwen2.5-VL-7B-shaped weights on one H200 (docs/running.md, 9c).
+GMR_7B_RATES = {"H200": 73.4}
 # GMR's inference length is not documented: 3200 tokens is its training length (paper, training facts).
 GMR_MAX_LENGTH = 3200
 GMR_UNVERIFIED = (
@@ -102,16 +105,25 @@ PRESETS: dict[str, Preset] = {
                 max_pixels=1280 * 28 * 28,
                 max_length=GMR_MAX_LENGTH,
                 unverified=unverified,
+                rates=rates,
             )
-            for name, label, hub_id, parameters, unverified in [
-                ("gmr-7b", "GMR-7B", "vec-ai/lychee-rerank-mm", "8.29B", GMR_UNVERIFIED),
-                ("lychee-rerank-mm", "Lychee-rerank-mm (= GMR-7B)", "vec-ai/lychee-rerank-mm", "8.29B", GMR_UNVERIFIED),
+            for name, label, hub_id, parameters, unverified, rates in [
+                ("gmr-7b", "GMR-7B", "vec-ai/lychee-rerank-mm", "8.29B", GMR_UNVERIFIED, GMR_7B_RATES),
+                (
+                    "lychee-rerank-mm",
+                    "Lychee-rerank-mm (= GMR-7B)",
+                    "vec-ai/lychee-rerank-mm",
+                    "8.29B",
+                    GMR_UNVERIFIED,
+                    GMR_7B_RATES,
+                ),
                 (
                     "gmr-3b",
                     "GMR-3B",
                     "vec-ai/lychee-rerank-mm-3b",
                     "3.75B",
                     "the repository was linked from an early model card and later removed: it may not exist; " + GMR_UNVERIFIED,
+                    {},
                 ),
             ]
         ),

@@ -26,10 +26,12 @@ from PIL import Image
 
 from mrb.data import Pair, Record
 from mrb.errors import MRBError
+from mrb.identity import checkpoint_identity
 from mrb.rerankers.hf import (
     TransformersReranker,
     check_side,
     left_pad,
+    lora_base,
     project_two_tokens,
     require,
     token_id,
@@ -151,7 +153,7 @@ class QwenVLYesNo(TransformersReranker):
         if vision_cache_mb < 0:
             raise MRBError(f"vision_cache_mb must be 0 or more, got {vision_cache_mb}")
         self.requested_pixels = (min_pixels, max_pixels)
-        self.base_checkpoint: str | None = None
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels  # None: the checkpoint's (known once loaded)
         self.prefix_sharing = prefix_sharing
         self.vision = TensorCache(vision_cache_mb << 20)  # tower outputs, on the model's device
         self.pixels = TensorCache(vision_cache_mb << 20)  # processed pixels and patch grids, on the CPU
@@ -160,6 +162,9 @@ class QwenVLYesNo(TransformersReranker):
         )
         self._encoder_output: type | None = None  # the class of the tower's output, rebuilt from cached features
         super().__init__(checkpoint, **options)
+        self.base_checkpoint = lora_base(self.checkpoint, self.revision)  # a LoRA's base model, else None
+        if self.base_checkpoint is not None:
+            require("peft", "peft")  # before the run, not when its first pair is scored
 
     def load(self) -> None:
         from transformers import AutoProcessor
@@ -183,13 +188,11 @@ class QwenVLYesNo(TransformersReranker):
     def _load_model(self) -> tuple[Any, str, str | None]:
         """The model, and where its processor lives (the base model's for a LoRA adapter)."""
         from transformers import AutoModelForImageTextToText
-        from transformers.utils import find_adapter_config_file
 
-        if find_adapter_config_file(self.checkpoint, revision=self.revision) is None:
+        base = self.base_checkpoint
+        if base is None:
             return self.load_model(AutoModelForImageTextToText, self.checkpoint), self.checkpoint, self.revision
         peft = require("peft", "peft")
-        base = peft.PeftConfig.from_pretrained(self.checkpoint, revision=self.revision).base_model_name_or_path
-        self.base_checkpoint = base
         model = self.load_model(AutoModelForImageTextToText, base, revision=None)
         model = peft.PeftModel.from_pretrained(model, self.checkpoint, revision=self.revision).merge_and_unload()
         return model.eval(), base, None
@@ -205,6 +208,7 @@ class QwenVLYesNo(TransformersReranker):
 
     def render(self, conversations: list[list[Message]]) -> list[str]:
         """The prompt strings (one image placeholder per image): the chat template with the generation prompt."""
+        self.ready()
         return self.processor.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
 
     def start_task(self, task: TaskSpec, pack: Pack) -> None:
@@ -221,6 +225,7 @@ class QwenVLYesNo(TransformersReranker):
     def prepare(self, pairs: Sequence[Pair]) -> PreparedPairs:
         """The batch on the CPU: each distinct image processed once, token rows truncated to max_length,
         every row's multimodal RoPE positions, and the passes (`mrb.rerankers.prefix`)."""
+        self.ready()
         conversations = self.conversations(pairs)
         texts = self.render(conversations)
         digests: dict[int, str] = {}  # id of a decoded image (alive while `conversations` is) → digest
@@ -369,11 +374,12 @@ class QwenVLYesNo(TransformersReranker):
             **super().settings(),
             "format": self.format.name,
             "tokens": [self.format.positive, self.format.negative],
-            "min_pixels": self.min_pixels,
-            "max_pixels": self.max_pixels,
+            "min_pixels": self.requested_pixels[0],  # None: the checkpoint's processor's (part of its weights digest)
+            "max_pixels": self.requested_pixels[1],
         }
         if self.base_checkpoint is not None:
             out["base_checkpoint"] = self.base_checkpoint
+            out["base_weights"] = checkpoint_identity(self.base_checkpoint, None)
         return out
 
 

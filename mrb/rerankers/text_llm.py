@@ -65,6 +65,7 @@ class Qwen3Reranker(TransformersReranker):
 
     def token_rows(self, pairs: Sequence[Pair]) -> list[list[int]]:
         """prefix + body + suffix ids per pair, the body cut from its end so the whole fits max_length."""
+        self.ready()
         truncate: dict[str, Any] = {}
         if self.max_length is not None:
             truncate = {"truncation": True, "max_length": self.max_length - len(self.prefix_ids) - len(self.suffix_ids)}
@@ -73,6 +74,7 @@ class Qwen3Reranker(TransformersReranker):
 
     def prepare(self, pairs: Sequence[Pair]) -> Plan:
         """The passes of the batch: rows grouped by query, positions 0 … n − 1 per row."""
+        self.ready()
         rows = [Row(ids, torch.arange(len(ids)).view(1, -1), p.query.id) for p, ids in zip(pairs, self.token_rows(pairs))]
         return plan_rows(rows, self.tokenizer.pad_token_id, self.prefix_sharing)
 
