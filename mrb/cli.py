@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from rich.console import Console
 from rich.table import Table
 
+from mrb import __version__
 from mrb.errors import MRBError
 from mrb.io import os_error
 from mrb.options import RunOptions
@@ -54,6 +55,7 @@ def add_options(parser: argparse.ArgumentParser, options: type) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrb", description="MRB: the Multimodal Reranking Benchmark")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument("--version", action="version", version=f"mrb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     verbosity = argparse.ArgumentParser(add_help=False)
     verbosity.add_argument("-v", "--verbose", action="count", default=0, help="say more: -v what MRB does, -vv debugging detail")
@@ -117,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
 
     download = sub.add_parser("download", parents=[verbosity], help="mirror the hub data of tasks for offline runs")
     download.add_argument("--tasks", required=True, help="selection, as for `mrb run`")
-    download.add_argument("--dir", help="data dir to mirror into (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
+    download.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
     download.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
 
     candidates = sub.add_parser("candidates", parents=[verbosity], help="build, verify and summarise first-stage candidate packs")
@@ -245,38 +247,51 @@ def _tasks(args: argparse.Namespace) -> None:
 
 
 def _models(args: argparse.Namespace) -> None:
+    """One block per preset, wrapped to the terminal: its name whole on the first line, then what it runs."""
+    import shutil
+    import textwrap
+
     from mrb.rerankers.presets import PRESETS
 
-    table = Table(title="MRB model presets (settings left 'auto': bf16 on GPU / fp32 on CPU, flash-attn when installed)")
-    for column in ("name", "adapter", "checkpoint", "revision", "modalities", "params", "licence", "settings"):
-        table.add_column(column, overflow="fold")
-    unverified = []
+    width = max(40, shutil.get_terminal_size((100, 24)).columns)
+    print(textwrap.fill("MRB model presets (settings left 'auto': bf16 on GPU, fp32 on CPU; flash-attn when installed)", width))
     for p in PRESETS.values():
-        revision = p.revision or ("not pinned" if p.hub_id else "")
-        pixels = f"{p.min_pixels}–{p.max_pixels}" if p.min_pixels or p.max_pixels else "checkpoint's"
-        settings = (
-            ""
-            if not p.hub_id
-            else (
-                f"dtype {p.dtype or 'auto'}, attention {p.attn_implementation or 'auto'}, pixels {pixels}, "
-                f"max length {p.max_length or 'none'}"
+        facts = [p.adapter, p.modalities, p.parameters, p.license]
+        if p.hub_id:
+            facts.insert(1, f"{p.hub_id} ({p.revision[:12] if p.revision else 'not pinned'})")
+        print()
+        print(
+            textwrap.fill(
+                f"{p.name}{' *' if p.unverified else ''}: " + " · ".join(f for f in facts if f),
+                width,
+                subsequent_indent="    ",
+                break_on_hyphens=False,
+                break_long_words=False,
             )
         )
-        name = f"{p.name} *" if p.unverified else p.name
-        table.add_row(name, p.adapter, p.hub_id or "", revision, p.modalities, p.parameters, p.license, settings)
+        if p.hub_id:
+            pixels = f"{p.min_pixels}–{p.max_pixels}" if p.min_pixels or p.max_pixels else "the checkpoint's"
+            shown = f"pixels {pixels}, " if p.modalities == "all" or "I" in p.modalities else ""  # image models only
+            length = p.max_length or "the adapter's default"
+            settings = f"dtype {p.dtype or 'auto'}, attention {p.attn_implementation or 'auto'}, {shown}max length {length}"
+            print(textwrap.fill(settings, width, initial_indent="    ", subsequent_indent="    ", break_long_words=False))
         if p.unverified:
-            unverified.append(f"* {p.name}: unverified — {p.unverified}")
-    console = Console()
-    console.print(table)
-    for line in unverified:
-        console.print(line, highlight=False)
+            print(
+                textwrap.fill(
+                    f"* unverified: {p.unverified}",
+                    width,
+                    initial_indent="    ",
+                    subsequent_indent="      ",
+                    break_long_words=False,
+                )
+            )
 
 
 def _download(args: argparse.Namespace) -> None:
     from mrb.sources import download
     from mrb.tasks import load_tasks
 
-    for folder in download(load_tasks(args.tasks, task_dirs=args.task_dir), args.dir):
+    for folder in download(load_tasks(args.tasks, task_dirs=args.task_dir), args.data_dir):
         print(folder)
 
 
@@ -360,6 +375,8 @@ def configure_logging(verbosity: int) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.ERROR if verbosity < 0 else logging.DEBUG if verbosity > 1 else logging.WARNING)
+    for library in ("huggingface_hub", "datasets"):  # they print through a handler of their own and then propagate:
+        logging.getLogger(library).handlers.clear()  # each of their warnings (a retry, say) came out twice
     logging.getLogger("mrb").setLevel({-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
 
 

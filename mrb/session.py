@@ -31,6 +31,7 @@ from mrb.lock import ResultsLock
 from mrb.plan import Plan, check_packs, task_plan
 from mrb.progress import RunProgress
 from mrb.rerankers import Reranker, as_reranker, get_reranker
+from mrb.rerankers.base import check_declaration
 from mrb.results import LEADERBOARD_COLUMNS, LEADERBOARD_FILE, TaskScores, check_model_folder, read_leaderboard, remove_model
 from mrb.runner import RunOptions, RunStats, run_task
 from mrb.tasks import TaskSpec, load_tasks
@@ -74,6 +75,7 @@ class Session:
                 self._build_packs(specs, world)
             check_packs(specs, self.tasks, self.data_dir, self.task_dirs)
             reranker = self._reranker()
+            check_declaration(reranker)
             devices = world.gather(f"rank {world.rank}: {device_name(reranker)}") if world.size > 1 else [device_name(reranker)]
             identity = identify(reranker)
             if identity.unproven:
@@ -143,6 +145,13 @@ class Session:
                         rows.append(self._record(scores.stamped(identity, settings, record)))
                 if progress is not None:
                     progress.finish_task()
+        silent = [row["task"] for row in rows if row.get("no_signal")]
+        if world.is_main and silent:
+            log.warning(
+                "%s gave every candidate of every query one score on %s: no signal, the values equal the first stage's",
+                identity.name,
+                ", ".join(silent),
+            )
         if world.is_main:
             log.info("%s: %s", identity.name, total.summary())
             if progress is not None:

@@ -161,11 +161,11 @@ def _manifest_path(mirror: Path) -> Path:
 
 def download_command(task: TaskSpec, data_dir: str | Path | None = None) -> str:
     """The exact CLI command that mirrors a task's sources into the data dir."""
-    target = f" --dir {data_dir}" if data_dir is not None else ""
+    target = f" --data-dir {data_dir}" if data_dir is not None else ""
     return f"mrb download {task.selection_flags()}{target}"
 
 
-def download(tasks: Iterable[TaskSpec], dir: str | Path | None = None) -> list[Path]:
+def download(tasks: Iterable[TaskSpec], data_dir: str | Path | None = None) -> list[Path]:
     """Mirror the hub sources of the tasks (composites: every part) into the data dir.
 
     A revision already mirrored completely is left alone; each finished mirror gets a
@@ -177,7 +177,7 @@ def download(tasks: Iterable[TaskSpec], dir: str | Path | None = None) -> list[P
         for unit in task.units():
             if unit.source is None or unit.source.is_local:
                 continue  # a bundled pack or a local folder: nothing to fetch
-            target = mirror_path(unit.source, dir)
+            target = mirror_path(unit.source, data_dir)
             folders.append(target)
             if _missing_files(target) == []:
                 continue

@@ -58,4 +58,6 @@ def test_the_download_hint_carries_the_task_dir(own, tmp_path):
     (hub,) = load_tasks("Hub", task_dirs=[own])
     with pytest.raises(MRBError) as err:
         SourceReader(hub, tmp_path / "data")
-    assert str(err.value).endswith(f"forbids fetching it; run `mrb download --tasks Hub --task-dir {own} --dir {tmp_path}/data`")
+    assert str(err.value).endswith(
+        f"forbids fetching it; run `mrb download --tasks Hub --task-dir {own} --data-dir {tmp_path}/data`"
+    )

@@ -65,3 +65,35 @@ def test_verbosity_flags_set_what_mrb_logs(tmp_path, capsys):
     assert "INFO mrb.session: first-stage on MiniFacts-T2T: 0.8312448979158119" in err
     assert main(["run", "--model", "first-stage", "--tasks", "MiniFacts-T2T", "--output", str(out), "-q"]) == 0
     assert capsys.readouterr().err == ""  # no bars, no summary, no warnings
+
+
+def test_models_reads_at_80_columns_without_splitting_a_name(capsys, monkeypatch):
+    from mrb.cli import main
+    from mrb.rerankers.presets import PRESETS
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    starts = [line.split(":")[0].removesuffix(" *") for line in lines if line and not line.startswith(" ")]
+    assert starts[2:] == list(PRESETS)  # after the two lines of the title, each block starts with its whole name
+
+
+def test_version(capsys):
+    from mrb import __version__
+    from mrb.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"mrb {__version__}\n"
+
+
+def test_a_constant_scorer_is_said_to_have_no_signal(tmp_path, caplog):
+    import mrb
+
+    with caplog.at_level("WARNING", logger="mrb.session"):
+        mrb.evaluate(lambda pairs: [1.0] * len(pairs), "MiniFacts-T2T", quiet=True, name="flat")
+    assert (
+        "flat gave every candidate of every query one score on MiniFacts-T2T: no signal, the values equal the first stage's"
+        in caplog.messages
+    )

@@ -196,3 +196,33 @@ def test_a_model_that_gives_every_candidate_one_score_is_marked_no_signal(tasks_
     constant = run(lambda pairs: [0.5] * len(pairs), tasks_dir).iloc[0]
     assert bool(constant["no_signal"]) and constant["value"] == constant["first_stage_value"]
     assert not bool(run("oracle", tasks_dir).iloc[0]["no_signal"])
+
+
+@pytest.mark.parametrize(
+    ("sides", "message"),
+    [
+        (
+            {"image"},
+            "reranker 'typo': query_sides holds unknown side(s) 'image'; sides are 't' (text), 'i' (an image or a "
+            "visual document) and 'it' (image and text)",
+        ),
+        ("it", "reranker 'typo': query_sides must be a set of sides (of ['i', 'it', 't']), not 'it'"),
+    ],
+    ids=["unknown", "string"],
+)
+def test_a_reranker_declaring_sides_wrongly_is_refused(tasks_dir, sides, message):
+    class Typo(mrb.Reranker):
+        name = "typo"
+        query_sides = sides
+
+        def score(self, pairs):
+            return [0.0] * len(pairs)
+
+    def typo(pairs):
+        return [0.0] * len(pairs)
+
+    typo.query_sides = sides
+    for model in (Typo(), typo):
+        with pytest.raises(MRBError) as err:
+            run(model, tasks_dir)
+        assert str(err.value) == message

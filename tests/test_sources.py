@@ -284,7 +284,7 @@ def test_offline_without_the_revision_names_the_download_command(hub, tmp_path):
     assert str(err.value) == (
         f"task 'ArguAna': mteb/arguana at revision {REV} is not in the mirror {tmp_path}/sources/mteb/arguana "
         f"(it holds revision {OTHER_REV}) and HF_HUB_OFFLINE=1 forbids fetching it; "
-        f"run `mrb download --tasks ArguAna --dir {tmp_path}`"
+        f"run `mrb download --tasks ArguAna --data-dir {tmp_path}`"
     )
 
 
@@ -311,7 +311,7 @@ def test_a_file_missing_from_the_mirror_is_named(hub, tmp_path):
         SourceReader(spec, tmp_path)
     assert str(err.value) == (
         f"task 'ArguAna': the mirror {target} lacks corpus/corpus-00000-of-00001.parquet; "
-        f"fetch it again with `mrb download --tasks ArguAna --dir {tmp_path}`"
+        f"fetch it again with `mrb download --tasks ArguAna --data-dir {tmp_path}`"
     )
     download([spec], tmp_path)  # fetching again repairs it
     assert len(hub.calls) == 2 and SourceReader(spec, tmp_path).qrels.shape == (3, 3)
@@ -326,7 +326,7 @@ def test_an_interrupted_download_is_reported(hub, tmp_path):
         SourceReader(spec, tmp_path)
     assert str(err.value) == (
         f"task 'ArguAna': the mirror {target} is incomplete (no {REV}.json); "
-        f"fetch it again with `mrb download --tasks ArguAna --dir {tmp_path}`"
+        f"fetch it again with `mrb download --tasks ArguAna --data-dir {tmp_path}`"
     )
 
 
@@ -414,7 +414,7 @@ def test_online_without_a_mirror_reads_the_hub_at_the_pinned_revision(tmp_path, 
     assert str(err.value) == (
         "task 'ArguAna': cannot read the list of configs of mteb/arguana: "
         "Couldn't reach 'mteb/arguana' on the Hub (OfflineModeIsEnabled); "
-        f"to mirror the data run `mrb download --tasks ArguAna --dir {tmp_path}`"
+        f"to mirror the data run `mrb download --tasks ArguAna --data-dir {tmp_path}`"
     )
 
 
@@ -425,7 +425,7 @@ def test_mrb_download_mirrors_the_selected_tasks(hub, tmp_path, capsys):
     (tmp_path / "tasks").mkdir()
     source = f"source: {{layout: beir, path: mteb/arguana, revision: {REV}}}\n"
     (tmp_path / "tasks" / "a.yaml").write_text("name: MyArguAna\ntype: t2t\ninstruction: Refute it.\n" + source)
-    argv = ["download", "--tasks", "MyArguAna", "--dir", str(tmp_path / "data"), "--task-dir", str(tmp_path / "tasks")]
+    argv = ["download", "--tasks", "MyArguAna", "--data-dir", str(tmp_path / "data"), "--task-dir", str(tmp_path / "tasks")]
     assert main(argv) == 0
     assert capsys.readouterr().out == f"{tmp_path}/data/sources/mteb/arguana/{REV}\n"
     assert SourceReader(load_task_file(tmp_path / "tasks" / "a.yaml"), tmp_path / "data").qrels.shape == (3, 3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +90,27 @@ class Reranker:
         return type(self).settings is not Reranker.settings
 
 
+def checked_sides(value: Any, owner: str, attribute: str) -> frozenset[Side]:
+    """A reranker's declared `query_sides` / `document_sides` as a set of ``t``, ``i``, ``it``, or an `MRBError`:
+    a string (``"it"`` would read as {"i", "t"}) or an unknown side (``"image"``) would make every task silently
+    unsupported."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise MRBError(f"{owner}: {attribute} must be a set of sides (of {sorted(ALL_SIDES)}), not {value!r}")
+    unknown = sorted({str(v) for v in value} - ALL_SIDES)
+    if unknown:
+        raise MRBError(
+            f"{owner}: {attribute} holds unknown side(s) {', '.join(map(repr, unknown))}; sides are 't' (text), 'i' "
+            "(an image or a visual document) and 'it' (image and text)"
+        )
+    return frozenset(value)
+
+
+def check_declaration(reranker: Reranker) -> None:
+    """Refuse a reranker whose declared sides are not sets of known sides (see `checked_sides`)."""
+    for attribute in ("query_sides", "document_sides"):
+        checked_sides(getattr(reranker, attribute), f"reranker {reranker.name!r}", attribute)
+
+
 def prepares_ahead(reranker: Reranker) -> bool:
     """Whether `reranker` splits scoring into `prepare` and `forward` (so batches can be prepared ahead)."""
     return type(reranker).prepare is not Reranker.prepare
@@ -110,8 +131,9 @@ class CallableReranker(Reranker):
         self.fn = fn
         self.name = str(name or getattr(source, "name", None) or getattr(source, "__name__", type(source).__name__))
         self.version = version if version is not None else getattr(source, "version", None)
-        self.query_sides = frozenset(getattr(source, "query_sides", ALL_SIDES))
-        self.document_sides = frozenset(getattr(source, "document_sides", ALL_SIDES))
+        owner = f"reranker {self.name!r}"
+        self.query_sides = checked_sides(getattr(source, "query_sides", ALL_SIDES), owner, "query_sides")
+        self.document_sides = checked_sides(getattr(source, "document_sides", ALL_SIDES), owner, "document_sides")
         declared = getattr(source, "settings", None)
         self._settings = declared if callable(declared) else None
         start = getattr(source, "start_task", None)
