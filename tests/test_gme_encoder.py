@@ -138,3 +138,34 @@ def test_settings(gme, tiny_gme):
         "max_length": 1800,
         **PIXELS,
     }
+
+
+def test_gme_loads_as_its_reference_does(monkeypatch):
+    """The pinned revision MTEB uses, float16 on a GPU (its card and MTEB's wrapper), and the aspect-ratio cut."""
+    import torch
+
+    import mrb.candidates.encoders as encoders
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(checkpoint, **kwargs):
+        seen.update(kwargs, checkpoint=checkpoint)
+        raise Stop
+
+    monkeypatch.setattr(encoders, "pick_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(
+        "transformers.AutoProcessor.from_pretrained", lambda checkpoint, **kw: type("P", (), {"tokenizer": type("T", (), {})()})()
+    )
+    monkeypatch.setattr(encoders, "load_pretrained", lambda cls, checkpoint, **kw: capture(checkpoint, **kw))
+    with pytest.raises(Stop):
+        encoders.GMEEncoder()
+    assert (seen["checkpoint"], seen["revision"], seen["dtype"]) == (
+        "Alibaba-NLP/gme-Qwen2-VL-2B-Instruct",
+        "ce765ae71b8cdb208203cd8fb64a170b1b84293a",
+        torch.float16,
+    )
+    assert encoders.gme_smart_resize(10, 30000) == (28, 5600)  # 1071:1 → 200:1, where qwen_vl_utils raises
+    assert encoders.gme_smart_resize(480, 640) == (476, 644)

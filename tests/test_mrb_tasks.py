@@ -171,6 +171,15 @@ def test_docs_tasks_md_is_generated_from_the_yaml():
     text = (ROOT / "docs" / "tasks.md").read_text()
     assert "| tasks | 14 | 1 | 4 | 5 | 4 | 2 | 5 | 2 | 3 | 40 |" in text
     assert (
-        "| 7 | MSMARCO | T→T | `mteb/msmarco` | beir | dev | `c5a29a104738b98a9e76336939199e264163d4a0` "
+        "| 7 | MSMARCO | T→T *(inferred)* | `mteb/msmarco` | beir | dev | `c5a29a104738b98a9e76336939199e264163d4a0` "
         "| 6,980 | 8,841,823 | 7,437 | Given a web search query, retrieve relevant passages that answer the query |"
     ) in text
+
+
+def test_fidelity_choices_are_stated():
+    [fashion] = load_tasks("Fashion200K-I2T")
+    assert fashion.instruction == "Find a product description for the fashion item in the image."
+    assert fashion.description.startswith("instruction from M-BEIR (task 3, image to text), not MTEB's")
+    page = (ROOT / "docs" / "tasks.md").read_text(encoding="utf-8")
+    assert "T→T keeps 14 of UMRB's 16 text sets (15 BEIR sets and WebQA) by dropping FEVER and QuoraRetrieval" in page
+    assert page.count("| T→T *(inferred)* |") == 14 and page.count("| T→VD *(inferred)* |") == 5

@@ -74,3 +74,11 @@ def test_sides(jina: JinaRerankerM0) -> None:
     assert [t.value for t in TaskType if jina.supports(t)] == ["t2t", "i2i", "t2i", "t2vd", "i2t"]
     with pytest.raises(MRBError, match="document 'd-both' has both text and an image"):
         jina.score([Pair("i", TEXT_Q, Record("d-both", "caption", IMAGE_D.image_bytes))])
+
+
+def test_lengths_default_to_the_cards_per_document_type(tmp_path_factory) -> None:
+    reranker = JinaRerankerM0(str(artefact(tmp_path_factory, "jina")), trust_remote_code=True)
+    reranker.ready()
+    reranker.model.calls.clear()
+    reranker.score([Pair("i", TEXT_Q, TEXT_D), Pair("i", TEXT_Q, IMAGE_D)])
+    assert [(c["doc_type"], c["max_length"]) for c in reranker.model.calls] == [("text", 1024), ("image", 2048)]

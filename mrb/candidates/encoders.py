@@ -12,6 +12,8 @@ Every encoder returns L2-normalised float32 rows on the CPU, so the first-stage 
 from __future__ import annotations
 
 import importlib
+import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,8 +88,13 @@ class MiniLMEncoder(Encoder):
         return {**self.model.settings(), "name": self.name}
 
 
+log = logging.getLogger(__name__)
+
 # GME-Qwen2-VL's encode path, as in the reference code (gme_inference.py of the model repo).
 GME_HUB_ID = "Alibaba-NLP/gme-Qwen2-VL-2B-Instruct"
+GME_REVISION = "ce765ae71b8cdb208203cd8fb64a170b1b84293a"  # the commit MTEB pins for this model
+GME_GPU_DTYPE = "fp16"  # the card's usage and MTEB's wrapper load it in float16
+GME_MAX_RATIO = 200  # qwen_vl_utils' MAX_RATIO, to which GME's fetch_image cuts an image's aspect ratio instead of failing
 GME_DOCUMENT_INSTRUCTION = "You are a helpful assistant."  # every document, and a query without instruction
 GME_TEMPLATE = (
     "<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{input}<|im_end|>\n<|im_start|>assistant\n<|endoftext|>"
@@ -101,13 +108,39 @@ GME_MAX_LENGTH = 1800
 GME_FETCH_MIN_PIXELS, GME_FETCH_MAX_PIXELS = 4 * 28 * 28, 16384 * 28 * 28
 
 
+def gme_smart_resize(
+    height: int, width: int, min_pixels: int = GME_FETCH_MIN_PIXELS, max_pixels: int = GME_FETCH_MAX_PIXELS
+) -> tuple[int, int]:
+    """GME's `smart_resize` (its gme_inference.py, as MTEB's wrapper copies it): both sides rounded to multiples
+    of 28 within the pixel bounds, then an aspect ratio over `GME_MAX_RATIO` cut to it, with a warning, where
+    qwen_vl_utils' version raises."""
+    factor = 28
+    h_bar, w_bar = max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar, w_bar = math.floor(height / beta / factor) * factor, math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    h_bar, w_bar = max(factor, h_bar), max(factor, w_bar)  # (the reference divides by zero here; MRB keeps one patch)
+    if max(h_bar, w_bar) / min(h_bar, w_bar) > GME_MAX_RATIO:
+        log.warning(
+            "aspect ratio %.0f of a %dx%d image is over GME's %d: resized to it",
+            max(h_bar, w_bar) / min(h_bar, w_bar),
+            width,
+            height,
+            GME_MAX_RATIO,
+        )
+        if h_bar > w_bar:
+            h_bar = w_bar * GME_MAX_RATIO
+        else:
+            w_bar = h_bar * GME_MAX_RATIO
+    return h_bar, w_bar
+
+
 def gme_fetch_image(image: Image.Image) -> Image.Image:
     """The reference's pre-resize of an image (`fetch_image`), before the processor's own."""
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
-    height, width = smart_resize(
-        image.height, image.width, factor=28, min_pixels=GME_FETCH_MIN_PIXELS, max_pixels=GME_FETCH_MAX_PIXELS
-    )
+    height, width = gme_smart_resize(image.height, image.width)
     return image.resize((width, height), Image.Resampling.BICUBIC)
 
 
@@ -145,10 +178,12 @@ class GMEEncoder(Encoder):
     ) -> None:
         from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
+        if revision is None and checkpoint == GME_HUB_ID:
+            revision = GME_REVISION
         self.checkpoint, self.revision = checkpoint, revision
         self.max_length, self.min_pixels, self.max_pixels = max_length, min_pixels, max_pixels
         self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        self.dtype = pick_dtype(dtype or (GME_GPU_DTYPE if self.device.type == "cuda" else None), self.device)
         self.attn_implementation = attn_implementation
         self.processor = AutoProcessor.from_pretrained(
             checkpoint, revision=revision, min_pixels=min_pixels, max_pixels=max_pixels

@@ -14,6 +14,11 @@ from mrb.rerankers.hf import TransformersReranker, check_side
 from mrb.tasks import Side
 
 
+# The model card's examples pass max_length 1024 for text documents and 2048 for image documents (its code's own
+# default, 10240, is far above what the card uses); an explicit max_length overrides both.
+CARD_MAX_LENGTH = {"text": 1024, "image": 2048}
+
+
 class JinaRerankerM0(TransformersReranker):
     """Maps each MRB side onto jina's "text" or "image" type and calls its `compute_score` per type pair.
 
@@ -59,10 +64,13 @@ class JinaRerankerM0(TransformersReranker):
             qtype, query = self._side(pair.query, "query")
             dtype, doc = self._side(pair.document, "document")
             groups.setdefault((qtype, dtype), []).append((i, [query, doc]))
-        limit = {} if self.max_length is None else {"max_length": self.max_length}
         scores = [0.0] * len(pairs)
         for (qtype, dtype), members in groups.items():
-            out = self.model.compute_score([m[1] for m in members], query_type=qtype, doc_type=dtype, **limit)
+            length = self.max_length or CARD_MAX_LENGTH[dtype]
+            out = self.model.compute_score([m[1] for m in members], query_type=qtype, doc_type=dtype, max_length=length)
             for (i, _), value in zip(members, torch.as_tensor(out, dtype=torch.float64).reshape(-1).tolist(), strict=True):
                 scores[i] = value
         return scores
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "max_length": self.max_length or CARD_MAX_LENGTH}
