@@ -13,7 +13,6 @@ from mrb.errors import MRBError
 from mrb.rerankers.hf import TransformersReranker, check_side
 from mrb.tasks import Side
 
-
 # The model card's examples pass max_length 1024 for text documents and 2048 for image documents (its code's own
 # default, 10240, is far above what the card uses); an explicit max_length overrides both.
 CARD_MAX_LENGTH = {"text": 1024, "image": 2048}
