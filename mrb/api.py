@@ -27,6 +27,7 @@ def evaluate(
     build_missing: bool = False,
     quiet: bool = False,
     dry_run: bool = False,
+    fallback: str | None = None,
     **options: Any,
 ) -> pd.DataFrame:
     """Rerank the selected tasks with `model` and return one leaderboard row per task.
@@ -47,6 +48,9 @@ def evaluate(
         build_missing: build missing candidate packs with each task's first stage first.
         quiet: no progress bars.
         dry_run: check the packs and print the plan (pairs, cached pairs, time, disk), score nothing.
+        fallback: ``image-only`` or ``text-only``: feed an image+text side the model lacks as its image or its text
+            (and let a preset that can adapt itself take more sides); off by default, and every adapted result
+            says so in ``adapted`` (`mrb.rerankers.fallback`).
         **options: the runner's options (`RunOptions`: batch_size, max_batch_tokens, workers, overwrite,
             cache_dir, image_cache_mb), and for a preset or checkpoint the adapter's options (device, dtype, …).
 
@@ -71,5 +75,6 @@ def evaluate(
         build_missing=build_missing,
         quiet=quiet,
         dry_run=dry_run,
+        fallback=fallback,
     )
     return session.run()

@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[verbosity], help="rerank tasks with a model and write nDCG@10 results")
     run.add_argument("--model", required=True, help="preset name (see `mrb models`) or checkpoint folder with --adapter")
     run.add_argument("--adapter", help="adapter that loads a checkpoint folder given as --model")
+    run.add_argument("--name", help="the model's name in the results (default: the preset's, or the checkpoint as given)")
     run.add_argument("--tasks", default="mini", help="all, names, globs, type codes, categories or suites (comma-separated)")
     run.add_argument("--task-dir", action="append", help=TASK_DIR_HELP)
     run.add_argument("--data-dir", help="where source mirrors and packs live (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
@@ -82,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         default=None,
         help="run every pair whole instead of a query's common prefix once (chat rerankers; for comparison)",
+    )
+    run.add_argument(
+        "--fallback",
+        choices=("image-only", "text-only"),
+        help="feed an image+text side the model lacks as its image or its text (results marked adapted); default: off",
     )
     run.add_argument("--build-missing", action="store_true", help="build missing candidate packs with each task's first stage")
     run.add_argument(
@@ -187,12 +193,14 @@ def _run(args: argparse.Namespace) -> None:
         run_options,
         output_dir=Path(args.output),
         adapter=args.adapter,
+        name=args.name,
         model_options=model_options,
         task_dirs=args.task_dir,
         data_dir=args.data_dir,
         build_missing=args.build_missing,
         quiet=args.quiet,
         dry_run=args.dry_run,
+        fallback=args.fallback,
     )
     board = session.run()
     if board.empty:  # a torchrun rank other than 0

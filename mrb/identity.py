@@ -143,7 +143,11 @@ class ModelIdentity:
 def identify(reranker: Reranker) -> ModelIdentity:
     """The identity of a reranker: see the module docstring for what goes in."""
     from mrb.rerankers.base import CallableReranker
+    from mrb.rerankers.fallback import Fallback
 
+    if isinstance(reranker, Fallback):  # the model's own identity, and how it is fed what it lacks
+        inner = identify(reranker.inner)
+        return ModelIdentity(inner.name, {**inner.fields, "fallback": reranker.mode}, inner.unproven)
     target: Any = reranker.fn if isinstance(reranker, CallableReranker) else reranker
     owner = target.__self__ if isinstance(target, types.MethodType) else target
     function = isinstance(owner, types.FunctionType | functools.partial)

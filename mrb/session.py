@@ -32,6 +32,8 @@ from mrb.plan import Plan, check_packs, task_plan
 from mrb.progress import RunProgress
 from mrb.rerankers import Reranker, as_reranker, get_reranker
 from mrb.rerankers.base import check_declaration
+from mrb.rerankers.fallback import Fallback, adaptation
+from mrb.rerankers.presets import fallback_options
 from mrb.results import LEADERBOARD_COLUMNS, LEADERBOARD_FILE, TaskScores, check_model_folder, read_leaderboard, remove_model
 from mrb.runner import RunOptions, RunStats, run_task
 from mrb.tasks import TaskSpec, load_tasks
@@ -62,6 +64,7 @@ class Session:
     build_missing: bool = False
     quiet: bool = False
     dry_run: bool = False
+    fallback: str | None = None  # feed sides the model lacks (`mrb.rerankers.fallback`): image-only or text-only
 
     def run(self) -> pd.DataFrame:
         """Run every task and return the leaderboard rows (on rank 0; other ranks get an empty frame).
@@ -106,11 +109,15 @@ class Session:
 
     def _reranker(self) -> Reranker:
         if isinstance(self.model, str):
-            reranker = get_reranker(self.model, adapter=self.adapter, **self.model_options)
-            return as_reranker(reranker, name=self.name, version=self.version)
-        if self.model_options or self.adapter:
+            options = {**self.model_options, **(fallback_options(self.model) if self.fallback else {})}
+            reranker = as_reranker(
+                get_reranker(self.model, adapter=self.adapter, **options), name=self.name, version=self.version
+            )
+        elif self.model_options or self.adapter:
             raise MRBError("options and adapter apply to a preset name or checkpoint folder, not to a reranker object")
-        return as_reranker(self.model, name=self.name, version=self.version)
+        else:
+            reranker = as_reranker(self.model, name=self.name, version=self.version)
+        return Fallback(reranker, self.fallback) if self.fallback else reranker  # type: ignore[arg-type]
 
     def _run_tasks(
         self, specs: list[TaskSpec], reranker: Reranker, identity: ModelIdentity, world: World, devices: list[str]
@@ -141,6 +148,7 @@ class Session:
                     if scores is not None:  # rank 0
                         assert scores.stats is not None
                         total.add(scores.stats)
+                        scores = replace(scores, adapted=adaptation(reranker, spec.type))
                         record = provenance(settings, scores, world, devices)
                         rows.append(self._record(scores.stamped(identity, settings, record)))
                 if progress is not None:

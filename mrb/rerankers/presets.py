@@ -34,6 +34,7 @@ class Preset:
     max_length: int | None = None
     unverified: str = ""  # facts about the checkpoint that could not be read from its official source
     rates: dict[str, float] = field(default_factory=dict)  # measured pairs/s by GPU (a name's part: "H200")
+    fallback_options: dict[str, Any] = field(default_factory=dict)  # how the adapter adapts itself when a fallback is asked
 
     def adapter_options(self) -> dict[str, Any]:
         """The options the adapter is built with: the runtime fields that are set, then `options`."""
@@ -139,6 +140,7 @@ PRESETS: dict[str, Preset] = {
             parameters="2.21B",
             source="https://huggingface.co/lightonai/MonoQwen2-VL-v0.1",
             unverified="the base model Qwen/Qwen2-VL-2B-Instruct is read from the adapter config and not pinned",
+            fallback_options={"any_side": True},  # with --fallback: text documents and image queries too (adapted)
         ),
         *(
             Preset(
@@ -197,6 +199,12 @@ PRESETS: dict[str, Preset] = {
         ),
     ]
 }
+
+
+def fallback_options(model: str) -> dict[str, Any]:
+    """The adapter options with which a preset adapts itself to sides it lacks (with `--fallback`), if any."""
+    preset = PRESETS.get(model)
+    return dict(preset.fallback_options) if preset is not None else {}
 
 
 def checkpoint_name(checkpoint: str) -> str:

@@ -86,6 +86,24 @@ def monoqwen(pair: Pair, query_image: Image.Image | None, doc_image: Image.Image
     return [{"role": "user", "content": [{"type": "image", "image": doc_image}, {"type": "text", "text": text}]}]
 
 
+def monoqwen_any_side(pair: Pair, query_image: Image.Image | None, doc_image: Image.Image | None) -> list[Message]:
+    """MonoQwen2-VL adapted to every side (`MonoQwenVL(any_side=True)`, what `--fallback` asks of it): the card's
+    sentence unchanged; a document's text on its own line where the image goes (after it when both); a query
+    image after "The query is: ", before the query's text. A text query on an image document reads as the card's."""
+    document: list[Message] = [{"type": "image", "image": doc_image}] if doc_image is not None else []
+    if pair.document.text:
+        document.append({"type": "text", "text": pair.document.text + "\n"})
+    if query_image is None:
+        return [{"role": "user", "content": [*document, {"type": "text", "text": MONOQWEN_PROMPT.format(query=pair.query.text)}]}]
+    query: list[Message] = [{"type": "text", "text": MONOQWEN_PROMPT.format(query="")}, {"type": "image", "image": query_image}]
+    if pair.query.text:
+        query.append({"type": "text", "text": pair.query.text})
+    return [{"role": "user", "content": [*document, *query]}]
+
+
+MONOQWEN_ADAPTATION = "MonoQwen2-VL fed any side: document text where its image goes, a query image after 'The query is: '"
+
+
 @dataclass(frozen=True)
 class YesNoFormat:
     """How a yes/no chat reranker sees a pair: its messages, the tokens whose softmax is the score, and the
@@ -391,9 +409,21 @@ class Qwen3VLReranker(QwenVLYesNo):
 
 
 class MonoQwenVL(QwenVLYesNo):
-    """MonoQwen2-VL: a LoRA on Qwen2-VL-2B-Instruct scoring text queries against image documents by True/False."""
+    """MonoQwen2-VL: a LoRA on Qwen2-VL-2B-Instruct scoring text queries against image documents by True/False.
+
+    `any_side=True` adapts it to every side (`monoqwen_any_side`): what `--fallback` asks of it, marked
+    as adapted in the results, since its card documents text queries and image documents only.
+    """
 
     name = "monoqwen-vl"
     format = MONOQWEN
     query_sides: frozenset[Side] = frozenset({"t"})
     document_sides: frozenset[Side] = frozenset({"i"})
+
+    def __init__(self, checkpoint: str, *, any_side: bool = False, **options: Any) -> None:
+        """`options` are `QwenVLYesNo`'s."""
+        if any_side:
+            self.format = YesNoFormat("monoqwen-any-side", monoqwen_any_side, "True", "False", leading="document")
+            self.query_sides = self.document_sides = frozenset({"t", "i", "it"})
+            self.adaptation = MONOQWEN_ADAPTATION
+        super().__init__(checkpoint, **options)
