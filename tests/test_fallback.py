@@ -146,3 +146,18 @@ def test_monoqwen_preset_with_a_fallback_scores_every_mini_task_and_marks_its_ad
         "MiniPhotos-I2I": MONOQWEN_ADAPTATION,
     }
     assert adapted.at["MiniPhotos-T2I", "value"] == pytest.approx(plain.at["MiniPhotos-T2I", "value"], abs=1e-6)
+
+
+def test_with_a_fallback_jina_and_monoqwen_take_all_40_tasks_like_the_papers_rows() -> None:
+    from mrb.options import RunOptions
+    from mrb.rerankers import get_reranker
+    from mrb.session import Session
+    from mrb.tasks import load_tasks
+
+    types = [spec.type for spec in load_tasks("all")]
+    jina = get_reranker("jina-reranker-m0", trust_remote_code=True)
+    assert (len(types), sum(map(jina.supports, types))) == (40, 28)  # no image+text side of its own
+    for preset in ("jina-reranker-m0", "monoqwen2-vl"):
+        options = {"trust_remote_code": True} if preset == "jina-reranker-m0" else {}
+        model = Session(preset, "all", RunOptions(), fallback="image-only", model_options=options)._reranker()
+        assert sum(map(model.supports, types)) == 40, preset
