@@ -45,7 +45,7 @@ from huggingface_hub.repocard import metadata_load
 from PIL import Image, UnidentifiedImageError
 
 from mrb.data import PACK_FILES
-from mrb.errors import MRBError
+from mrb.errors import MRBError, hub_failure
 from mrb.tasks import Side, SourceSpec, TaskSpec, resolve_data_dir
 
 LOG = logging.getLogger(__name__)
@@ -185,8 +185,10 @@ def download(tasks: Iterable[TaskSpec], data_dir: str | Path | None = None) -> l
             try:
                 snapshot_download(unit.source.path, repo_type="dataset", revision=unit.source.revision, local_dir=target)
             except (HfHubHTTPError, OSError) as exc:
+                elsewhere = f"`{download_command(task, data_dir)}`, then copy {target} here"
+                reason = hub_failure(exc, unit.source.path, unit.source.revision, "dataset", elsewhere) or str(exc)
                 raise MRBError(
-                    f"task {unit.name!r}: cannot fetch {unit.source.path} at revision {unit.source.revision}: {exc}"
+                    f"task {unit.name!r}: cannot fetch {unit.source.path} at revision {unit.source.revision}: {reason}"
                 ) from exc
             files = sorted(
                 p.relative_to(target).as_posix()

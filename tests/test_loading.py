@@ -77,8 +77,8 @@ def test_each_loading_failure_says_what_is_wrong_and_how_to_fix_it(monkeypatch, 
     if reason is None:  # offline: transformers' OSError caused by huggingface_hub's LocalEntryNotFoundError
         raised.__cause__ = hub_errors.LocalEntryNotFoundError("Cannot find the requested files in the disk cache")
         reason = (
-            "it is not in the local hub cache and the hub is off (HF_HUB_OFFLINE=1): download it where the hub can be reached "
-            "(`hf download org/model --revision abc`) and copy the cache here, or unset HF_HUB_OFFLINE"
+            "it is not in the local hub cache and the hub is off (HF_HUB_OFFLINE=1): fetch it where the hub can be reached "
+            "(`hf download org/model --revision abc` and copy the hub cache here), or unset HF_HUB_OFFLINE"
         )
     monkeypatch.setattr(QwenVLYesNo, "load", failing(raised))
     reranker = QwenVLYesNo("org/model", revision="abc")

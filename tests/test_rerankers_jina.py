@@ -51,8 +51,8 @@ def test_a_hub_checkpoint_missing_while_offline_is_not_blamed_on_transformers() 
         reranker.ready()
     assert str(err.value) == (
         "JinaRerankerM0 cannot load 'jinaai/jina-reranker-m0': it is not in the local hub cache and the hub is off "
-        "(HF_HUB_OFFLINE=1): download it where the hub can be reached (`hf download jinaai/jina-reranker-m0`) and copy "
-        "the cache here, or unset HF_HUB_OFFLINE"
+        "(HF_HUB_OFFLINE=1): fetch it where the hub can be reached (`hf download jinaai/jina-reranker-m0` and copy "
+        "the hub cache here), or unset HF_HUB_OFFLINE"
     )
 
 

@@ -16,7 +16,7 @@ from mrb.candidates.build import RECALL, SHARD_SIZE, BuildResult, Rank, build_pa
 from mrb.candidates.encoders import get_encoder
 from mrb.candidates.given import top_ranked_pack
 from mrb.data import read_pack
-from mrb.errors import MRBError
+from mrb.errors import MRBError, hub_failure
 from mrb.evaluation import TaskEvaluator
 from mrb.metrics import FIRST_STAGE_PREFIX
 from mrb.sources import SourceReader
@@ -186,9 +186,14 @@ def pull_packs(
     root.mkdir(parents=True, exist_ok=True)
     pulled = []
     with tempfile.TemporaryDirectory(dir=root, prefix=".pull-") as tmp:
-        snapshot_download(
-            repo, repo_type="dataset", revision=revision, local_dir=tmp, allow_patterns=[f"{u.name}/*" for u in units]
-        )
+        try:
+            snapshot_download(
+                repo, repo_type="dataset", revision=revision, local_dir=tmp, allow_patterns=[f"{u.name}/*" for u in units]
+            )
+        except Exception as exc:  # the hub fails in many ways: offline, gated, no such repository or revision
+            elsewhere = f"the same `mrb candidates pull`, then copy {root / 'packs'} here"
+            reason = hub_failure(exc, repo, revision, "dataset", elsewhere) or str(exc)
+            raise MRBError(f"cannot pull candidate packs from the hub dataset {repo}: {reason}") from exc
         for unit in units:
             fetched = Path(tmp) / unit.name
             if not fetched.is_dir():

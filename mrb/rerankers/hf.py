@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from mrb.data import Record
-from mrb.errors import MRBError
+from mrb.errors import MRBError, exception_chain, hub_failure
 from mrb.identity import checkpoint_identity
 from mrb.rerankers.base import Reranker
 from mrb.rerankers.devices import dtype_name, load_failure, load_pretrained, pick_device, pick_dtype
@@ -139,41 +139,16 @@ EXTRAS = {
 }
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    out: list[BaseException] = []
-    while exc is not None and exc not in out:
-        out.append(exc)
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return out
-
-
 def loading_error(adapter: TransformersReranker, exc: BaseException) -> str:
     """Why a checkpoint did not load, told apart from the exception chain and the hub's offline switch:
-    not downloaded while offline, gated, no such revision, no such repository, a missing package, a
-    transformers too old for its model type, or remote code written for another transformers."""
+    not downloaded while offline, gated, no such revision, no such repository (`hub_failure`), a missing
+    package, a transformers too old for its model type, or remote code written for another transformers."""
     import transformers
-    from huggingface_hub import constants
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-    chain = _chain(exc)
-    checkpoint, revision = adapter.checkpoint, adapter.revision
-    at = f" --revision {revision}" if revision else ""
-    if any(isinstance(e, GatedRepoError) for e in chain):
-        return (
-            f"it is a gated repository: accept its conditions on https://huggingface.co/{checkpoint} and log in "
-            "(`hf auth login`, or set HF_TOKEN)"
-        )
-    if any(isinstance(e, RevisionNotFoundError) for e in chain):
-        return f"the hub has no revision {revision!r} of it: check the revision (a preset's pin, or --revision)"
-    if any(isinstance(e, LocalEntryNotFoundError) for e in chain) or (
-        constants.HF_HUB_OFFLINE and any("offline" in str(e).lower() or "couldn't connect" in str(e).lower() for e in chain)
-    ):
-        return (
-            f"it is not in the local hub cache and the hub is off (HF_HUB_OFFLINE=1): download it where the hub can be "
-            f"reached (`hf download {checkpoint}{at}`) and copy the cache here, or unset HF_HUB_OFFLINE"
-        )
-    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
-        return "it is neither a local folder nor a hub repository you can read (a typo, or a private repository: `hf auth login`)"
+    hub = hub_failure(exc, adapter.checkpoint, adapter.revision)
+    if hub is not None:
+        return hub
+    chain = exception_chain(exc)
     missing = next((e for e in chain if isinstance(e, ImportError)), None)
     if missing is not None and not adapter.trust_remote_code:
         name = (getattr(missing, "name", None) or "").partition(".")[0]
