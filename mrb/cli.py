@@ -363,6 +363,19 @@ def _candidates(args: argparse.Namespace) -> None:
     print(stats.to_string(index=False))
 
 
+class StderrHandler(logging.StreamHandler):
+    """A stream handler on whatever `sys.stderr` is when a line is written (a notebook or a test may replace it
+    after `main` set logging up), not on the stream of that moment."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        """logging.StreamHandler sets it; the stream is always the current sys.stderr."""
+
+
 def configure_logging(verbosity: int) -> None:
     """MRB's log lines at `verbosity` (-1 errors only, 0 warnings, 1 what MRB does, 2 debugging), other libraries'
     warnings, on stderr: through rich on a terminal, so they print above the progress bars instead of through them."""
@@ -375,7 +388,7 @@ def configure_logging(verbosity: int) -> None:
         handler = RichHandler(console=STDERR, show_time=False, show_path=False, markup=False, highlighter=None)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.set_name("mrb")
     root = logging.getLogger()
