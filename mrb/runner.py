@@ -33,7 +33,7 @@ from mrb.evaluation import TaskEvaluator, combine, unsupported
 from mrb.identity import ModelIdentity, identify
 from mrb.options import RunOptions
 from mrb.progress import RunProgress
-from mrb.rerankers.base import Reranker, prepares_ahead
+from mrb.rerankers.base import ListwiseReranker, Reranker, prepares_ahead
 from mrb.results import TaskScores
 from mrb.tasks import TaskSpec
 
@@ -53,6 +53,13 @@ class RunStats:
     image_requests: int = 0  # images the reranker asked for
     oom_retries: int = 0  # out-of-memory errors answered by halving the batch
     retries: int = 0  # failed batches retried
+    windows: int = 0  # listwise windows the model ranked
+    window_cache_hits: int = 0  # listwise windows whose output came from the score cache
+    repaired_windows: int = 0  # listwise outputs that were not a permutation of their window, repaired
+    unparsable_windows: int = 0  # listwise outputs without one valid index: the window kept its order
+    duplicate_labels: int = 0  # repeated indices dropped from repaired outputs
+    unknown_labels: int = 0  # indices outside their window dropped from repaired outputs
+    missing_labels: int = 0  # indices absent from repaired outputs, appended in input order
     prep_seconds: float = 0.0  # the reranker's prepare(), or decoding images ahead of the model
     model_seconds: float = 0.0  # inside the reranker's forward() (or score(), when it does not prepare)
     seconds: float = 0.0  # wall time, pack reading and metrics included
@@ -73,14 +80,30 @@ class RunStats:
         return out
 
     def summary(self) -> str:
+        if self.windows + self.window_cache_hits:
+            done, rate = (
+                self._windows_summary(),
+                f"{self.windows / self.model_seconds if self.model_seconds else 0:,.1f} windows/s",
+            )
+        else:
+            done, rate = (
+                f"{self.pairs} pairs: {self.scored} scored, {self.cache_hits} from the cache",
+                f"{self.pairs_per_second:,.0f} pairs/s",
+            )
         return (
-            f"{self.pairs} pairs: {self.scored} scored, {self.cache_hits} from the cache"
-            + (f" ({self.cache_rejected} damaged cache entries scored again)" if self.cache_rejected else "")
-            + "; "
-            f"model {self.model_seconds:.1f} s ({self.pairs_per_second:,.0f} pairs/s), "
+            done + (f" ({self.cache_rejected} damaged cache entries scored again)" if self.cache_rejected else "") + "; "
+            f"model {self.model_seconds:.1f} s ({rate}), "
             f"preparation {self.prep_seconds:.1f} s, total {self.seconds:.1f} s; "
             f"{self.decodes} image decodes for {self.image_requests} requests; "
             f"{self.oom_retries} out-of-memory retries, {self.retries} failed batches retried"
+        )
+
+    def _windows_summary(self) -> str:
+        return (
+            f"{self.pairs} candidates in {self.windows + self.window_cache_hits} windows: {self.windows} ranked, "
+            f"{self.window_cache_hits} from the cache; {self.repaired_windows} outputs repaired ({self.duplicate_labels} "
+            f"duplicate and {self.unknown_labels} unknown labels dropped, {self.missing_labels} missing appended), "
+            f"{self.unparsable_windows} unparsable (order kept)"
         )
 
 
@@ -359,7 +382,13 @@ def score_candidates(
             cache.clear()  # on every rank: without a shared file system each has its own cache
             world.barrier()
     stats.pairs += len(pairs)
-    local = TaskScorer(task, reranker, options, cache, images, stats, progress).run(pairs)
+    if isinstance(reranker, ListwiseReranker):
+        from mrb.listwise import WindowRanker  # it builds on this module
+
+        ranks = candidates["rank"].to_numpy()
+        local = WindowRanker(task, reranker, options, cache, stats, progress).run(pairs, [int(ranks[i]) for i in rows])
+    else:
+        local = TaskScorer(task, reranker, options, cache, images, stats, progress).run(pairs)
     stats.decodes += images.decodes
     stats.image_requests += images.requests
     parts = world.gather((rows, local, stats))
