@@ -203,6 +203,8 @@ _ADAPTERS: dict[str, str | type[Reranker]] = {
     "jina-reranker-m0": "mrb.rerankers.jina:JinaRerankerM0",
     "qwen3-reranker": "mrb.rerankers.text_llm:Qwen3Reranker",
     "cross-encoder": "mrb.rerankers.cross_encoder:CrossEncoder",
+    "listwise-chat": "mrb.rerankers.listwise_chat:ChatListwise",
+    "listwise-qwen-vl": "mrb.rerankers.listwise_chat:QwenVLListwise",
 }
 
 
