@@ -137,7 +137,7 @@ class WindowRanker:
         stats: RunStats,
         progress: RunProgress | None,
     ) -> None:
-        self.task, self.reranker, self.options, self.cache = task, reranker, options, cache
+        self.task, self.reranker, self.cache = task, reranker, cache
         self.stats, self.progress = stats, progress
         self.cap = options.batch_size  # windows per call; lowered after an out-of-memory error, for the rest of the task
 

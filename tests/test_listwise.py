@@ -166,7 +166,7 @@ def test_malformed_outputs_are_repaired_and_counted_in_the_stats_and_the_leaderb
     assert (cached["duplicate_labels"], cached["unknown_labels"], cached["missing_labels"]) == (1, 2, 2)
 
 
-def test_the_summary_line_counts_windows_and_repairs(tmp_path, capsys):
+def test_the_summary_line_counts_windows_and_repairs():
     from mrb.runner import RunStats
 
     stats = RunStats(pairs=10, windows=3, window_cache_hits=2, repaired_windows=1, unparsable_windows=1)
