@@ -17,6 +17,8 @@ _EXPORTS = {
     "read_pack": "mrb.data",
     "MRBError": "mrb.errors",
     "Reranker": "mrb.rerankers",
+    "ListwiseReranker": "mrb.rerankers",
+    "Window": "mrb.rerankers",
     "get_reranker": "mrb.rerankers",
     "register": "mrb.rerankers",
     "load_tasks": "mrb.tasks",
@@ -29,7 +31,9 @@ if TYPE_CHECKING:
     from mrb.data import Record as Record
     from mrb.data import read_pack as read_pack
     from mrb.errors import MRBError as MRBError
+    from mrb.rerankers import ListwiseReranker as ListwiseReranker
     from mrb.rerankers import Reranker as Reranker
+    from mrb.rerankers import Window as Window
     from mrb.rerankers import get_reranker as get_reranker
     from mrb.rerankers import register as register
     from mrb.results import TaskScores as TaskScores

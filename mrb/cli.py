@@ -31,6 +31,10 @@ MODEL_OPTIONS = (
     "max_pixels",
     "trust_remote_code",
     "prefix_sharing",
+    "format",
+    "window",
+    "stride",
+    "first_token_logits",
 )
 
 
@@ -88,6 +92,17 @@ def _parser() -> argparse.ArgumentParser:
         "--fallback",
         choices=("image-only", "text-only"),
         help="feed an image+text side the model lacks as its image or its text (results marked adapted); default: off",
+    )
+    run.add_argument("--window", type=int, help="listwise rerankers: candidates per window (default: the preset's)")
+    run.add_argument(
+        "--stride", type=int, help="listwise rerankers: places a window moves towards the top (default: the preset's)"
+    )
+    run.add_argument("--prompt-format", dest="format", help="listwise chat rerankers: rank-zephyr, rank-zephyr-alpha or lighton")
+    run.add_argument(
+        "--first-token-logits",
+        action="store_true",
+        default=None,
+        help="listwise chat rerankers: order a window by the logits of its labels at the answer's first label (FIRST)",
     )
     run.add_argument("--build-missing", action="store_true", help="build missing candidate packs with each task's first stage")
     run.add_argument(

@@ -33,7 +33,7 @@ from mrb.evaluation import TaskEvaluator, combine, unsupported
 from mrb.identity import ModelIdentity, identify
 from mrb.options import RunOptions
 from mrb.progress import RunProgress
-from mrb.rerankers.base import Reranker, prepares_ahead
+from mrb.rerankers.base import ListwiseReranker, Reranker, prepares_ahead
 from mrb.results import TaskScores
 from mrb.tasks import TaskSpec
 
@@ -55,6 +55,13 @@ class RunStats:
     retries: int = 0  # failed batches retried
     cache_syncs: int = 0  # fsyncs of the score cache (group commits)
     cache_seconds: float = 0.0  # reading and appending the score cache
+    windows: int = 0  # listwise windows the model ranked
+    window_cache_hits: int = 0  # listwise windows whose output came from the score cache
+    repaired_windows: int = 0  # listwise outputs that were not a permutation of their window, repaired
+    unparsable_windows: int = 0  # listwise outputs without one valid index: the window kept its order
+    duplicate_labels: int = 0  # repeated indices dropped from repaired outputs
+    unknown_labels: int = 0  # indices outside their window dropped from repaired outputs
+    missing_labels: int = 0  # indices absent from repaired outputs, appended in input order
     prep_seconds: float = 0.0  # the reranker's prepare(), or decoding images ahead of the model
     model_seconds: float = 0.0  # inside the reranker's forward() (or score(), when it does not prepare)
     seconds: float = 0.0  # wall time, pack reading and metrics included
@@ -80,15 +87,31 @@ class RunStats:
         return out
 
     def summary(self) -> str:
+        if self.windows + self.window_cache_hits:
+            done, rate = (
+                self._windows_summary(),
+                f"{self.windows / self.model_seconds if self.model_seconds else 0:,.1f} windows/s",
+            )
+        else:
+            done, rate = (
+                f"{self.pairs} pairs: {self.scored} scored, {self.cache_hits} from the cache",
+                f"{self.pairs_per_second:,.0f} pairs/s",
+            )
         return (
-            f"{self.pairs} pairs: {self.scored} scored, {self.cache_hits} from the cache"
-            + (f" ({self.cache_rejected} damaged cache entries scored again)" if self.cache_rejected else "")
-            + "; "
-            f"model {self.model_seconds:.1f} s ({self.pairs_per_second:,.0f} pairs/s), "
+            done + (f" ({self.cache_rejected} damaged cache entries scored again)" if self.cache_rejected else "") + "; "
+            f"model {self.model_seconds:.1f} s ({rate}), "
             f"preparation {self.prep_seconds:.1f} s, total {self.seconds:.1f} s; "
             f"{self.decodes} image decodes for {self.image_requests} requests; "
             f"{self.oom_retries} out-of-memory retries, {self.retries} failed batches retried"
             + (f"; {self.model['prefix_tokens_saved']:,} prefix tokens shared" if self.model.get("prefix_tokens_saved") else "")
+        )
+
+    def _windows_summary(self) -> str:
+        return (
+            f"{self.pairs} candidates in {self.windows + self.window_cache_hits} windows: {self.windows} ranked, "
+            f"{self.window_cache_hits} from the cache; {self.repaired_windows} outputs repaired ({self.duplicate_labels} "
+            f"duplicate and {self.unknown_labels} unknown labels dropped, {self.missing_labels} missing appended), "
+            f"{self.unparsable_windows} unparsable (order kept)"
         )
 
 
@@ -375,14 +398,22 @@ def score_candidates(
         found = cache.load()
         stats.cache_seconds += time.perf_counter() - started
         known, stats.cache_rejected = found.scores, stats.cache_rejected + found.rejected
-    if any((query_ids[i], doc_ids[i]) not in known for i in rows):
+    listwise = isinstance(reranker, ListwiseReranker)  # its cache holds windows: it gets ready at its first uncached one
+    if not listwise and any((query_ids[i], doc_ids[i]) not in known for i in rows):
         reranker.ready()  # a model loads its weights only when it has pairs to score
     images = ImageCache(options.image_cache_mb << 20, max_pixels=getattr(reranker, "max_pixels", None))
     queries = {q: pack.queries[q].with_source(images.side("q")) for q in {query_ids[i] for i in rows}}
     documents = {d: pack.documents[d].with_source(images.side("d")) for d in {doc_ids[i] for i in rows}}
     pairs = [Pair(task.instruction, queries[query_ids[i]], documents[doc_ids[i]]) for i in rows]
     stats.pairs += len(pairs)
-    local = TaskScorer(task, reranker, options, cache, images, stats, progress).run(pairs, known)
+    if listwise:
+        from mrb.listwise import WindowRanker  # it builds on this module
+
+        ranks = candidates["rank"].to_numpy()
+        ranker = WindowRanker(task, reranker, options, cache, images, stats, progress)  # type: ignore[arg-type]
+        local = ranker.run(pairs, [int(ranks[i]) for i in rows], known)
+    else:
+        local = TaskScorer(task, reranker, options, cache, images, stats, progress).run(pairs, known)
     stats.decodes += images.decodes
     stats.image_requests += images.requests
     parts = world.gather((rows, local, stats))

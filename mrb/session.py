@@ -31,7 +31,7 @@ from mrb.lock import ResultsLock
 from mrb.plan import Plan, check_packs, task_plan
 from mrb.progress import RunProgress
 from mrb.rerankers import Reranker, as_reranker, get_reranker
-from mrb.rerankers.base import check_declaration
+from mrb.rerankers.base import ListwiseReranker, check_declaration
 from mrb.rerankers.fallback import Fallback, adaptation
 from mrb.rerankers.presets import fallback_options
 from mrb.results import LEADERBOARD_COLUMNS, LEADERBOARD_FILE, TaskScores, check_model_folder, read_leaderboard, remove_model
@@ -117,6 +117,8 @@ class Session:
             raise MRBError("options and adapter apply to a preset name or checkpoint folder, not to a reranker object")
         else:
             reranker = as_reranker(self.model, name=self.name, version=self.version)
+        if self.fallback and isinstance(reranker, ListwiseReranker):
+            raise MRBError(f"--fallback feeds a pointwise reranker sides it lacks; {reranker.name} is listwise")
         return Fallback(reranker, self.fallback) if self.fallback else reranker  # type: ignore[arg-type]
 
     def _run_tasks(

@@ -67,6 +67,7 @@ QWEN_VL_CHAT_TEMPLATE = (
 )
 
 PIXELS = {"min_pixels": 56 * 56, "max_pixels": 112 * 112}  # tiny image bounds: ≤ 16 image tokens
+VISION_DIMS = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "out_hidden_size": 64}
 
 TEXT_DIMS = {
     "hidden_size": 64,
@@ -135,28 +136,13 @@ def _vl_model(kind: str):
         config = Qwen2VLConfig(text_config={**TEXT_DIMS, "rope_parameters": rope}, vision_config=vision, tie_word_embeddings=True)
         return Qwen2VLForConditionalGeneration(config)
     if kind == "qwen2_5_vl":
-        vision = {
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 4,
-            "out_hidden_size": 64,
-            "fullatt_block_indexes": [1],
-        }
+        vision = {**VISION_DIMS, "fullatt_block_indexes": [1]}
         config = Qwen2_5_VLConfig(
             text_config={**TEXT_DIMS, "rope_parameters": rope}, vision_config=vision, tie_word_embeddings=True
         )
         return Qwen2_5_VLForConditionalGeneration(config)
     text = {**TEXT_DIMS, "head_dim": 16, "rope_parameters": {**rope, "mrope_interleaved": True}}
-    vision = {
-        "depth": 2,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_heads": 4,
-        "out_hidden_size": 64,
-        "deepstack_visual_indexes": [1],
-        "num_position_embeddings": 64,
-    }
+    vision = {**VISION_DIMS, "deepstack_visual_indexes": [1], "num_position_embeddings": 64}
     return Qwen3VLForConditionalGeneration(Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True))
 
 
@@ -188,6 +174,62 @@ def build_tiny_qwen3_lm(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Pat
     torch.manual_seed(seed)
     Qwen3ForCausalLM(Qwen3Config(**TEXT_DIMS, head_dim=16, tie_word_embeddings=True)).eval().save_pretrained(folder)
     load_tokenizer(tokenizer_dir).save_pretrained(folder)
+    return folder
+
+
+# HuggingFaceH4/zephyr-7b-beta's chat template (tokenizer_config.json), which RankZephyr, fine-tuned from it, is run with.
+ZEPHYR_CHAT_TEMPLATE = (
+    "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n"
+    "{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}"
+)
+
+
+def build_tiny_zephyr(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A random MistralForCausalLM (RankZephyr's and FIRST-Mistral's class) with the real Qwen tokenizer carrying
+    Zephyr's chat template."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(seed)
+    MistralForCausalLM(
+        MistralConfig(**TEXT_DIMS, head_dim=16, vocab_size=151936, tie_word_embeddings=True)
+    ).eval().save_pretrained(folder)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    tokenizer.chat_template = ZEPHYR_CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    tokenizer.chat_template = None  # the session-wide tokenizer stays as it was
+    return folder
+
+
+def build_tiny_qwen3_5_vl(folder: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A random Qwen3.5 vision-language checkpoint (LightOn-rerank-LW's class: linear- and full-attention layers)
+    with Qwen3-VL's processor and the real Qwen tokenizer's image token ids."""
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+    text = {
+        **TEXT_DIMS,
+        "head_dim": 16,
+        "vocab_size": 151936,
+        "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4,
+        "linear_key_head_dim": 16,
+        "linear_value_head_dim": 16,
+        "layer_types": ["linear_attention", "full_attention"],
+        "rope_parameters": {
+            "rope_type": "default",
+            "mrope_section": [2, 3, 3],
+            "rope_theta": 10000.0,
+            "mrope_interleaved": True,
+            "partial_rotary_factor": 1.0,
+        },
+    }
+    vision = {**VISION_DIMS, "num_position_embeddings": 64}
+    ids = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652, "vision_end_token_id": 151653}
+    torch.manual_seed(seed)
+    config = Qwen3_5Config(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
+    Qwen3_5ForConditionalGeneration(config).eval().save_pretrained(folder)
+    _processor("qwen3_vl", tokenizer_dir).save_pretrained(folder)
     return folder
 
 
@@ -329,6 +371,10 @@ def artefact(factory, name: str) -> Path:
             build_tiny_vl(folder, name, artefact(factory, "tokenizer"))
         elif name == "qwen3_lm":
             build_tiny_qwen3_lm(folder, artefact(factory, "tokenizer"))
+        elif name == "zephyr":
+            build_tiny_zephyr(folder, artefact(factory, "tokenizer"))
+        elif name == "qwen3_5_vl":
+            build_tiny_qwen3_5_vl(folder, artefact(factory, "tokenizer"))
         elif name == "cross_encoder":
             build_tiny_cross_encoder(folder)
         elif name == "clip":

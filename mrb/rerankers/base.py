@@ -6,13 +6,13 @@ import importlib
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mrb.errors import MRBError
 from mrb.tasks import Side, TaskType
 
 if TYPE_CHECKING:
-    from mrb.data import Pack, Pair
+    from mrb.data import Pack, Pair, Record
     from mrb.tasks import TaskSpec
 
 ALL_SIDES: frozenset[Side] = frozenset({"t", "i", "it"})
@@ -111,6 +111,53 @@ def check_declaration(reranker: Reranker) -> None:
         checked_sides(getattr(reranker, attribute), f"reranker {reranker.name!r}", attribute)
 
 
+class Window(NamedTuple):
+    """One window of a listwise reranker: the task instruction, the query and candidates in their current order."""
+
+    instruction: str
+    query: Record
+    candidates: Sequence[Record]
+
+
+class ListwiseReranker(Reranker):
+    """Base class of listwise rerankers: declare `window`, `stride` and the sides you accept, and implement `rank`.
+
+    The runner ranks each query's candidates with a sliding window, back to front as RankGPT does
+    (`mrb.listwise`): the last `window` candidates first, then `stride` places nearer the top, each window
+    seeing the order the windows before it left, until a window reaches the top. That last window is the
+    previous one moved by `stride` and cut at the top (rank_llm's rule), or with `full_last_window` the
+    top `window` candidates (MTEB's LightOn rule). The final order becomes the scores n − rank.
+
+    `rank` returns the window's order: indices into `candidates`, most relevant first. What is not a
+    permutation is repaired and counted in the run statistics (duplicates and indices outside the window
+    dropped, missing ones appended in input order; a window without one valid index keeps its order and
+    counts as unparsable). `rank_windows` ranks independent windows (of different queries) in one call:
+    override it to batch them. Name, version, sides, `start_task` and `settings` are a `Reranker`'s; the
+    runner never calls `score`.
+    """
+
+    window: int = 20
+    stride: int = 10
+    full_last_window: bool = False
+
+    def rank(self, instruction: str, query: Record, candidates: Sequence[Record]) -> Sequence[int]:
+        """The order of one window: indices into `candidates`, most relevant first."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither rank nor rank_windows")
+
+    def rank_windows(self, windows: Sequence[Window]) -> Sequence[Sequence[int]]:
+        """The order of each window (one `rank` each unless overridden)."""
+        return [self.rank(*w) for w in windows]
+
+    def score(self, pairs: Sequence[Pair]) -> Sequence[float]:
+        raise MRBError(f"{self.name} is a listwise reranker: it ranks windows of candidates (rank), it does not score pairs")
+
+
+def check_window(window: int, stride: int) -> None:
+    """A window of at least two candidates, moving by 1 … `window` places (a larger stride would skip candidates)."""
+    if window < 2 or not 1 <= stride <= window:
+        raise MRBError(f"a listwise window needs window >= 2 and 1 <= stride <= window, got window {window}, stride {stride}")
+
+
 def prepares_ahead(reranker: Reranker) -> bool:
     """Whether `reranker` splits scoring into `prepare` and `forward` (so batches can be prepared ahead)."""
     return type(reranker).prepare is not Reranker.prepare
@@ -182,6 +229,8 @@ _ADAPTERS: dict[str, str | type[Reranker]] = {
     "jina-reranker-m0": "mrb.rerankers.jina:JinaRerankerM0",
     "qwen3-reranker": "mrb.rerankers.text_llm:Qwen3Reranker",
     "cross-encoder": "mrb.rerankers.cross_encoder:CrossEncoder",
+    "listwise-chat": "mrb.rerankers.listwise_chat:ChatListwise",
+    "listwise-qwen-vl": "mrb.rerankers.listwise_chat:QwenVLListwise",
 }
 
 

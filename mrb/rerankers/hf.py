@@ -177,6 +177,16 @@ def lora_base(checkpoint: str, revision: str | None) -> str | None:
     return str(json.loads(Path(found).read_text(encoding="utf-8"))["base_model_name_or_path"])
 
 
+def pixel_bounds(processor: Any, requested: tuple[int | None, int | None]) -> tuple[int, int]:
+    """The (min, max) pixels images are processed within: those requested, a bound left at None the processor's own."""
+    size = processor.image_processor.size
+    low = requested[0] if requested[0] is not None else size["shortest_edge"]
+    high = requested[1] if requested[1] is not None else size["longest_edge"]
+    if not 0 < low <= high:
+        raise MRBError(f"pixel bounds must satisfy 0 < min_pixels <= max_pixels, got {low} and {high}")
+    return low, high
+
+
 def check_side(record: Record, role: str) -> None:
     """A query or document must carry text or an image."""
     if not record.text and not record.has_image:

@@ -57,6 +57,18 @@ GMR_UNVERIFIED = (
     "max_length 3200 is the training length"
 )
 
+RANK_LLM = "https://github.com/castorini/rank_llm/blob/main/src/rank_llm/rerank/prompt_templates"
+# rank_llm's defaults for its RankZephyr-family models: windows of 20 moved by 10, passages of at most 300 words,
+# prompts within a context of 4096 tokens.
+RANK_LLM_WINDOWS = {"window": 20, "stride": 10, "max_passage_words": 300}
+MTEB_LIGHTON = "https://github.com/embeddings-benchmark/mteb/blob/main/mteb/models/model_implementations/lighton_rerank_models.py"
+# The revisions MTEB's LightOn wrapper pins (their tokenizer configs set left padding, which batched generation needs).
+LIGHTON_LW = [
+    ("0.8B", "0.85B", "b6b897c646a9ea980692fb3278ffa04867919b8c", False),
+    ("2B", "2.21B", "4629d733e8381a7d2c8cfba17378ce3ceaf0edd4", False),
+    ("4B", "4.54B", "92b0661fa69e4820ac3647548a7f8e940b83cd41", True),  # a Qwen3.5-4B backbone thinks unless told not to
+]
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
@@ -185,6 +197,64 @@ PRESETS: dict[str, Preset] = {
                 max_length=8192,
             )
             for size in ("0.6B", "4B", "8B")
+        ),
+        Preset(
+            "rank-zephyr-7b",
+            "listwise-chat",
+            "RankZephyr-7B (v1, full): listwise Zephyr-7B; rank_llm's RankGPT prompt with numbered passages (at most 300 "
+            "words, cut further to fit 4096 tokens), greedy decoding of `[a] > [b] > …`, windows of 20 moved by 10 from the back.",
+            hub_id="castorini/rank_zephyr_7b_v1_full",
+            options={"format": "rank-zephyr", **RANK_LLM_WINDOWS},
+            modalities="T→T",
+            license="MIT",
+            parameters="7.24B",
+            source=f"https://huggingface.co/castorini/rank_zephyr_7b_v1_full; {RANK_LLM}/rank_zephyr_template.yaml",
+            max_length=4096,
+            unverified="the card defers to rank_llm: the prompt is rank_llm's rank_zephyr template through the checkpoint's own "
+            "chat template (assumed to be Zephyr's, which rank_llm applies); rank_llm also fixes mojibake (ftfy), MRB does not",
+        ),
+        Preset(
+            "first-mistral",
+            "listwise-chat",
+            "FIRST-Mistral: listwise Mistral-7B-Instruct-v0.3 read FIRST-style: the window's letters [A] … [T] ranked by their "
+            "logits at the first label of the answer (after its opening `[`); rank_llm's alphabetical RankZephyr prompt.",
+            hub_id="castorini/first_mistral",
+            options={"format": "rank-zephyr-alpha", **RANK_LLM_WINDOWS, "first_token_logits": True},
+            modalities="T→T",
+            license="MIT",
+            parameters="7.25B",
+            source=f"https://huggingface.co/castorini/first_mistral; {RANK_LLM}/rank_zephyr_alpha_template.yaml",
+            max_length=4096,
+            unverified="rank_llm keeps only the labels among vLLM's top 30 log-probabilities at that position (the rest follow in "
+            "input order); MRB ranks every label by its logit; the chat template is the checkpoint's own",
+        ),
+        *(
+            Preset(
+                f"lighton-rerank-lw-{size.lower()}",
+                "listwise-qwen-vl",
+                f"LightOn-rerank-LW-{size}: listwise Qwen3.5-{size} for passages and page images; `Query: …` then `[i]: …` "
+                "candidates (a passage, or a page image as an image part), greedy decoding of at most 30 tokens, only a full "
+                "permutation counts; windows of 4 moved by 2 from the back, the last one the top 4"
+                + (", an empty think block after the prompt." if think else "."),
+                hub_id=f"lightonai/LightOn-rerank-LW-{size}",
+                revision=revision,
+                options={
+                    "format": "lighton",
+                    "window": 4,
+                    "stride": 2,
+                    "full_last_window": True,
+                    "max_new_tokens": 30,
+                    "think_block": think,
+                },
+                modalities="T→T, T→I, T→VD",
+                license="Apache-2.0",
+                parameters=parameters,
+                source=f"https://huggingface.co/lightonai/LightOn-rerank-LW-{size}; {MTEB_LIGHTON}",
+                max_length=2048,
+                unverified="the prompt and the window rule are MTEB's wrapper's (written after LightOn's reference evaluation), "
+                "not read from the card; MTEB places the windows of a batch of queries by its longest list, MRB by each query's own",
+            )
+            for size, parameters, revision, think in LIGHTON_LW
         ),
         Preset(
             "bge-reranker-v2-m3",

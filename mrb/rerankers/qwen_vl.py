@@ -32,6 +32,7 @@ from mrb.rerankers.hf import (
     check_side,
     left_pad,
     lora_base,
+    pixel_bounds,
     project_two_tokens,
     require,
     token_id,
@@ -191,12 +192,7 @@ class QwenVLYesNo(TransformersReranker):
         self.processor = self.load_processor(AutoProcessor, processor_source, revision=processor_revision)
         # Pixel bounds go to each processor call as `size` (transformers deprecates min/max_pixels kwargs);
         # a bound left at None keeps the checkpoint's own.
-        size = self.processor.image_processor.size
-        min_pixels, max_pixels = self.requested_pixels
-        self.min_pixels = min_pixels if min_pixels is not None else size["shortest_edge"]
-        self.max_pixels = max_pixels if max_pixels is not None else size["longest_edge"]
-        if not 0 < self.min_pixels <= self.max_pixels:
-            raise MRBError(f"pixel bounds must satisfy 0 < min_pixels <= max_pixels, got {self.min_pixels} and {self.max_pixels}")
+        self.min_pixels, self.max_pixels = pixel_bounds(self.processor, self.requested_pixels)
         tokenizer = self.processor.tokenizer
         self.token_ids = (token_id(tokenizer, self.format.positive), token_id(tokenizer, self.format.negative))
         self.pad_id = tokenizer.pad_token_id
