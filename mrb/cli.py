@@ -89,11 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--results", action="append", help="results folder; repeat to combine several (default: results)")
     report.add_argument(
         "--format",
-        choices=("markdown", "csv", "json", "png"),
+        choices=("markdown", "csv", "json", "chart", "png"),
         default="markdown",
-        help="markdown (default), csv, json, or png: a chart, needs pip install 'mrb[plot]'",
+        help="markdown (default), csv, json, or chart (png is the same): PNG, PDF or SVG by --output's extension, "
+        "needs pip install 'mrb[plot]'",
     )
-    report.add_argument("--output", help="write to this file instead of printing (required for png)")
+    report.add_argument("--output", help="write to this file instead of printing (required for a chart)")
     report.add_argument(
         "--compare",
         nargs=2,
@@ -101,7 +102,14 @@ def _parser() -> argparse.ArgumentParser:
         help="paired comparison of model B against model A ('first stage' may be either)",
     )
     report.add_argument("--borda", action="store_true", help="add a Borda rank over tasks")
-    report.add_argument("--no-reported", action="store_true", help="leave out the paper's reported numbers")
+    shown = report.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--reported",
+        action="store_true",
+        help="show the paper's reported numbers even when the results hold tasks outside the paper's suite",
+    )
+    shown.add_argument("--no-reported", dest="reported", action="store_false", help="leave out the paper's reported numbers")
+    report.set_defaults(reported=None)  # by default: beside results of the paper's suite only
     report.add_argument("--allow-mixed", action="store_true", help="report tasks scored on different packs or metric settings")
     report.add_argument("--export-mteb", metavar="DIR", help="also write MTEB-style per-task results JSON under DIR")
 
@@ -196,29 +204,33 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
+    from mrb import report
     from mrb.export import export_mteb
-    from mrb.report import compare_models, load_reported, render_comparison, summarise, to_csv, to_json, to_markdown, to_png
     from mrb.results import guard_consistency, read_leaderboards
 
-    if args.format == "png" and (args.compare or not args.output):
-        raise MRBError("--format png draws the leaderboard chart into a file: give --output FILE.png (and no --compare)")
+    chart = args.format in ("chart", "png")
+    if chart and (args.compare or not args.output):
+        raise MRBError(
+            "--format chart draws the leaderboard chart into a file: give --output FILE.png, FILE.pdf or FILE.svg "
+            "(and no --compare)"
+        )
     board = read_leaderboards(args.results or ["results"])
     notes = guard_consistency(board, allow_mixed=args.allow_mixed)
     if args.export_mteb:
         written = export_mteb(board, args.export_mteb)
         print(f"MTEB-style results: {len(written)} file(s) under {args.export_mteb}/", file=sys.stderr)
     if args.compare:
-        comparison = compare_models(board, *args.compare)
+        comparison = report.compare_models(board, *args.compare)
         comparison.notes.extend(notes)
-        text = render_comparison(comparison, args.format)
+        text = report.render_comparison(comparison, args.format)
     else:
-        summary = summarise(board, [] if args.no_reported else load_reported(), borda=args.borda)
+        summary = report.summarise(board, report.reported_for(board, report.load_reported(), args.reported), borda=args.borda)
         summary.notes.extend(notes)
-        if args.format == "png":
-            to_png(summary, Path(args.output))
+        if chart:
+            report.to_chart(summary, board, Path(args.output))
             print(f"chart written to {args.output}", file=sys.stderr)
             return
-        text = {"markdown": to_markdown, "csv": to_csv, "json": to_json}[args.format](summary)
+        text = {"markdown": report.to_markdown, "csv": report.to_csv, "json": report.to_json}[args.format](summary)
     if args.output:
         Path(args.output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     else:
