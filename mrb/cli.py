@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
 import traceback
 from collections import Counter
@@ -371,6 +374,14 @@ def configure_logging(verbosity: int) -> None:
     logging.getLogger("mrb").setLevel({-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
 
 
+def _reader_gone() -> int:
+    """The end of a pipe closed early (`mrb report | head -1`): stop quietly, as a command killed by SIGPIPE
+    does, with stdout pointed at /dev/null so that the interpreter's last flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):  # stdout may be no file at all (a test's capture)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(-1 if args.quiet else args.verbose)
@@ -384,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         handler(args)
+    except BrokenPipeError:
+        return _reader_gone()
     except (MRBError, OSError) as exc:
         if args.debug:
             traceback.print_exc()
