@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+import tempfile
+from collections.abc import Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pandas as pd
 
 from mrb.runner import RunOptions
 from mrb.session import Session
+from mrb.tasks import load_tasks
 
 RUN_OPTIONS = frozenset(f.name for f in fields(RunOptions))
 
@@ -26,6 +29,7 @@ def evaluate(
     data_dir: str | Path | None = None,
     build_missing: bool = False,
     quiet: bool = False,
+    depths: Sequence[int] | None = None,
     **options: Any,
 ) -> pd.DataFrame:
     """Rerank the selected tasks with `model` and return one leaderboard row per task.
@@ -45,12 +49,16 @@ def evaluate(
         data_dir: where source mirrors and packs live (default ``$MRB_DATA_DIR``, else ``~/.cache/mrb``).
         build_missing: build missing candidate packs with each task's first stage first.
         quiet: no progress bars.
+        depths: the depth ablation from one pass: the tasks are run at their depth, then each of `depths` (at most
+            a task's depth) is evaluated from the cached scores, reranking only the top d of the first stage
+            (`mrb.depths`); the score cache is `cache_dir`, ``<output_dir>/cache`` or a temporary folder.
         **options: the runner's options (`RunOptions`: batch_size, max_batch_tokens, workers, overwrite,
             cache_dir, image_cache_mb), and for a preset or checkpoint the adapter's options (device, dtype, …).
 
     Returns:
-        The leaderboard rows (`mrb.results.LEADERBOARD_COLUMNS`), one per task; under ``torchrun`` the queries are
-        split across the processes and rank 0 returns the rows (the others an empty frame).
+        The leaderboard rows (`mrb.results.LEADERBOARD_COLUMNS`), one per task (with `depths`, one per task and
+        depth, in depth order); under ``torchrun`` the queries are split across the processes and rank 0 returns
+        the rows (the others an empty frame).
     """
     run = {k: options.pop(k) for k in list(options) if k in RUN_OPTIONS}
     if run.get("cache_dir") is not None:
@@ -69,4 +77,17 @@ def evaluate(
         build_missing=build_missing,
         quiet=quiet,
     )
-    return session.run()
+    if depths is None:
+        return session.run()
+    return _depth_ablation(session, depths)
+
+
+def _depth_ablation(session: Session, depths: Sequence[int]) -> pd.DataFrame:
+    """Run `session` once and evaluate each of `depths` from its cached scores (`mrb.depths`)."""
+    from mrb.depths import check_depths, depth_board
+
+    chosen = check_depths(load_tasks(session.tasks, task_dirs=session.task_dirs), depths)
+    with tempfile.TemporaryDirectory(prefix="mrb-scores-") as scratch:
+        cache = session.options.cache_dir or (session.output_dir / "cache" if session.output_dir else Path(scratch))
+        board = replace(session, options=replace(session.options, cache_dir=cache)).run()
+        return depth_board(board, chosen, cache_dir=cache, task_dirs=session.task_dirs, data_dir=session.data_dir)

@@ -113,6 +113,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     shown.add_argument("--no-reported", dest="reported", action="store_false", help="leave out the paper's reported numbers")
     report.set_defaults(reported=None)  # by default: beside results of the paper's suite only
+    report.add_argument(
+        "--depths",
+        metavar="LIST",
+        help="the depth ablation instead of the leaderboard: rerank only the top d of the first stage, for each d of "
+        "LIST (e.g. 10,25,50,100), from the cached scores of the runs (nothing is scored again)",
+    )
+    report.add_argument("--cache-dir", help="the runs' score cache, for --depths (default: RESULTS/cache of each folder)")
+    report.add_argument("--task-dir", action="append", help="a folder of your own tasks' YAML (repeatable), for --depths")
+    report.add_argument("--data-dir", help="where packs live, for --depths (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
     report.add_argument("--allow-mixed", action="store_true", help="report tasks scored on different packs or metric settings")
     report.add_argument("--export-mteb", metavar="DIR", help="also write MTEB-style per-task results JSON under DIR")
 
@@ -217,12 +226,25 @@ def _report(args: argparse.Namespace) -> None:
             "--format chart draws the leaderboard chart into a file: give --output FILE.png, FILE.pdf or FILE.svg "
             "(and no --compare)"
         )
+    if args.depths and args.compare:
+        raise MRBError("--depths reports the depth ablation and --compare a paired comparison: ask for one at a time")
     board = read_leaderboards(args.results or ["results"])
     notes = guard_consistency(board, allow_mixed=args.allow_mixed)
     if args.export_mteb:
         written = export_mteb(board, args.export_mteb)
         print(f"MTEB-style results: {len(written)} file(s) under {args.export_mteb}/", file=sys.stderr)
-    if args.compare:
+    if args.depths:
+        from mrb.depths import depth_board, parse_depths
+
+        cache = Path(args.cache_dir) if args.cache_dir else None
+        rows = depth_board(board, parse_depths(args.depths), cache_dir=cache, task_dirs=args.task_dir, data_dir=args.data_dir)
+        summaries = report.depth_summaries(rows)
+        if chart:
+            report.save_chart(report.draw_depth_chart(summaries), Path(args.output), report.chart_format(Path(args.output)))
+            print(f"chart written to {args.output}", file=sys.stderr)
+            return
+        text = {"markdown": report.depth_markdown, "csv": report.depth_csv, "json": report.depth_json}[args.format](summaries)
+    elif args.compare:
         comparison = report.compare_models(board, *args.compare)
         comparison.notes.extend(notes)
         text = report.render_comparison(comparison, args.format)

@@ -729,3 +729,110 @@ def to_chart(summary: Summary, board: pd.DataFrame, path: Path) -> None:
     fig = draw_chart(summary, column_intervals(board, summary, columns))
     save_chart(fig, path, fmt)
 
+
+# ── the depth ablation ───────────────────────────────────────────────────────────────────
+
+
+def depth_summaries(board: pd.DataFrame) -> dict[int, Summary]:
+    """One summary per reranking depth of a depth board (`mrb.depths.depth_board`), shallowest first."""
+    return {int(depth): summarise(rows) for depth, rows in board.groupby("depth", sort=True)}
+
+
+def depth_table(summaries: dict[int, Summary]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ablation's rows (the first stage once, then each model at each depth) and why empty cells are empty."""
+    first = next(iter(summaries.values()))
+    columns = [c for c in first.table.columns if c != BORDA]
+    labels = [FIRST_STAGE] + [label for label in first.table.index if label != FIRST_STAGE]
+    rows = [(FIRST_STAGE, "any", first.table.loc[FIRST_STAGE, columns], first.empty.loc[FIRST_STAGE, columns])]
+    for label in labels[1:]:
+        for depth, summary in summaries.items():
+            rows.append((label, str(depth), summary.table.loc[label, columns], summary.empty.loc[label, columns]))
+    index = pd.MultiIndex.from_tuples([(label, depth) for label, depth, _, _ in rows], names=["model", "depth"])
+    values = pd.DataFrame([v.to_numpy() for _, _, v, _ in rows], index=index, columns=columns)
+    empty = pd.DataFrame([e.to_numpy() for _, _, _, e in rows], index=index, columns=columns)
+    return values, empty
+
+
+def depth_markdown(summaries: dict[int, Summary]) -> str:
+    """The ablation table (×100) with its notes."""
+    values, empty = depth_table(summaries)
+    first = next(iter(summaries.values()))
+    header = ["model", "depth", *(column_header(first, c) for c in values.columns)]
+    rows = [
+        [
+            row_label(first, label),
+            depth,
+            *(_cell(values.at[(label, depth), c], c == GAIN, empty.at[(label, depth), c]) for c in values.columns),
+        ]
+        for label, depth in values.index
+    ]
+    return "\n\n".join(
+        [
+            f"## {first.metric} by reranking depth: the top d of the first stage reranked, the rest in its order (×100)",
+            markdown_table(header, rows),
+            f"Every depth comes from the cached scores of one run at the deepest ({max(summaries)}): no pair was scored again.",
+            *flag_notes(first),
+        ]
+    )
+
+
+def depth_frame(summaries: dict[int, Summary]) -> pd.DataFrame:
+    """The ablation as one row per (model, depth): kind and every column (fractions), for CSV and JSON."""
+    values, _ = depth_table(summaries)
+    kinds = next(iter(summaries.values())).kind
+    frame = values.reset_index()
+    frame.insert(2, "kind", [kinds[label] for label in frame["model"]])
+    return frame
+
+
+def depth_csv(summaries: dict[int, Summary]) -> str:
+    buffer = io.StringIO()
+    depth_frame(summaries).to_csv(buffer, index=False, lineterminator="\n")
+    return buffer.getvalue()
+
+
+def depth_json(summaries: dict[int, Summary]) -> str:
+    first = next(iter(summaries.values()))
+    _, empty = depth_table(summaries)
+    payload = {
+        "metric": first.metric,
+        "depths": list(summaries),
+        "columns": {c: n for c, n in first.columns.items()},
+        "rows": [{k: _plain(v) for k, v in row.items()} for row in depth_frame(summaries).to_dict("records")],
+        "empty": {f"{label} @ {depth}": {c: why for c, why in row.items() if why} for (label, depth), row in empty.iterrows()},
+    }
+    return json.dumps(payload, indent=2, ensure_ascii=False)
+
+
+def draw_depth_chart(summaries: dict[int, Summary]) -> Any:
+    """One panel per type column the runs cover and ALL: each model's value (×100) against the depth, the
+    first stage as a dashed line (it does not depend on the depth)."""
+    first = next(iter(summaries.values()))
+    columns = [c for c, n in first.columns.items() if n and (c in TYPE_ORDER or c == ALL)]
+    depths = list(summaries)
+    panels = min(len(columns), 3)
+    rows_n = -(-len(columns) // panels)
+    fig = _figure(figsize=(4.0 * panels, 3.2 * rows_n + 0.6))
+    axes = np.atleast_1d(fig.subplots(rows_n, panels, squeeze=False)).ravel()
+    models = [label for label in first.table.index if label != FIRST_STAGE]
+    for ax, column in zip(axes, columns):
+        ax.axhline(100 * first.table.at[FIRST_STAGE, column], color="C0", linestyle="--", linewidth=1, label=FIRST_STAGE)
+        for i, label in enumerate(models, start=1):  # the colours of the bar chart, where the first stage is C0
+            values = [100 * summaries[d].table.at[label, column] for d in depths]
+            if not all(pd.isna(v) for v in values):
+                ax.plot(depths, values, marker="o", color=f"C{i}", label=row_label(first, label))
+        ax.set_title(column_header(first, column), fontsize="medium")
+        ax.set_xticks(depths)
+        ax.set_xlabel("reranking depth")
+        ax.set_ylabel(f"{first.metric} (×100)")
+    for ax in axes[len(columns) :]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1 : len(columns)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize="small")
+    fig.suptitle(f"{first.metric} by reranking depth (from one pass)")
+    return fig
