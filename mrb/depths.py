@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from mrb.cache import ScoreCache, task_key
-from mrb.data import read_pack
 from mrb.errors import MRBError
-from mrb.evaluation import TaskEvaluator, combine, metric_settings, pack_hash, parts_hash
+from mrb.evaluation import TaskEvaluator, combine, metric_settings
 from mrb.identity import ModelIdentity
 from mrb.results import LEADERBOARD_COLUMNS, Status, TaskScores
-from mrb.tasks import TaskSpec, load_tasks
+from mrb.scored import result_task, scored_packs
+from mrb.tasks import TaskSpec
 
 
 def parse_depths(text: str) -> list[int]:
@@ -53,14 +53,6 @@ def check_depths(specs: Sequence[TaskSpec], depths: Sequence[int]) -> list[int]:
     return chosen
 
 
-def _spec(task: str, task_dirs: list[str | Path] | None) -> TaskSpec:
-    try:
-        (spec,) = load_tasks(task, task_dirs=task_dirs)
-    except MRBError as exc:
-        raise MRBError(f"task {task} of the results: {exc} (a task of your own needs its folder: --task-dir)") from None
-    return spec
-
-
 def depth_scores(
     row: dict[str, Any],
     depths: Sequence[int],
@@ -75,7 +67,7 @@ def depth_scores(
     where = f"model {model!r} on task {task}"
     if max(depths) > deepest:
         raise MRBError(f"{where} reranked the top {deepest} only: the scores of depth {max(depths)} were never computed")
-    spec = _spec(task, task_dirs)
+    spec = result_task(task, task_dirs)
     stored, now = json.loads(row["metric_settings"]), metric_settings(spec.model_copy(update={"depth": deepest}))
     if now != stored:
         differing = sorted(k for k in now.keys() | stored.keys() if now.get(k) != stored.get(k))
@@ -83,13 +75,7 @@ def depth_scores(
     identity = ModelIdentity.from_json(row["identity"])
     if identity.digest is None:
         raise MRBError(f"{where}: MRB could not fingerprint the model ({identity.unproven}), so its scores were not cached")
-    packs = [(unit, read_pack(unit.pack_path(data_dir))) for unit in spec.units()]
-    read_now = parts_hash([pack_hash(p) for _, p in packs]) if spec.parts else pack_hash(packs[0][1])
-    if read_now != row["pack_hash"]:
-        raise MRBError(
-            f"{where}: the pack read now (hash {read_now}) is not the one the model was scored on ({row['pack_hash']}); "
-            "rebuild that pack or rerun the model"
-        )
+    packs = scored_packs(spec, row, data_dir)
     parts: dict[int, list[TaskScores]] = {depth: [] for depth in depths}
     for unit, pack in packs:
         cache = ScoreCache(cache_dir, identity, task_key(unit, pack))

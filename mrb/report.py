@@ -185,6 +185,7 @@ NOT_PUBLISHED = "no number published"  # a reported row's source gives no number
 EMPTY_MARKS = {UNSUPPORTED: "✗", NOT_RUN: "○", NOT_PUBLISHED: "–"}
 ADAPTED_MARK = "†"  # a value scored through a declared modality fallback
 NO_SIGNAL_MARK = "≡"  # a value equal to the first stage's: the model gave every candidate one score
+BOLD_NOTE = "Bold: the best measured value per column (per task in the second table); reported rows are context, never bold."
 
 
 @dataclass
@@ -319,7 +320,7 @@ def no_relevant_notes(board: pd.DataFrame) -> list[str]:
 # ── markdown ─────────────────────────────────────────────────────────────────────────────
 
 
-def _cell(value: float | None, signed: bool = False, why: str = "") -> str:
+def cell(value: float | None, signed: bool = False, why: str = "") -> str:
     """A value ×100 with two decimals; an empty one as the mark of `why` it is empty."""
     if value is None or pd.isna(value):
         return EMPTY_MARKS.get(why, "")
@@ -343,13 +344,16 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
+def best_of(values: Sequence[float], *, lowest: bool = False) -> list[bool]:
+    """Which of `values` (as displayed) are the best: every one equal to the highest (or lowest); NaN never."""
+    shown = [round(v, 6) for v in values if not pd.isna(v)]
+    best = (min(shown) if lowest else max(shown)) if shown else None
+    return [not pd.isna(v) and round(v, 6) == best for v in values]
+
+
 def _bold_best(cells: list[str], values: list[float], *, lowest: bool = False) -> list[str]:
     """Bold every cell whose displayed value is the best of `values` (NaN ignored)."""
-    shown = [round(v, 6) for v in values if not pd.isna(v)]
-    if not shown:
-        return cells
-    best = min(shown) if lowest else max(shown)
-    return [f"**{c}**" if not pd.isna(v) and round(v, 6) == best else c for c, v in zip(cells, values)]
+    return [f"**{c}**" if best else c for c, best in zip(cells, best_of(values, lowest=lowest))]
 
 
 def column_header(summary: Summary, column: str) -> str:
@@ -385,7 +389,7 @@ def _summary_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
         if name == BORDA:
             cells = ["" if pd.isna(v) else str(int(v)) for v in col]
         else:
-            cells = [_cell(v, name == GAIN, why) for v, why in zip(col, summary.empty[name])]
+            cells = [cell(v, name == GAIN, why) for v, why in zip(col, summary.empty[name])]
         best = _bold_best(cells[: len(measured)], [round(100 * v, 2) for v in col[measured]], lowest=name == BORDA)
         columns.append(best + cells[len(measured) :])
     rows = [[row_label(summary, label), *cells] for label, cells in zip(table.index, zip(*columns))]
@@ -397,7 +401,7 @@ def _task_rows(summary: Summary) -> list[list[str]]:
     matrix, rows = summary.matrix, []
     for task, label in zip(summary.tasks["task"], summary.tasks["type"]):
         cells = [
-            _cell(v, why=why) + task_marks(summary, model, task)
+            cell(v, why=why) + task_marks(summary, model, task)
             for model, v, why in zip(matrix.index, matrix[task], summary.empty_tasks[task])
         ]
         rows.append([task, label, *_bold_best(cells, [round(100 * v, 2) for v in matrix[task]])])
@@ -433,14 +437,14 @@ def to_markdown(summary: Summary) -> str:
         [
             row["task"],
             row["model"],
-            _cell(row["value"]) + task_marks(summary, row["model"], row["task"]),
-            f"{_cell(row['ci_low'])}–{_cell(row['ci_high'])}",
-            *(_cell(row[m]) for m in MEASURE_COLUMNS),
+            cell(row["value"]) + task_marks(summary, row["model"], row["task"]),
+            f"{cell(row['ci_low'])}–{cell(row['ci_high'])}",
+            *(cell(row[m]) for m in MEASURE_COLUMNS),
         ]
         for _, row in summary.details.iterrows()
     ]
     notes = [
-        "Bold: the best measured value per column (per task in the second table); reported rows are context, never bold.",
+        BOLD_NOTE,
         *flag_notes(summary),
         *summary.notes,
     ]
@@ -553,9 +557,9 @@ def render_comparison(comparison: Comparison, fmt: str) -> str:
             row["task"],
             row["type"],
             str(row["queries"]),
-            _cell(row[a]),
-            _cell(row[b]),
-            _cell(row["delta"], signed=True),
+            cell(row[a]),
+            cell(row[b]),
+            cell(row["delta"], signed=True),
             f"{row['p_value']:.4f}",
         ]
         for _, row in table.iterrows()
@@ -762,7 +766,7 @@ def depth_markdown(summaries: dict[int, Summary]) -> str:
         [
             row_label(first, label),
             depth,
-            *(_cell(values.at[(label, depth), c], c == GAIN, empty.at[(label, depth), c]) for c in values.columns),
+            *(cell(values.at[(label, depth), c], c == GAIN, empty.at[(label, depth), c]) for c in values.columns),
         ]
         for label, depth in values.index
     ]
@@ -836,3 +840,4 @@ def draw_depth_chart(summaries: dict[int, Summary]) -> Any:
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize="small")
     fig.suptitle(f"{first.metric} by reranking depth (from one pass)")
     return fig
+
