@@ -92,12 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--results", action="append", help="results folder; repeat to combine several (default: results)")
     report.add_argument(
         "--format",
-        choices=("markdown", "csv", "json", "chart", "png"),
+        choices=("markdown", "csv", "json", "chart", "png", "html"),
         default="markdown",
-        help="markdown (default), csv, json, or chart (png is the same): PNG, PDF or SVG by --output's extension, "
-        "needs pip install 'mrb[plot]'",
+        help="markdown (default), csv, json, chart (png is the same): PNG, PDF or SVG by --output's extension, or "
+        "html: a static site in the --output folder (the chart and html need pip install 'mrb[plot]')",
     )
-    report.add_argument("--output", help="write to this file instead of printing (required for a chart)")
+    report.add_argument("--output", help="write to this file instead of printing (required for a chart; a folder for html)")
     report.add_argument(
         "--compare",
         nargs=2,
@@ -120,8 +120,18 @@ def _parser() -> argparse.ArgumentParser:
         "LIST (e.g. 10,25,50,100), from the cached scores of the runs (nothing is scored again)",
     )
     report.add_argument("--cache-dir", help="the runs' score cache, for --depths (default: RESULTS/cache of each folder)")
-    report.add_argument("--task-dir", action="append", help="a folder of your own tasks' YAML (repeatable), for --depths")
-    report.add_argument("--data-dir", help="where packs live, for --depths (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
+    report.add_argument(
+        "--task-dir", action="append", help="a folder of your own tasks' YAML (repeatable), for --depths and html"
+    )
+    report.add_argument("--data-dir", help="where packs live, for --depths and html (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
+    report.add_argument(
+        "--queries-per-task",
+        type=int,
+        default=20,
+        help="html: pages for the N largest wins and losses (half each) per task of each model over the first stage, "
+        "or of B over A with --compare (default: 20)",
+    )
+    report.add_argument("--max-size-mb", type=float, default=300, help="html: the most the site may take (default: 300)")
     report.add_argument("--allow-mixed", action="store_true", help="report tasks scored on different packs or metric settings")
     report.add_argument("--export-mteb", metavar="DIR", help="also write MTEB-style per-task results JSON under DIR")
 
@@ -226,19 +236,46 @@ def _report(args: argparse.Namespace) -> None:
             "--format chart draws the leaderboard chart into a file: give --output FILE.png, FILE.pdf or FILE.svg "
             "(and no --compare)"
         )
-    if args.depths and args.compare:
+    html = args.format == "html"
+    if html and not args.output:
+        raise MRBError("--format html writes a site into a folder: give --output DIR")
+    if args.depths and args.compare and not html:
         raise MRBError("--depths reports the depth ablation and --compare a paired comparison: ask for one at a time")
     board = read_leaderboards(args.results or ["results"])
     notes = guard_consistency(board, allow_mixed=args.allow_mixed)
     if args.export_mteb:
         written = export_mteb(board, args.export_mteb)
         print(f"MTEB-style results: {len(written)} file(s) under {args.export_mteb}/", file=sys.stderr)
+    summaries = None
     if args.depths:
         from mrb.depths import depth_board, parse_depths
 
         cache = Path(args.cache_dir) if args.cache_dir else None
         rows = depth_board(board, parse_depths(args.depths), cache_dir=cache, task_dirs=args.task_dir, data_dir=args.data_dir)
         summaries = report.depth_summaries(rows)
+    if html:
+        from mrb.html import write_site
+
+        summary = report.summarise(board, report.reported_for(board, report.load_reported(), args.reported), borda=args.borda)
+        summary.notes.extend(notes)
+        site = write_site(
+            board,
+            summary,
+            Path(args.output),
+            compare=tuple(args.compare) if args.compare else None,
+            depths=summaries,
+            queries_per_task=args.queries_per_task,
+            max_mb=args.max_size_mb,
+            task_dirs=args.task_dir,
+            data_dir=args.data_dir,
+        )
+        print(
+            f"site written to {site.folder / 'index.html'}: {site.pages} pages, {site.thumbnails} thumbnails, "
+            f"{site.bytes / 2**20:.1f} MB",
+            file=sys.stderr,
+        )
+        return
+    if summaries is not None:
         if chart:
             report.save_chart(report.draw_depth_chart(summaries), Path(args.output), report.chart_format(Path(args.output)))
             print(f"chart written to {args.output}", file=sys.stderr)

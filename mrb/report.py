@@ -841,3 +841,20 @@ def draw_depth_chart(summaries: dict[int, Summary]) -> Any:
     fig.suptitle(f"{first.metric} by reranking depth (from one pass)")
     return fig
 
+
+def draw_gain_histograms(metric: str, panels: Sequence[tuple[str, np.ndarray, str]]) -> Any:
+    """One histogram per comparison (title, per-query differences, colour) of its differences ×100, in bins of 5
+    centred on multiples of 5 (a difference of 0 sits in the bin around 0)."""
+    columns = min(len(panels), 3)
+    rows_n = -(-len(panels) // columns)
+    fig = _figure(figsize=(3.6 * columns, 2.6 * rows_n))
+    axes = np.atleast_1d(fig.subplots(rows_n, columns, squeeze=False)).ravel()
+    for ax, (title, deltas, colour) in zip(axes, panels):
+        ax.hist(100 * np.asarray(deltas, dtype=np.float64), bins=np.linspace(-102.5, 102.5, 42), color=colour)
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel(f"Δ {metric} per query (×100)")
+        ax.set_ylabel("queries")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    return fig
