@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
 import traceback
 from collections import Counter
@@ -115,11 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--results", action="append", help="results folder; repeat to combine several (default: results)")
     report.add_argument(
         "--format",
-        choices=("markdown", "csv", "json", "png"),
+        choices=("markdown", "csv", "json", "chart", "png", "html"),
         default="markdown",
-        help="markdown (default), csv, json, or png: a chart, needs pip install 'mrb[plot]'",
+        help="markdown (default), csv, json, chart (png is the same): PNG, PDF or SVG by --output's extension, or "
+        "html: a static site in the --output folder (the chart and html need pip install 'mrb[plot]')",
     )
-    report.add_argument("--output", help="write to this file instead of printing (required for png)")
+    report.add_argument("--output", help="write to this file instead of printing (required for a chart; a folder for html)")
     report.add_argument(
         "--compare",
         nargs=2,
@@ -127,7 +131,33 @@ def _parser() -> argparse.ArgumentParser:
         help="paired comparison of model B against model A ('first stage' may be either)",
     )
     report.add_argument("--borda", action="store_true", help="add a Borda rank over tasks")
-    report.add_argument("--no-reported", action="store_true", help="leave out the paper's reported numbers")
+    shown = report.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--reported",
+        action="store_true",
+        help="show the paper's reported numbers even when the results hold tasks outside the paper's suite",
+    )
+    shown.add_argument("--no-reported", dest="reported", action="store_false", help="leave out the paper's reported numbers")
+    report.set_defaults(reported=None)  # by default: beside results of the paper's suite only
+    report.add_argument(
+        "--depths",
+        metavar="LIST",
+        help="the depth ablation instead of the leaderboard: rerank only the top d of the first stage, for each d of "
+        "LIST (e.g. 10,25,50,100), from the cached scores of the runs (nothing is scored again)",
+    )
+    report.add_argument("--cache-dir", help="the runs' score cache, for --depths (default: RESULTS/cache of each folder)")
+    report.add_argument(
+        "--task-dir", action="append", help="a folder of your own tasks' YAML (repeatable), for --depths and html"
+    )
+    report.add_argument("--data-dir", help="where packs live, for --depths and html (default: $MRB_DATA_DIR, else ~/.cache/mrb)")
+    report.add_argument(
+        "--queries-per-task",
+        type=int,
+        default=20,
+        help="html: pages for the N largest wins and losses (half each) per task of each model over the first stage, "
+        "or of B over A with --compare (default: 20)",
+    )
+    report.add_argument("--max-size-mb", type=float, default=300, help="html: the most the site may take (default: 300)")
     report.add_argument("--allow-mixed", action="store_true", help="report tasks scored on different packs or metric settings")
     report.add_argument("--export-mteb", metavar="DIR", help="also write MTEB-style per-task results JSON under DIR")
 
@@ -225,29 +255,73 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
+    from mrb import report
     from mrb.export import export_mteb
-    from mrb.report import compare_models, load_reported, render_comparison, summarise, to_csv, to_json, to_markdown, to_png
     from mrb.results import guard_consistency, read_leaderboards
 
-    if args.format == "png" and (args.compare or not args.output):
-        raise MRBError("--format png draws the leaderboard chart into a file: give --output FILE.png (and no --compare)")
+    chart = args.format in ("chart", "png")
+    if chart and (args.compare or not args.output):
+        raise MRBError(
+            "--format chart draws the leaderboard chart into a file: give --output FILE.png, FILE.pdf or FILE.svg "
+            "(and no --compare)"
+        )
+    html = args.format == "html"
+    if html and not args.output:
+        raise MRBError("--format html writes a site into a folder: give --output DIR")
+    if args.depths and args.compare and not html:
+        raise MRBError("--depths reports the depth ablation and --compare a paired comparison: ask for one at a time")
     board = read_leaderboards(args.results or ["results"])
     notes = guard_consistency(board, allow_mixed=args.allow_mixed)
     if args.export_mteb:
         written = export_mteb(board, args.export_mteb)
         print(f"MTEB-style results: {len(written)} file(s) under {args.export_mteb}/", file=sys.stderr)
-    if args.compare:
-        comparison = compare_models(board, *args.compare)
-        comparison.notes.extend(notes)
-        text = render_comparison(comparison, args.format)
-    else:
-        summary = summarise(board, [] if args.no_reported else load_reported(), borda=args.borda)
+    summaries = None
+    if args.depths:
+        from mrb.depths import depth_board, parse_depths
+
+        cache = Path(args.cache_dir) if args.cache_dir else None
+        rows = depth_board(board, parse_depths(args.depths), cache_dir=cache, task_dirs=args.task_dir, data_dir=args.data_dir)
+        summaries = report.depth_summaries(rows)
+    if html:
+        from mrb.html import write_site
+
+        summary = report.summarise(board, report.reported_for(board, report.load_reported(), args.reported), borda=args.borda)
         summary.notes.extend(notes)
-        if args.format == "png":
-            to_png(summary, Path(args.output))
+        site = write_site(
+            board,
+            summary,
+            Path(args.output),
+            compare=tuple(args.compare) if args.compare else None,
+            depths=summaries,
+            queries_per_task=args.queries_per_task,
+            max_mb=args.max_size_mb,
+            task_dirs=args.task_dir,
+            data_dir=args.data_dir,
+        )
+        print(
+            f"site written to {site.folder / 'index.html'}: {site.pages} pages, {site.thumbnails} thumbnails, "
+            f"{site.bytes / 2**20:.1f} MB",
+            file=sys.stderr,
+        )
+        return
+    if summaries is not None:
+        if chart:
+            report.save_chart(report.draw_depth_chart(summaries), Path(args.output), report.chart_format(Path(args.output)))
             print(f"chart written to {args.output}", file=sys.stderr)
             return
-        text = {"markdown": to_markdown, "csv": to_csv, "json": to_json}[args.format](summary)
+        text = {"markdown": report.depth_markdown, "csv": report.depth_csv, "json": report.depth_json}[args.format](summaries)
+    elif args.compare:
+        comparison = report.compare_models(board, *args.compare)
+        comparison.notes.extend(notes)
+        text = report.render_comparison(comparison, args.format)
+    else:
+        summary = report.summarise(board, report.reported_for(board, report.load_reported(), args.reported), borda=args.borda)
+        summary.notes.extend(notes)
+        if chart:
+            report.to_chart(summary, board, Path(args.output))
+            print(f"chart written to {args.output}", file=sys.stderr)
+            return
+        text = {"markdown": report.to_markdown, "csv": report.to_csv, "json": report.to_json}[args.format](summary)
     if args.output:
         Path(args.output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     else:
@@ -416,6 +490,14 @@ def configure_logging(verbosity: int) -> None:
     logging.getLogger("mrb").setLevel({-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
 
 
+def _reader_gone() -> int:
+    """The end of a pipe closed early (`mrb report | head -1`): stop quietly, as a command killed by SIGPIPE
+    does, with stdout pointed at /dev/null so that the interpreter's last flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):  # stdout may be no file at all (a test's capture)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(-1 if args.quiet else args.verbose)
@@ -429,6 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         handler(args)
+    except BrokenPipeError:
+        return _reader_gone()
     except (MRBError, OSError) as exc:
         if args.debug:
             traceback.print_exc()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -159,7 +160,7 @@ class TaskEvaluator:
             first_stage_value=float(per_query["first_stage_value"].mean()),
             measures={m: float(per_query[m].mean()) for m in MEASURE_COLUMNS},
             ci=bootstrap_ci([per_query["value"]]),
-            pack_hash=short_digest(self.pack.manifest.get("sha256", {})),
+            pack_hash=pack_hash(self.pack),
             source_revision=_source_revision(self.pack),
             n_no_relevant=self.n_no_relevant,
             n_no_qrels=self.n_no_qrels,
@@ -167,6 +168,16 @@ class TaskEvaluator:
             no_signal=bool(distinct.max() <= 1),
             ranking=ranking,
         )
+
+
+def pack_hash(pack: Pack) -> str:
+    """The pack a result was computed on, as the leaderboard's `pack_hash`: a digest of its files' hashes."""
+    return short_digest(pack.manifest.get("sha256", {}))
+
+
+def parts_hash(hashes: Sequence[str]) -> str:
+    """A composite task's `pack_hash`: a digest of its parts' pack hashes, in part order."""
+    return hashlib.sha256(" ".join(hashes).encode()).hexdigest()[:16]
 
 
 def _source_revision(pack: Pack) -> str | None:
@@ -197,7 +208,7 @@ def combine(task: TaskSpec, parts: list[TaskScores]) -> TaskScores:
         measures={m: mean(lambda p, m=m: p.measures[m]) for m in MEASURE_COLUMNS},
         ci=bootstrap_ci([p.per_query["value"] for p in parts if p.per_query is not None]),
         parts={p.task: p.value for p in parts if p.value is not None},
-        pack_hash=hashlib.sha256(" ".join(p.pack_hash for p in parts).encode()).hexdigest()[:16],
+        pack_hash=parts_hash([p.pack_hash for p in parts]),
         source_revision=",".join(p.source_revision or "" for p in parts) if any(p.source_revision for p in parts) else None,
         n_no_relevant=sum(p.n_no_relevant for p in parts),
         n_no_qrels=sum(p.n_no_qrels for p in parts),
@@ -205,6 +216,14 @@ def combine(task: TaskSpec, parts: list[TaskScores]) -> TaskScores:
         no_signal=all(p.no_signal for p in parts),
         ranking=pd.concat([prefixed(p.ranking, p) for p in parts if p.ranking is not None], ignore_index=True),
     )
+
+
+def mean_interval(tasks: Sequence[Sequence[Sequence[float] | np.ndarray]]) -> tuple[float, float]:
+    """The 95% bootstrap interval of a mean over tasks (a type, category or ALL column), each task given as
+    its parts' per-query values (one array for a plain task): every part resampled on its own and weighted
+    1 / (tasks × parts of its task), as the column averages the task values and a task its parts."""
+    weights = [1 / (len(tasks) * len(parts)) for parts in tasks for _ in parts]
+    return bootstrap_ci([part for parts in tasks for part in parts], weights=weights)
 
 
 def check_sides(task: TaskSpec, pack: Pack) -> None:

@@ -259,6 +259,23 @@ def write_trec(path: Path, ranking: pd.DataFrame, tag: str) -> None:
     atomic_write_bytes(path, "".join(lines).encode())
 
 
+def read_trec(results_dir: str | Path, model: str, task: str) -> pd.DataFrame:
+    """The reranked run of one (model, task) as `write_trec` writes it: query_id, doc_id, rank, score."""
+    path = result_path(Path(results_dir), model, task, ".trec")
+    if not path.is_file():
+        raise MRBError(f"{path} is missing: the reranked lists of {model!r} on {task} are needed")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split()
+        try:
+            if len(fields) != 6 or fields[1] != "Q0":
+                raise ValueError("not 'qid Q0 docid rank score tag'")
+            rows.append((fields[0], fields[2], int(fields[3]), float(fields[4])))
+        except ValueError as exc:
+            raise MRBError(f"{path}, line {number}: {exc}") from None
+    return pd.DataFrame(rows, columns=["query_id", "doc_id", "rank", "score"])
+
+
 # ── the results folder ───────────────────────────────────────────────────────────────────
 
 

@@ -9,6 +9,7 @@ stratifies over tasks and parts. See docs/metrics.md.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -30,31 +31,46 @@ def _chunks(total: int, width: int) -> Iterator[int]:
 def bootstrap_ci(
     strata: Sequence[Sequence[float] | np.ndarray],
     *,
+    weights: Sequence[float] | None = None,
     resamples: int = BOOTSTRAP_RESAMPLES,
     level: float = CONFIDENCE,
     seed: int = SEED,
 ) -> tuple[float, float]:
-    """The percentile bootstrap interval of a task's score: the mean over `strata` of each one's mean.
+    """The percentile bootstrap interval of a score that is the mean over `strata` of each one's mean
+    (or, with `weights`, their weighted sum: one weight per stratum).
 
     A plain task is one stratum (its per-query values); a composite task has one per part, each
     resampled on its own (queries drawn with replacement) so every part keeps its weight. This is
     `scipy.stats.bootstrap` over the strata as independent samples (a stratum of one query, which
-    scipy does not resample, adds its value as a constant).
+    scipy does not resample, adds its value as a constant). Empty strata are left out.
     """
-    groups = [np.asarray(s, dtype=np.float64) for s in strata if len(s)]
-    if not groups:
+    given = [1.0] * len(strata) if weights is None else [float(w) for w in weights]
+    kept = [(np.asarray(s, dtype=np.float64), w) for s, w in zip(strata, given) if len(s)]
+    if not kept:
         return float("nan"), float("nan")
-    fixed = sum(float(g[0]) for g in groups if g.size == 1)
-    varying = tuple(g for g in groups if g.size > 1)
+
+    def combined(means: Sequence[Any], scale: Sequence[float]) -> Any:
+        """The score from the strata's means: their plain mean, or their weighted sum."""
+        if weights is None:
+            return sum(means) / len(kept)
+        return sum(w * m for w, m in zip(scale, means))
+
+    fixed = [(float(g[0]), w) for g, w in kept if g.size == 1]
+    varying = [(g, w) for g, w in kept if g.size > 1]
     if not varying:
-        return fixed / len(groups), fixed / len(groups)
+        value = float(combined([v for v, _ in fixed], [w for _, w in fixed]))
+        return value, value
+    samples = tuple(g for g, _ in varying)
+    scale = [w for _, w in varying] + [w for _, w in fixed]
+    # unweighted, the constants enter as one sum (the order of additions of earlier releases, to the last digit)
+    constants = [v for v, _ in fixed] if weights is not None else [sum(v for v, _ in fixed)] if fixed else []
 
-    def score(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
-        return (sum(np.mean(sample, axis=axis) for sample in samples) + fixed) / len(groups)
+    def score(*drawn: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.asarray(combined([np.mean(sample, axis=axis) for sample in drawn] + constants, scale))
 
-    cells = sum(g.size for g in varying)
+    cells = sum(g.size for g in samples)
     result = scipy.stats.bootstrap(
-        varying,
+        samples,
         score,
         n_resamples=resamples,
         batch=None if cells * resamples <= _CHUNK_CELLS else max(1, _CHUNK_CELLS // cells),

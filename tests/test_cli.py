@@ -1,7 +1,15 @@
 """The `mrb` command: exit codes, messages and what it prints."""
 
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+import mrb
 from mrb.cli import main
 from tests.packs import small_text_task
 
@@ -97,3 +105,17 @@ def test_a_constant_scorer_is_said_to_have_no_signal(tmp_path, caplog):
         "flat gave every candidate of every query one score on MiniFacts-T2T: no signal, the values equal the first stage's"
         in caplog.messages
     )
+
+
+def test_report_into_a_closed_pipe_ends_quietly(tasks_dir, tmp_path):
+    out = tmp_path / "results"
+    assert main(["run", "--model", "oracle", "--tasks", "all", "--task-dir", str(tasks_dir), "--output", str(out), "-q"]) == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(mrb.__file__).resolve().parent.parent)}
+    command = [sys.executable, "-m", "mrb", "report", "--results", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before MRB writes (what `| head -1` does to a long report)
+    err = proc.stderr.read()
+    assert (err, proc.wait()) == (b"", 128 + signal.SIGPIPE)  # no BrokenPipeError traceback, the status of SIGPIPE
+    piped = subprocess.run(f"{shlex.join(command)} | head -1", shell=True, capture_output=True, env=env, check=True)
+    assert (piped.stdout.decode(), piped.stderr) == ("## nDCG@10 by type, category and ALL (mean over tasks, ×100)\n", b"")

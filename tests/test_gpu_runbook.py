@@ -60,7 +60,7 @@ OFFLINE = {
         2,
         "mrb: error: no results in results: leaderboard.parquet is missing",
     ),
-    "mrb report --results results --format png --output gmr-7b.png": (
+    "mrb report --results results --format chart --output gmr-7b.png": (
         2,
         "mrb: error: no results in results: leaderboard.parquet is missing",
     ),

@@ -364,3 +364,17 @@ def test_report_and_paired_comparison_take_a_listwise_run_like_any_other(tmp_pat
     comparison = capsys.readouterr().out
     assert "| MiniFacts-T2T  | T→T  |      16 |     42.11 |  91.75 |                 +49.65 | 0.0001 |" in comparison
     assert "| ALL (2)        |      |      32 |     43.39 |  90.21 |                 +46.83 | 0.0001 |" in comparison
+
+
+def test_depths_are_refused_for_a_listwise_model_before_anything_runs(tmp_path):
+    from mrb.errors import MRBError
+
+    message = (
+        "depths: a listwise model's ranking of the top d is not a cut of its ranking of the whole list (its windows "
+        "see other candidates), so depths cannot come from one pass: run the task at each depth (its YAML's depth) instead"
+    )
+    for model in (Reversing(), "rank-zephyr-7b"):
+        with pytest.raises(MRBError) as refused:
+            mrb.evaluate(model, "mini", output_dir=tmp_path / "out", depths=[5, 10], quiet=True)
+        assert str(refused.value) == message
+    assert not (tmp_path / "out").exists()

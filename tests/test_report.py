@@ -3,6 +3,7 @@
 import json
 import math
 import sys
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
@@ -13,8 +14,20 @@ from mrb.cli import main
 from mrb.data import Record
 from mrb.errors import MRBError
 from mrb.export import mteb_score_name
-from mrb.report import ALL, BORDA, GAIN, borda_ranks, load_reported, summarise, to_markdown, to_png
-from mrb.results import LEADERBOARD_COLUMNS, read_leaderboards
+from mrb.report import (
+    ALL,
+    BORDA,
+    GAIN,
+    borda_ranks,
+    column_intervals,
+    draw_chart,
+    load_reported,
+    reported_for,
+    summarise,
+    to_markdown,
+)
+from mrb.results import LEADERBOARD_COLUMNS, read_leaderboards, read_per_query
+from mrb.stats import bootstrap_ci
 from tests.packs import combo_task, small_text_task, write_task
 
 
@@ -89,8 +102,8 @@ def test_markdown_bold_best_and_borda(board):
         "|     42.00 |         +0.00 |          3 |",
         "| m1          |     60.00 |     20.00 | **30.00** | **90.00** |            46.67 |       **30.00** |       **90.00** "
         "| **52.00** |    **+10.00** |      **1** |",
-        "| m2          | **65.00** | **30.00** |     10.00 |           |        **53.33** |           10.00 |                 "
-        "|           |               |          2 |",
+        "| m2          | **65.00** | **30.00** |     10.00 |         ✗ |        **53.33** |           10.00 |               ✗ "
+        "|         ✗ |             ✗ |          2 |",
     ]
     assert "| B    | T→T   |       60.00 | **70.00** | **70.00** |" in text  # a tie: both bold
 
@@ -105,39 +118,55 @@ def test_reported_numbers_load_with_source_and_gaps():
 
 def test_reported_files_are_checked(tmp_path):
     path = tmp_path / "x.yaml"
-    path.write_text(
-        "source: s\nurl: u\nmetric: nDCG@10\nfirst_stage: A\ntasks: {ALL: 2}\nmodels:\n  - {model: A, ALL: 50.0, T2T: 1}\n"
-    )
+    head = "source: s\nurl: u\nmetric: nDCG@10\nsuite: mrb\n"
+    path.write_text(head + "first_stage: A\ntasks: {ALL: 2}\nmodels:\n  - {model: A, ALL: 50.0, T2T: 1}\n")
     with pytest.raises(MRBError) as err:
         load_reported(tmp_path)
     assert str(err.value) == f"{path}: model 'A' has unknown column(s) T2T"
     path.write_text("source: s\nmetric: nDCG@10\nmodels: []\n")
     with pytest.raises(MRBError) as err:
         load_reported(tmp_path)
-    assert str(err.value) == f"{path}: missing key(s) url, first_stage, tasks"
-    path.write_text("source: s\nurl: u\nmetric: nDCG@10\nfirst_stage: B\ntasks: {ALL: 2}\nmodels:\n  - {model: A, ALL: 50.0}\n")
+    assert str(err.value) == f"{path}: missing key(s) url, first_stage, suite, tasks"
+    path.write_text(head + "first_stage: B\ntasks: {ALL: 2}\nmodels:\n  - {model: A, ALL: 50.0}\n")
     with pytest.raises(MRBError) as err:
         load_reported(tmp_path)
     assert str(err.value) == f"{path}: first_stage 'B' is not one of its models"
+    path.write_text(head + "first_stage: A\ntasks: {ALL: 2}\nmodels:\n  - {model: A, ALL: 50.0, T→T: 40, IT→T: 3}\n")
+    with pytest.raises(MRBError) as err:
+        load_reported(tmp_path)
+    assert str(err.value) == f"{path}: tasks gives no task count for column(s) T→T, IT→T"
 
 
-def test_reported_rows_render_beside_runs_never_bold(board):
+def test_reported_rows_render_beside_runs_never_bold_with_both_task_counts(board):
     text = to_markdown(summarise(board, load_reported()))
     lines = text.splitlines()
+    # a header counts the tasks of each kind of row: yours, then the paper's where they differ
     assert lines[2] == (
-        "| model                        |   T→T (2) |   I→I (1) |  T→VD |   I→T (1) | IT→IT (1) | single-modal (3) "
-        "| cross-modal (1) | fused-modal (1) |   ALL (5) | Δ first stage |"
+        "| model                        | T→T (2; reported 14) |   I→I (1) | T→VD (reported 5) |   I→T (1) "
+        "| IT→IT (1; reported 3) | single-modal (3) | cross-modal (1) | fused-modal (1) | ALL (5; reported 40) | Δ first stage |"
     )
     assert lines[6] == (
-        "| m2                           | **65.00** | **30.00** |       |     10.00 |           |        **53.33** "
-        "|           10.00 |                 |           |               |"
+        "| m2                           |            **65.00** | **30.00** |                 ○ |     10.00 "
+        "|                     ✗ |        **53.33** |           10.00 |               ✗ |                    ✗ |             ✗ |"
     )
     assert lines[11] == (
-        "| GMR-7B (reported)            |     61.08 |           | 72.94 |           |     82.19 |                  "
-        "|                 |                 |     63.85 |        +11.31 |"
+        "| GMR-7B (reported)            |                61.08 |         – |             72.94 |         – "
+        "|                 82.19 |                – |               – |               – |                63.85 |        +11.31 |"
     )
-    assert lines[7].startswith("| GME-2B (reported)            |     49.59 |           | 66.39 |           |     66.89 |")
-    assert "Their columns average the paper's tasks (T→T 14, T→VD 5, IT→IT 3, ALL 40)" in text
+    assert lines[7].startswith("| GME-2B (reported)            |                49.59 |         – |             66.39 |")
+    assert "Their columns average the mrb suite's tasks (T→T 14, T→VD 5, IT→IT 3, ALL 40)" in text
+
+
+def test_reported_rows_only_beside_their_suite(board):
+    (paper,) = load_reported()
+    assert paper.suite == "mrb"
+    assert reported_for(board, [paper]) == []  # tasks A … F are not the paper's
+    assert reported_for(board, [paper], wanted=True) == [paper]
+    mrb_tasks = board.assign(task=board["task"].map({"A": "ArguAna", "B": "NQ", "F": "NIGHTS", "C": "CIRR", "D": "E-VQA"}))
+    assert reported_for(mrb_tasks, [paper]) == [paper]  # some of the paper's tasks: its rows are context
+    assert reported_for(mrb_tasks, [paper], wanted=False) == []
+    mini = pd.DataFrame({"task": ["MiniFacts-T2T", "ArguAna"]})
+    assert reported_for(mini, [paper]) == []  # one task outside the suite is enough to leave them out
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +184,17 @@ def results(tmp_path_factory):
 
 def test_paper_numbers_in_mrb_report(results, capsys):
     assert main(["report", "--results", str(results)]) == 0
+    assert "(reported)" not in capsys.readouterr().out  # Small-T2T and Other-T2T are not the paper's tasks
+    assert main(["report", "--results", str(results), "--reported"]) == 0
     out = capsys.readouterr().out
-    assert "| GMR-3B (reported)            |      59.22 | 72.38 | 79.08 |                  |      61.40 |         +8.86 |" in out
-    assert main(["report", "--results", str(results), "--no-reported"]) == 0
-    assert "(reported)" not in capsys.readouterr().out
+    assert (
+        "| GMR-3B (reported)            |                59.22 |             72.38 |              79.08 "
+        "|                – |                61.40 |         +8.86 |"
+    ) in out
+    assert "| first-stage                  |                65.03 |                 ○ |                  ○ |" in out
+    with pytest.raises(SystemExit):
+        main(["report", "--results", str(results), "--reported", "--no-reported"])
+    assert "argument --no-reported: not allowed with argument --reported" in capsys.readouterr().err
 
 
 def mixed_folder(tmp_path, name: str, *, ignore_identical_ids: bool):
@@ -240,9 +276,13 @@ def test_csv_and_json(results, tmp_path, capsys):
     assert frame.columns.tolist() == ["model", "kind", "T→T", "single-modal", ALL, GAIN, "Other-T2T", "Small-T2T"]
     assert frame["kind"].tolist() == ["first stage", "run", "run", "run"]
     assert frame.loc[frame["model"] == "oracle", ALL].item() == 1.0
-    assert main(["report", "--results", str(results), "--format", "json", "--borda"]) == 0
+    assert main(["report", "--results", str(results), "--format", "json", "--borda", "--reported"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["columns"] == {"T→T": 2, "T→VD": 0, "IT→IT": 0, "single-modal": 2, ALL: 2}
+    assert payload["reported_columns"] == {"T→T": 14, "T→VD": 5, "IT→IT": 3, ALL: 40}
+    assert payload["empty"]["oracle"] == {"T→VD": "not run", "IT→IT": "not run"}
+    published = "no number published"
+    assert payload["empty"]["GMR-7B (reported)"] == {"single-modal": published, "Other-T2T": published, "Small-T2T": published}
     oracle = next(r for r in payload["rows"] if r["model"] == "oracle")
     assert (oracle[BORDA], oracle["T→VD"], oracle[ALL]) == (1.0, None, 1.0)
     gmr = next(r for r in payload["rows"] if r["model"] == "GMR-7B (reported)")
@@ -251,21 +291,119 @@ def test_csv_and_json(results, tmp_path, capsys):
     assert (detail["RR@10"], detail["Judged@10"], detail["first_stage_R@100"]) == (0.5, 0.625, 1.0)
 
 
-def test_png_chart(results, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def mini_results(tmp_path_factory):
+    """random, bm25 (text only: unsupported on the image tasks) and a constant scorer (no signal) on mini (read only)."""
+    out = tmp_path_factory.mktemp("mini") / "results"
+
+    def constant(pairs):
+        return [0.5] * len(pairs)
+
+    for model in ("random", "bm25", constant):
+        mrb.evaluate(model, "mini", quiet=True, output_dir=out)
+    return out
+
+
+def svg_texts(path) -> list[str]:
+    root = ElementTree.parse(path).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    return ["".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")]
+
+
+def test_chart_formats_by_extension(mini_results, results, tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    path = tmp_path / "chart.png"
-    assert main(["report", "--results", str(results), "--format", "png", "--output", str(path)]) == 0
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
-    assert main(["report", "--results", str(results), "--format", "png"]) == 2
-    assert "give --output FILE.png" in capsys.readouterr().err
+    from PIL import Image
+
+    written = {}
+    for suffix in ("png", "pdf", "svg"):
+        path = tmp_path / f"chart.{suffix}"
+        assert main(["report", "--results", str(mini_results), "--format", "chart", "--output", str(path)]) == 0
+        assert capsys.readouterr().err == f"chart written to {path}\n"
+        written[suffix] = path.read_bytes()
+    assert written["png"][:8] == b"\x89PNG\r\n\x1a\n" and Image.open(tmp_path / "chart.png").info["dpi"] == pytest.approx(
+        (300, 300), abs=0.01
+    )
+    assert written["pdf"][:5] == b"%PDF-"
+    texts = svg_texts(tmp_path / "chart.svg")  # text stays text: the value labels, the columns with their task counts
+    assert {"17.45", "83.12", "74.30", "23.87", "T→T (1)", "ALL (5)", "unsupported", "constant ≡"} <= set(texts)
+    assert b"<pattern" in written["svg"]  # the hatch of bm25's unsupported columns
+    # the same results give the same bytes (no timestamp), and --format png takes the extension too
+    again = tmp_path / "again.svg"
+    assert main(["report", "--results", str(mini_results), "--format", "png", "--output", str(again)]) == 0
+    assert again.read_bytes() == written["svg"]
+    assert main(["report", "--results", str(results), "--format", "chart", "--output", str(again)]) == 0
+    assert b"<pattern" not in again.read_bytes() and "100.00" in svg_texts(again)
+    capsys.readouterr()
+    bad = tmp_path / "chart.jpg"
+    assert main(["report", "--results", str(results), "--format", "chart", "--output", str(bad)]) == 2
+    assert capsys.readouterr().err == (
+        f"mrb: error: --output {bad}: a chart is written as PNG, PDF or SVG, chosen by the extension (.png, .pdf or .svg)\n"
+    )
+    assert main(["report", "--results", str(results), "--format", "chart"]) == 2
+    assert capsys.readouterr().err == (
+        "mrb: error: --format chart draws the leaderboard chart into a file: give --output FILE.png, FILE.pdf or FILE.svg "
+        "(and no --compare)\n"
+    )
 
 
-def test_png_without_matplotlib_names_the_extra(board, tmp_path, monkeypatch):
+def test_chart_whiskers_are_the_stored_interval_or_the_bootstrap_of_the_mean(mini_results):
+    board = read_leaderboards([mini_results])
+    summary = summarise(board)
+    intervals = column_intervals(board, summary, ["T→T", "IT→T", ALL])
+    stored = board.set_index(["model", "task"])
+    for label, column, task in (
+        ("random", "T→T", "MiniFacts-T2T"),
+        ("bm25", "T→T", "MiniFacts-T2T"),
+        ("random", "IT→T", "MiniPhotoQA-IT2T"),
+    ):
+        assert intervals[label, column] == tuple(stored.loc[(label, task), ["ci_low", "ci_high"]])  # one task: its own
+    per_query = [read_per_query(mini_results, "random", task)["value"] for task in summary.tasks["task"]]
+    assert intervals["random", ALL] == bootstrap_ci(per_query, weights=[0.2] * 5)
+    assert intervals["random", ALL][0] < summary.table.at["random", ALL] < intervals["random", ALL][1]
+    first = [read_per_query(mini_results, "random", task)["first_stage_value"] for task in summary.tasks["task"]]
+    assert intervals["first stage", ALL] == bootstrap_ci(first, weights=[0.2] * 5)
+    assert ("bm25", ALL) not in intervals  # no value, no whisker
+
+
+def test_chart_without_matplotlib_names_the_extra(board, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(MRBError) as err:
-        to_png(summarise(board), tmp_path / "x.png")
-    assert str(err.value) == "the PNG chart needs matplotlib: pip install 'mrb[plot]'"
+        draw_chart(summarise(board), {})
+    assert str(err.value) == "the chart needs matplotlib: pip install 'mrb[plot]'"
+
+
+def test_adapted_and_no_signal_results_are_marked_and_footnoted(board):
+    flagged = board.copy()
+    flagged["adapted"] = ""
+    flagged.loc[(flagged["model"] == "m1") & flagged["task"].isin(["C", "D"]), "adapted"] = "image-only"
+    flagged["no_signal"] = (flagged["model"] == "m2") & (flagged["task"] == "B")
+    text = to_markdown(summarise(flagged))
+    lines = text.splitlines()
+    assert lines[5].startswith("| m1 †        |     60.00 |")
+    assert lines[6].startswith("| m2 ≡        | **65.00** |")
+    assert lines[10] == "| task | type  | first stage |       m1 † |       m2 ≡ |"
+    assert "| B    | T→T   |       60.00 |  **70.00** | **70.00≡** |" in lines
+    assert "| C    | I→T   |       20.00 | **30.00†** |      10.00 |" in lines
+    assert "| D    | IT→IT |       80.00 | **90.00†** |          ✗ |" in lines
+    assert "| C    | m1    |  30.00† | 30.00–30.00 |        |      |           |                   |" in lines
+    assert "† adapted: scored through a declared modality fallback, not the model's own sides: m1 (image-only on C, D)." in lines
+    assert (
+        "≡ no signal: equals the first stage (the model gave every candidate of every query one score, so its values are "
+        "the first stage's): m2 on B." in lines
+    )
+
+
+def test_a_constant_scorer_is_flagged_in_the_report(mini_results, capsys):
+    assert main(["report", "--results", str(mini_results)]) == 0
+    out = capsys.readouterr().out
+    assert "| constant ≡  | **83.12** | **64.30** | **73.09** | **74.59** | **76.38** |" in out  # a callable takes every side
+    assert "| MiniFacts-T2T    | T→T  |   **83.12** |  17.45 | 82.23 | **83.12≡** |" in out
+    assert "| MiniPhotos-I2I   | I→I  |   **64.30** |  27.89 |     ✗ | **64.30≡** |" in out
+    assert (
+        "≡ no signal: equals the first stage (the model gave every candidate of every query one score, so its values are the "
+        "first stage's): constant on MiniFacts-T2T, MiniPhotos-I2I, MiniPhotos-T2I, MiniPhotos-I2T, MiniPhotoQA-IT2T." in out
+    )
 
 
 def test_mteb_export(results, tmp_path, capsys):

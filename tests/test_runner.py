@@ -90,7 +90,7 @@ def test_unsupported_task_is_empty_never_zero(tasks_dir, tmp_path):
     run("oracle", tasks_dir, output_dir=out)
     run(images_only, tasks_dir, output_dir=out)
     text = render_markdown(read_leaderboard(out))
-    assert "| images_only |            |                  |            |               |" in text
+    assert "| images_only |          ✗ |                ✗ |          ✗ |             ✗ |" in text  # unsupported, never 0
 
 
 def test_wrong_number_of_scores(tasks_dir):

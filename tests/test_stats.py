@@ -91,3 +91,13 @@ def test_bootstrap_is_scipys_and_keeps_the_hand_written_intervals():
     assert bootstrap_ci([plain]) == pytest.approx((0.4031491270549241, 0.5887767342745125), abs=2e-16)
     assert bootstrap_ci([plain, part]) == pytest.approx((0.3781824920413314, 0.5428393496068052), abs=2e-16)
     assert bootstrap_ci([plain, [0.5]]) == pytest.approx(tuple((v + 0.5) / 2 for v in bootstrap_ci([plain])), abs=1e-15)
+
+
+def test_weighted_bootstrap():
+    values = np.random.default_rng(7).random(40)
+    other = np.random.default_rng(8).random(9)
+    # scipy draws each stratum's resamples in turn, so a zero weight leaves the first stratum's interval as it is
+    assert bootstrap_ci([values, other], weights=[1.0, 0.0]) == bootstrap_ci([values])
+    assert bootstrap_ci([[1.0] * 3, [0.0] * 30, [0.5]], weights=[0.25, 0.5, 0.25]) == (0.375, 0.375)
+    low, high = bootstrap_ci([values, other], weights=[0.9, 0.1])
+    assert low < 0.9 * values.mean() + 0.1 * other.mean() < high
