@@ -32,7 +32,7 @@ from mrb.errors import MRBError
 from mrb.options import RunOptions
 from mrb.progress import RunProgress
 from mrb.rerankers.base import ListwiseReranker, Window, check_window
-from mrb.runner import RunStats, _free_accelerator_memory, _is_oom
+from mrb.runner import RunStats, _is_oom, halved_after_oom
 from mrb.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -206,14 +206,14 @@ class WindowRanker:
             except Exception as exc:
                 if not _is_oom(exc):
                     raise
-                _free_accelerator_memory()
-                self.stats.oom_retries += 1
-                if len(batch) == 1:
-                    raise MRBError(
-                        f"task {self.task.name}: out of memory on a single window (query {batch[0][0].query_id!r}, "
-                        f"{len(windows[0].candidates)} candidates); lower window, max_pixels or max_length"
-                    ) from exc
-                self.cap = len(batch) // 2
+                self.cap = halved_after_oom(
+                    exc,
+                    self.task.name,
+                    self.stats,
+                    len(batch),
+                    f"window (query {batch[0][0].query_id!r}, {len(windows[0].candidates)} candidates); "
+                    "lower window, max_pixels or max_length",
+                )
                 log.warning("%s: out of memory on %d windows; retrying in batches of %d", self.task.name, len(batch), self.cap)
                 pending.extendleft(reversed(batch))
                 continue

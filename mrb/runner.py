@@ -121,10 +121,16 @@ def _is_oom(exc: BaseException) -> bool:
     return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
-def _free_accelerator_memory() -> None:
+def halved_after_oom(exc: BaseException, task: str, stats: RunStats, size: int, single: str) -> int:
+    """After an out-of-memory error on `size` items of `task`: memory freed, the retry counted, and the halved batch
+    cap; an `MRBError` ("task …: out of memory on a single " + `single`) when one item alone did not fit."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+    stats.oom_retries += 1
+    if size == 1:
+        raise MRBError(f"task {task}: out of memory on a single {single}") from exc
+    return size // 2
 
 
 def _queries(pairs: Sequence[Pair]) -> str:
@@ -266,14 +272,14 @@ class TaskScorer:
             except Exception as exc:
                 if not _is_oom(exc):
                     raise
-                _free_accelerator_memory()
-                self.stats.oom_retries += 1
-                if len(chunk) == 1:
-                    raise MRBError(
-                        f"task {self.task.name}: out of memory on a single pair ({_queries([pairs[chunk[0]]])}, "
-                        f"document {pairs[chunk[0]].document.id!r}); lower max_pixels or max_length"
-                    ) from exc
-                self.cap = len(chunk) // 2
+                self.cap = halved_after_oom(
+                    exc,
+                    self.task.name,
+                    self.stats,
+                    len(chunk),
+                    f"pair ({_queries([pairs[chunk[0]]])}, document {pairs[chunk[0]].document.id!r}); "
+                    "lower max_pixels or max_length",
+                )
                 log.warning(
                     "%s: out of memory on a batch of %d pairs; retrying in batches of %d", self.task.name, len(chunk), self.cap
                 )

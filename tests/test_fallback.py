@@ -103,7 +103,10 @@ def test_cli_fallback_runs_a_text_reranker_on_image_text_queries(tmp_path, capsy
     assert "| bm25 †      |     82.23 |" in report
     assert "| MiniPhotoQA-IT2T | IT→T |   **76.38** | 70.17† |" in report
     assert "| MiniFacts-T2T    | T→T  |   **83.12** |  82.23 |" in report
-    assert "† adapted: scored through a declared modality fallback, not the model's own sides: bm25 (text-only on MiniPhotoQA-IT2T)." in report
+    assert (
+        "† adapted: scored through a declared modality fallback, not the model's own sides: bm25 (text-only on MiniPhotoQA-IT2T)."
+        in report
+    )
     with pytest.raises(SystemExit) as bad:
         main(["run", "--model", "bm25", "--fallback", "image"])
     assert bad.value.code == 2

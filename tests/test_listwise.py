@@ -249,6 +249,15 @@ def test_a_failing_batch_of_windows_is_retried_once_and_out_of_memory_halves_the
 
     provenance = json.loads(mrb.evaluate(Answers(small), "Six-T2T", task_dirs=[tasks], quiet=True)["provenance"].iloc[0])
     assert sizes == [2, 1, 1, 1] and provenance["oom_retries"] == 1
+
+    def never(windows):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(MRBError) as err:
+        mrb.evaluate(Answers(never), "Six-T2T", task_dirs=[tasks], output_dir=tmp_path / "never", quiet=True)
+    assert str(err.value) == (
+        "task Six-T2T: out of memory on a single window (query 'q1', 4 candidates); lower window, max_pixels or max_length"
+    )
     with pytest.raises(MRBError, match="a listwise reranker: it ranks windows of candidates"):
         Answers(small).score([])
 
