@@ -18,6 +18,7 @@ import torch
 
 import mrb
 from mrb.cache import _read_segment
+from mrb.cli import main
 from mrb.data import Record
 from mrb.distributed import World
 from mrb.errors import MRBError
@@ -360,8 +361,6 @@ def test_under_two_ranks_each_query_is_ranked_on_one_rank_and_rank_0_gets_the_wh
 
 
 def test_report_and_paired_comparison_take_a_listwise_run_like_any_other(tmp_path, capsys):
-    from mrb.cli import main
-
     out = tmp_path / "out"
     mrb.evaluate(Reversing(), "MiniFacts-T2T,MiniPhotos-T2I", output_dir=out, quiet=True)
     mrb.evaluate("oracle", "MiniFacts-T2T,MiniPhotos-T2I", output_dir=out, quiet=True)
@@ -376,8 +375,6 @@ def test_report_and_paired_comparison_take_a_listwise_run_like_any_other(tmp_pat
 
 
 def test_depths_are_refused_for_a_listwise_model_before_anything_runs(tmp_path):
-    from mrb.errors import MRBError
-
     message = (
         "depths: a listwise model's ranking of the top d is not a cut of its ranking of the whole list (its windows "
         "see other candidates), so depths cannot come from one pass: run the task at each depth (its YAML's depth) instead"
@@ -387,3 +384,15 @@ def test_depths_are_refused_for_a_listwise_model_before_anything_runs(tmp_path):
             mrb.evaluate(model, "mini", output_dir=tmp_path / "out", depths=[5, 10], quiet=True)
         assert str(refused.value) == message
     assert not (tmp_path / "out").exists()
+
+
+def test_mrb_report_depths_refuses_a_listwise_run_by_name(tmp_path, capsys):
+    out = tmp_path / "out"
+    mrb.evaluate(Reversing(), "MiniFacts-T2T", output_dir=out, quiet=True)
+    capsys.readouterr()
+    assert main(["report", "--results", str(out), "--depths", "5,10"]) == 2
+    assert capsys.readouterr().err == (
+        "mrb: error: model 'reversing' on task MiniFacts-T2T: a listwise model's ranking of the top d is not a cut of "
+        "its ranking of the whole list (its windows see other candidates), so depths cannot come from one pass: run the "
+        "task at each depth (its YAML's depth) instead\n"
+    )
