@@ -21,9 +21,10 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import pandas as pd
 
 from mrb.batching import ImageCache
 from mrb.cache import ScoreCache
@@ -36,6 +37,7 @@ from mrb.runner import RunStats, _is_oom, halved_after_oom
 from mrb.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def window_spans(n: int, window: int, stride: int, full_last_window: bool = False) -> list[tuple[int, int]]:
@@ -102,6 +104,11 @@ def count(stats: RunStats, outcome: Outcome) -> None:
         stats.missing_labels += outcome.missing
 
 
+def reorder(window: list[T], outcome: Outcome) -> list[T]:
+    """A window's items in the order of its (repaired) output."""
+    return [window[j] for j in outcome.order]
+
+
 def window_key(start: int, end: int, doc_ids: Sequence[str]) -> str:
     """The cache name of a window: its place and a digest of the doc ids it shows, in order."""
     digest = hashlib.sha256("\0".join(doc_ids).encode()).hexdigest()[:16]
@@ -115,6 +122,25 @@ def cached_output(scores: dict[tuple[str, str], float], query_id: str, key: str)
         return None
     values = [scores.get((query_id, f"{key}:{i}")) for i in range(int(n))]
     return None if any(v is None for v in values) else [int(v) for v in values if v is not None]
+
+
+def cached_windows(candidates: pd.DataFrame, reranker: ListwiseReranker, known: dict[tuple[str, str], float]) -> tuple[int, int]:
+    """The windows a run of `reranker` ranks over `candidates` (query_id, doc_id, rank), and how many of them the
+    cache's entries `known` hold: each query's windows replayed from the cache up to its first uncached one (the
+    windows after it show candidates in an order only the model's output decides)."""
+    windows = cached = 0
+    ordered = candidates.sort_values(["rank", "doc_id"], kind="stable")
+    for query_id, docs in ordered.groupby("query_id", sort=False)["doc_id"]:
+        order = docs.tolist()
+        spans = window_spans(len(order), reranker.window, reranker.stride, reranker.full_last_window)
+        windows += len(spans)
+        for start, end in spans:
+            output = cached_output(known, str(query_id), window_key(start, end, order[start:end]))
+            if output is None:
+                break
+            cached += 1
+            order[start:end] = reorder(order[start:end], repair(output, end - start))
+    return windows, cached
 
 
 @dataclass
@@ -181,8 +207,7 @@ class WindowRanker:
         start, end = query.spans[step]
         outcome = repair(output, end - start)
         count(self.stats, outcome)
-        window = query.rows[start:end]
-        query.rows[start:end] = [window[j] for j in outcome.order]
+        query.rows[start:end] = reorder(query.rows[start:end], outcome)
         if self.progress is not None:
             self.progress.advance(1)
 

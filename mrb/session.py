@@ -28,7 +28,7 @@ from mrb.errors import MRBError
 from mrb.identity import ModelIdentity, identify
 from mrb.io import remove_stale_temporaries
 from mrb.lock import ResultsLock
-from mrb.plan import Plan, check_packs, task_plan
+from mrb.plan import BYTES_PER_PAIR, Plan, check_packs, task_plan
 from mrb.progress import RunProgress
 from mrb.rerankers import Reranker, as_reranker, get_reranker
 from mrb.rerankers.base import ListwiseReranker, check_declaration
@@ -86,10 +86,16 @@ class Session:
             return self._run_tasks(specs, reranker, identity, world, devices or [])
 
     def plan(self, specs: list[TaskSpec], reranker: Reranker, identity: ModelIdentity, cache_dir: Path | None) -> Plan:
-        """What the run will do: per task the pairs, those in the score cache, and the time at a measured rate."""
+        """What the run will do: per task the pairs (a listwise model's windows), those in the score cache, and the
+        time at a measured rate."""
+        listwise = reranker if isinstance(reranker, ListwiseReranker) else None
+        unsupported = [spec.name for spec in specs if not reranker.supports(spec.type)]
+        tasks = [task_plan(s, self.data_dir, identity, cache_dir, listwise) for s in specs if reranker.supports(s.type)]
+        if listwise is not None:
+            windows = f"no windows/s measured for listwise models on {device_name(reranker)}"
+            return Plan(identity.name, tasks, None, windows, unsupported, "windows", BYTES_PER_PAIR * (listwise.window + 1))
         rate, source = measured_rate(self.model, device_name(reranker))
-        tasks = [task_plan(spec, self.data_dir, identity, cache_dir) for spec in specs if reranker.supports(spec.type)]
-        return Plan(identity.name, tasks, rate, source, [spec.name for spec in specs if not reranker.supports(spec.type)])
+        return Plan(identity.name, tasks, rate, source, unsupported)
 
     @contextmanager
     def _world(self) -> Iterator[World]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -395,4 +396,42 @@ def test_mrb_report_depths_refuses_a_listwise_run_by_name(tmp_path, capsys):
         "mrb: error: model 'reversing' on task MiniFacts-T2T: a listwise model's ranking of the top d is not a cut of "
         "its ranking of the whole list (its windows see other candidates), so depths cannot come from one pass: run the "
         "task at each depth (its YAML's depth) instead\n"
+    )
+
+
+class FailsFromRound(Reversing):
+    """`Reversing` whose calls fail from round `fail_from` on (every round is one call: 16 windows, batch size 32)."""
+
+    name = "fails-from-round"
+
+    def __init__(self, fail_from: int) -> None:
+        super().__init__()
+        self.fail_from = fail_from
+
+    def rank_windows(self, windows):
+        if len(self.calls) >= self.fail_from:
+            raise RuntimeError("boom")
+        return super().rank_windows(windows)
+
+
+def test_the_plan_of_a_listwise_model_counts_its_windows_and_those_the_cache_replays(tmp_path, capsys):
+    out, first = tmp_path / "out", "MiniFacts-T2T"
+    mrb.evaluate(FailsFromRound(0), first, output_dir=out, batch_size=32, dry_run=True)
+    assert capsys.readouterr().out.splitlines() == [
+        "plan of fails-from-round: 1 task",
+        "task           type       windows      cached    to score",
+        "MiniFacts-T2T  T→T            144           0         144",  # 16 queries × 9 windows of 4 moved by 2
+        "total                         144           0         144",
+        f"time: unknown (no windows/s measured for listwise models on cpu ({platform.processor() or platform.machine()}))",
+        "disk: about 84 KiB for the score cache and the result files",
+    ]
+    with pytest.raises(MRBError, match="The 32 windows ranked before it are kept in the score cache"):
+        mrb.evaluate(FailsFromRound(2), first, output_dir=out, batch_size=32, quiet=True)
+    mrb.evaluate(FailsFromRound(0), first, output_dir=out, batch_size=32, dry_run=True)
+    # rounds 0 and 1 are replayed from the cache: round 1's windows show round 0's reversed order
+    assert "MiniFacts-T2T  T→T            144          32         112" in capsys.readouterr().out
+    mrb.evaluate(FailsFromRound(99), first, output_dir=out, batch_size=32, quiet=True)
+    mrb.evaluate(FailsFromRound(0), first, output_dir=out, batch_size=32, dry_run=True)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "nothing to score: every window is in the score cache, so the model will not be loaded"
     )
