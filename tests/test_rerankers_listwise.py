@@ -73,6 +73,31 @@ def test_rank_zephyr_prompt_is_rank_llms_template(rank_zephyr, first):
     )
 
 
+def test_rank_zephyr_repairs_texts_with_ftfy_as_rank_llm_does(rank_zephyr, monkeypatch):
+    window = Window(
+        "",
+        Record("q", "what’s in a café?"),
+        [Record("d1", "cafÃ© “quoted” ﬁne ＡＢＣ [2] and more"), Record("d2", "Dogs bark."), Record("d3", "Fish swim.")],
+    )
+    prompt, _ = rank_zephyr.prompt(window)
+    # mojibake repaired, quotes uncurled, the ligature and the full-width letters unfolded, then cut to 5 words
+    assert 'search query: what\'s in a café?.\n[1] café "quoted" fine ABC (2)\n[2] Dogs bark.\n' in prompt
+    assert "Search Query: what's in a café?.\n" in prompt
+    # the rendered prompt too: a chat template's own text goes through ftfy, as rank_llm's create_prompt does
+    monkeypatch.setattr(rank_zephyr.tokenizer, "chat_template", "{{ '“' }}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    assert rank_zephyr.prompt(TEXT_WINDOW)[0].startswith('"You are RankLLM')
+
+
+def test_rank_zephyr_without_ftfy_names_the_extra(zephyr, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ftfy", None)  # import ftfy now raises ImportError
+    with pytest.raises(MRBError) as err:
+        ChatListwise(zephyr, window=3, stride=1)
+    assert str(err.value) == "the rank-zephyr formats clean texts as rank_llm does, with ftfy: pip install 'mrb[listwise]'"
+    ChatListwise(zephyr, format="lighton", window=3, stride=1)  # MTEB's LightOn wrapper does not clean: no ftfy needed
+
+
 def test_lighton_prompts_are_mtebs_wrapper(qwen3_5):
     model = QwenVLListwise(qwen3_5, format="lighton", window=3, stride=1, think_block=True, min_pixels=4096, max_pixels=4096)
     query = Record("q", "what do cats eat?")

@@ -7,10 +7,11 @@ A `ListwiseFormat` says what the model sees: the messages built from the query a
 
 - ``rank-zephyr``: rank_llm's single-turn RankGPT prompt, on which RankZephyr and FIRST were trained
   (system ``You are RankLLM, …``; ``I will provide you with {num} passages, …``; ``[i] {passage}`` lines;
-  the closing instruction). As rank_llm cleans them, a passage has its whitespace collapsed and is cut to
-  `max_passage_words` words, and query and passages have ``[n]`` written ``(n)``. On a Qwen-VL model an image is an image part: a query's where the prompt first
-  names the query (the closing ``Search Query:`` line repeats its text only, and is left out without text),
-  a candidate's after its label.
+  the closing instruction). As rank_llm cleans them, a passage is repaired by ftfy, has its whitespace
+  collapsed and is cut to `max_passage_words` words, query and passages have ``[n]`` written ``(n)``, and
+  a text model's rendered prompt goes through ftfy again. On a Qwen-VL model an image is an image part: a
+  query's where the prompt first names the query (the closing ``Search Query:`` line repeats its text only,
+  and is left out without text), a candidate's after its label.
 - ``rank-zephyr-alpha``: the same with letters (``[A]`` …), as FIRST reads them.
 - ``lighton``: LightOn-rerank-LW's prompt as MTEB's wrapper builds it: a text query, candidates ``[i]: …``
   that are a passage or a page image; a window of passages is rendered as a fixed string, a window with an
@@ -157,9 +158,21 @@ def no_brackets(text: str) -> str:
     return re.sub(r"\[(\d+)\]", r"(\1)", text)
 
 
+def fix_text(text: str) -> str:
+    """ftfy's `fix_text`, as rank_llm applies it to every passage and to the rendered prompt (mojibake repaired,
+    quotes uncurled, ligatures and full-width letters unfolded, NFC)."""
+    try:
+        import ftfy
+    except ImportError as exc:
+        raise MRBError("the rank-zephyr formats clean texts as rank_llm does, with ftfy: pip install 'mrb[listwise]'") from exc
+    return str(ftfy.fix_text(text))
+
+
 def clean_passage(text: str, words: int | None) -> str:
-    """rank_llm's cleaning of a passage: whitespace collapsed, at most `words` words, ``[n]`` written ``(n)``."""
-    return no_brackets(" ".join(text.split() if words is None else text.split()[:words]))
+    """rank_llm's cleaning of a passage: ftfy's repairs, whitespace collapsed, at most `words` words, ``[n]``
+    written ``(n)``."""
+    tokens = fix_text(text.strip()).split()
+    return no_brackets(" ".join(tokens if words is None else tokens[:words]))
 
 
 def parse_ranking(answer: str, n: int, alpha: bool = False, strict: bool = False) -> list[int]:
@@ -218,6 +231,8 @@ class ChatListwise(TransformersReranker, ListwiseReranker):
         self.window, self.stride, self.full_last_window = window, stride, full_last_window
         self.first_token_logits, self.max_new_tokens = first_token_logits, max_new_tokens
         self.max_passage_words, self.think_block = max_passage_words, think_block
+        if self.format.clean:
+            fix_text("")  # ftfy is there before the run starts, not only at its first window
         self.query_sides = self.format.query_sides & type(self).query_sides
         self.document_sides = self.format.document_sides & type(self).document_sides
         super().__init__(checkpoint, **options)
@@ -252,7 +267,7 @@ class ChatListwise(TransformersReranker, ListwiseReranker):
             else:
                 texts.append(side_text(record, "document", self.name))
         if self.format.clean:
-            return no_brackets(query), [clean_passage(t, words) for t in texts]
+            return no_brackets(fix_text(query)), [clean_passage(t, words) for t in texts]
         return query, [t if words is None else " ".join(t.split()[:words]) for t in texts]
 
     def _with_think_block(self, prompt: str) -> str:
@@ -281,7 +296,8 @@ class ChatListwise(TransformersReranker, ListwiseReranker):
             return self._with_think_block(self.format.text_prompt(query, texts, labels))
         messages = self.format.messages(query, None, [(t, None) for t in texts], labels)
         flat = [{"role": m["role"], "content": "".join(p["text"] for p in m["content"])} for m in messages]
-        return self._with_think_block(self.tokenizer.apply_chat_template(flat, tokenize=False, add_generation_prompt=True))
+        rendered = self.tokenizer.apply_chat_template(flat, tokenize=False, add_generation_prompt=True)
+        return self._with_think_block(fix_text(rendered) if self.format.clean else rendered)
 
     def _answer_tokens(self, n: int) -> int:
         """Tokens of the full permutation ``[1] > [2] > … > [n]`` (rank_llm's output budget)."""

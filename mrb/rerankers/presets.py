@@ -211,7 +211,7 @@ PRESETS: dict[str, Preset] = {
             source=f"https://huggingface.co/castorini/rank_zephyr_7b_v1_full; {RANK_LLM}/rank_zephyr_template.yaml",
             max_length=4096,
             unverified="the card defers to rank_llm: the prompt is rank_llm's rank_zephyr template through the checkpoint's own "
-            "chat template (assumed to be Zephyr's, which rank_llm applies); rank_llm also fixes mojibake (ftfy), MRB does not",
+            "chat template (assumed to be Zephyr's, which rank_llm applies)",
         ),
         Preset(
             "first-mistral",
