@@ -33,7 +33,7 @@ from mrb.errors import MRBError
 from mrb.options import RunOptions
 from mrb.progress import RunProgress
 from mrb.rerankers.base import ListwiseReranker, Window, check_window
-from mrb.runner import RunStats, _is_oom, halved_after_oom
+from mrb.runner import RunStats, _is_oom, halved_after_oom, queries_named, with_one_retry
 from mrb.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -250,39 +250,28 @@ class WindowRanker:
                 self._apply(query, step, output)
 
     def _call(self, windows: list[Window]) -> list[list[int]]:
-        """The reranker's checked outputs for a batch of windows: retried once on a failure (other than
-        out-of-memory or an MRBError), then the task stops naming its queries."""
-        for attempt in (1, 2):
+        """The reranker's checked outputs for a batch of windows; a failure is retried once (`with_one_retry`)."""
+
+        def attempt(n: int) -> Any:
             started = time.perf_counter()
             try:
-                got = self.reranker.rank_windows(windows)
-                break
-            except MRBError as exc:
-                raise MRBError(
-                    str(exc) if str(exc).startswith(f"task {self.task.name}") else f"task {self.task.name}: {exc}"
-                ) from exc
-            except Exception as exc:
-                if _is_oom(exc):
-                    raise
-                if attempt == 2:
-                    more = f" and {len(windows) - 3} more" if len(windows) > 3 else ""
-                    kept = self.stats.windows + self.stats.window_cache_hits
-                    where = (
-                        f"The {kept} windows ranked before it are kept in the score cache; run again to resume"
-                        if self.cache is not None
-                        else "No score cache is set (give an output folder to keep windows)"
-                    )
-                    raise MRBError(
-                        f"task {self.task.name}: reranker {self.reranker.name!r} failed twice on a batch of {len(windows)} "
-                        f"windows (queries {', '.join(repr(w.query.id) for w in windows[:3])}{more}): "
-                        f"{type(exc).__name__}: {exc}. {where}"
-                    ) from exc
-                self.stats.retries += 1
-                log.warning(
-                    "%s: reranker failed on a batch of windows (%s: %s); retrying once", self.task.name, type(exc).__name__, exc
-                )
+                return self.reranker.rank_windows(windows)
             finally:
                 self.stats.model_seconds += time.perf_counter() - started
+
+        def failed_twice(exc: Exception) -> str:
+            where = (
+                f"The {self.stats.windows + self.stats.window_cache_hits} windows ranked before it are kept in the "
+                "score cache; run again to resume"
+                if self.cache is not None
+                else "No score cache is set (give an output folder to keep windows)"
+            )
+            return (
+                f"reranker {self.reranker.name!r} failed twice on a batch of {len(windows)} windows "
+                f"({queries_named(w.query.id for w in windows)}): {type(exc).__name__}: {exc}. {where}"
+            )
+
+        got = with_one_retry(self.task.name, self.stats, attempt, failed_twice)
         return check_outputs(self.task, self.reranker, windows, got)
 
 

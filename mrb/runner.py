@@ -9,11 +9,11 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ from mrb.results import TaskScores
 from mrb.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -133,8 +134,29 @@ def halved_after_oom(exc: BaseException, task: str, stats: RunStats, size: int, 
     return size // 2
 
 
-def _queries(pairs: Sequence[Pair]) -> str:
-    names = list(dict.fromkeys(p.query.id for p in pairs))
+def with_one_retry(task: str, stats: RunStats, attempt: Callable[[int], T], failed_twice: Callable[[Exception], str]) -> T:
+    """`attempt(1)`, and `attempt(2)` once after a failure other than out-of-memory or an `MRBError`; a second
+    failure stops the task with ``task …: `` + `failed_twice(exc)`. An `MRBError` is raised naming the task."""
+    for n in (1, 2):
+        try:
+            return attempt(n)
+        except MRBError as exc:
+            if str(exc).startswith(f"task {task}"):
+                raise
+            raise MRBError(f"task {task}: {exc}") from exc
+        except Exception as exc:
+            if _is_oom(exc):
+                raise
+            if n == 2:
+                raise MRBError(f"task {task}: {failed_twice(exc)}") from exc
+            stats.retries += 1
+            log.warning("%s: reranker failed on a batch (%s: %s); retrying once", task, type(exc).__name__, exc)
+    raise AssertionError("the second attempt returns or raises")
+
+
+def queries_named(ids: Iterable[str]) -> str:
+    """``query 'q1'``, or ``queries 'q1', 'q2', 'q3' and 4 more``."""
+    names = list(dict.fromkeys(ids))
     shown = ", ".join(repr(q) for q in names[:3])
     return f"query {shown}" if len(names) == 1 else f"queries {shown}" + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
@@ -277,7 +299,7 @@ class TaskScorer:
                     self.task.name,
                     self.stats,
                     len(chunk),
-                    f"pair ({_queries([pairs[chunk[0]]])}, document {pairs[chunk[0]].document.id!r}); "
+                    f"pair ({queries_named([pairs[chunk[0]].query.id])}, document {pairs[chunk[0]].document.id!r}); "
                     "lower max_pixels or max_length",
                 )
                 log.warning(
@@ -299,41 +321,33 @@ class TaskScorer:
                 self.progress.advance(len(chunk))
 
     def _call(self, pairs: Sequence[Pair], chunk: list[int], ready: Future[Any] | None) -> list[float]:
-        """The reranker's checked scores for one batch (from its prepared inputs when `ready`); a failure
-        (other than out-of-memory or an MRBError) is retried once, preparing again, then stops the task
-        naming its queries."""
+        """The reranker's checked scores for one batch (from its prepared inputs when `ready`); a failure is retried
+        once, preparing again (`with_one_retry`)."""
         batch = [pairs[i] for i in chunk]
-        for attempt in (1, 2):
+
+        def attempt(n: int) -> Any:
+            prepared = None
+            if self.split:
+                prepared = ready.result() if ready is not None and n == 1 else self._prepare(batch)
+            started = time.perf_counter()
             try:
-                prepared = None
-                if self.split:
-                    prepared = ready.result() if ready is not None and attempt == 1 else self._prepare(batch)
-                started = time.perf_counter()
-                try:
-                    got = self.reranker.forward(prepared) if self.split else self.reranker.score(batch)
-                finally:
-                    self.stats.model_seconds += time.perf_counter() - started
-                break
-            except MRBError as exc:
-                if str(exc).startswith(f"task {self.task.name}"):
-                    raise
-                raise MRBError(f"task {self.task.name}: {exc}") from exc
-            except Exception as exc:
-                if _is_oom(exc):
-                    raise
-                if attempt == 2:
-                    kept = self.stats.scored + self.stats.cache_hits
-                    where = (
-                        f"The {kept} pairs scored before it are kept in the score cache; run again to resume"
-                        if self.cache is not None
-                        else "No score cache is set (give an output folder to keep scores)"
-                    )
-                    raise MRBError(
-                        f"task {self.task.name}: reranker {self.reranker.name!r} failed twice on a batch of {len(batch)} "
-                        f"pairs ({_queries(batch)}): {type(exc).__name__}: {exc}. {where}"
-                    ) from exc
-                self.stats.retries += 1
-                log.warning("%s: reranker failed on a batch (%s: %s); retrying once", self.task.name, type(exc).__name__, exc)
+                return self.reranker.forward(prepared) if self.split else self.reranker.score(batch)
+            finally:
+                self.stats.model_seconds += time.perf_counter() - started
+
+        def failed_twice(exc: Exception) -> str:
+            where = (
+                f"The {self.stats.scored + self.stats.cache_hits} pairs scored before it are kept in the score cache; "
+                "run again to resume"
+                if self.cache is not None
+                else "No score cache is set (give an output folder to keep scores)"
+            )
+            return (
+                f"reranker {self.reranker.name!r} failed twice on a batch of {len(batch)} pairs "
+                f"({queries_named(p.query.id for p in batch)}): {type(exc).__name__}: {exc}. {where}"
+            )
+
+        got = with_one_retry(self.task.name, self.stats, attempt, failed_twice)
         return check_scores(self.task, self.reranker, batch, got)
 
 
