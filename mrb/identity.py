@@ -163,11 +163,23 @@ def identify(reranker: Reranker) -> ModelIdentity:
     walker = _Walker()
     try:
         fields["code"] = walker.code(owner)
-        if "version" not in fields and "settings" not in fields:
+        if "version" not in fields and not _settings_written_for(reranker):
             fields["state"] = walker.digest(_state(owner), "state")
     except Unprovable as exc:
         return ModelIdentity(reranker.name, fields, str(exc))
     return ModelIdentity(reranker.name, fields)
+
+
+def _settings_written_for(reranker: Reranker) -> bool:
+    """Whether the reranker's `settings()` were declared by the user for this model (a settings callable, or a
+    method of one of their classes), and so stand in for its state. Settings inherited from an MRB adapter do
+    not: they cannot know what a user's subclass adds."""
+    from mrb.rerankers.base import CallableReranker
+
+    if isinstance(reranker, CallableReranker) or not reranker.declares_settings():
+        return reranker.declares_settings()
+    definer = next(k for k in type(reranker).__mro__ if "settings" in vars(k))
+    return not _is_own(definer)
 
 
 def _state(target: Any) -> Any:

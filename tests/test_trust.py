@@ -23,6 +23,7 @@ from mrb.data import Record, read_pack
 from mrb.errors import MRBError
 from mrb.identity import identify
 from mrb.rerankers.base import as_reranker
+from mrb.rerankers.baselines import RandomScores
 from mrb.results import read_leaderboard
 from mrb.tasks import load_tasks
 from tests.packs import small_text_task, write_task
@@ -91,8 +92,23 @@ class KeepsBaseSettings(mrb.Reranker):
         return [self.sign * len(p.document.text or "") for p in pairs]
 
 
+class Tempered(RandomScores):
+    """A user's subclass of an MRB adapter: it inherits RandomScores.settings(), which cannot know `sign`."""
+
+    name = "tempered"
+
+    def __init__(self, sign: int) -> None:
+        super().__init__()
+        self.sign = sign
+
+    def score(self, pairs):
+        return [self.sign * s for s in super().score(pairs)]
+
+
 @pytest.mark.parametrize(
-    "factory", [MyModel, lambda s: KeepsBaseSettings(1 if s == "epoch1" else -1)], ids=["object", "reranker"]
+    "factory",
+    [MyModel, lambda s: KeepsBaseSettings(1 if s == "epoch1" else -1), lambda s: Tempered(1 if s == "epoch1" else -1)],
+    ids=["object", "reranker", "subclass-of-an-adapter"],
 )
 def test_instance_state_is_part_of_the_identity(tmp_path, factory):
     first, second = identify(as_reranker(factory("epoch1"))), identify(as_reranker(factory("epoch2")))
