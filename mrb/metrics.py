@@ -64,8 +64,8 @@ def tie_free_scores(ranking: pd.DataFrame) -> np.ndarray:
     it; then it takes the next float32 below that row (an unscored row below the reranked depth too).
     """
     scores = np.clip(ranking["score"].to_numpy(dtype=np.float64), -_F32_MAX, _F32_MAX)
+    # no score: the float32 maximum, which the cummin lowers to one step below the row above (if there is one)
     keys = _f32_keys(np.where(np.isnan(scores), _F32_MAX, scores).astype(np.float32))
-    keys[np.isnan(scores)] = np.iinfo(np.int64).max >> 1  # no score: one step below the row above
     position = ranking["rank"].to_numpy(dtype=np.int64) - 1
     # v_i = min(k_i, v_{i-1} - 1) within a query is v_i = cummin(k + i)_i - i
     lowered = pd.Series(keys + position).groupby(ranking["query_id"].to_numpy(), sort=False).cummin().to_numpy() - position

@@ -141,3 +141,18 @@ def test_judged_query_absent_from_run_counts_zero():
     run = pd.DataFrame({"query_id": ["q1"], "doc_id": ["a"], "score": [-1.0]})
     got = per_query_measures(["nDCG@10"], frame(qrels), run)["nDCG@10"].to_dict()
     assert got == {"q1": 1.0, "q2": 0.0}
+
+
+def test_unscored_rows_take_the_next_float32_below_the_row_above_even_at_the_top():
+    """A query with no row at or above the depth (every score NaN) still gets finite, strictly decreasing scores."""
+    top = float(np.finfo(np.float32).max)
+    below = float(np.nextafter(np.float32(top), np.float32(0)))
+    ranking = pd.DataFrame(
+        {
+            "query_id": ["q1", "q1", "q2", "q2"],
+            "doc_id": ["a", "b", "c", "d"],
+            "rank": [1, 2, 1, 2],
+            "score": [np.nan] * 2 + [0.5, np.nan],
+        }
+    )
+    assert run_frame(ranking)["score"].tolist() == [top, below, 0.5, float(np.nextafter(np.float32(0.5), np.float32(0)))]
