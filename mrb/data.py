@@ -427,7 +427,7 @@ def write_pack(
     `queries` and `documents` may be any iterables (generators included): records are written
     `RECORD_ROW_GROUP` at a time as they come, so memory holds one row group of images, not
     the corpus. Everything is written into a staging folder beside `folder` first and checked
-    (ids unique, every candidate's query and document written); only a complete pack replaces
+    (ids unique, every candidate's query and document and every judged query written); only a complete pack replaces
     the files of `folder`, and an error leaves it as it was.
     """
     folder = Path(folder)
@@ -446,6 +446,9 @@ def write_pack(
                     f"cannot write pack {folder}: candidate (query {query!r}, doc {doc!r}) names a {one} "
                     f"that {name}.parquet lacks"
                 )
+        unjudged = qrels.loc[~qrels["query_id"].isin(written["queries"]), "query_id"]
+        if len(unjudged):  # what read_pack would refuse
+            raise MRBError(f"cannot write pack {folder}: qrels name query {unjudged.iloc[0]!r}, which queries.parquet lacks")
         counts = {name: len(ids) for name, ids in written.items()}
         for name, frame in (("candidates", candidates), ("qrels", qrels)):
             schema = PACK_FILES[name]

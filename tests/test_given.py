@@ -357,6 +357,39 @@ def test_a_listed_query_the_source_lacks_and_a_layout_without_lists(tmp_path):
     )
 
 
+def test_a_judged_query_the_reader_drops_is_neither_listed_nor_judged_in_the_pack(tmp_path):
+    """A judged query without text is dropped by the reader (counted), as a build drops it: the pack reads back."""
+    tasks = own_task(tmp_path)
+    repo = mteb2_repo(False)
+    texts = [f"question {q}" for q in range(N_QUERIES)]
+    texts[1] = "  "
+    repo["queries"]["test"] = Dataset.from_dict({"id": [f"q{q}" for q in range(N_QUERIES)], "text": texts})
+    write_repo(tasks / "data", repo)
+    [result] = build_candidates(load_tasks("Own-T2T", task_dirs=[tasks]), data_dir=tmp_path / "data")
+    pack = read_pack(result.pack)
+    assert "q1" not in pack.queries and "q1" not in set(pack.candidates["query_id"]) | set(pack.qrels["query_id"])
+    assert pack.manifest["source_report"] == {"queries without text (dropped)": 1}
+    assert pack.manifest["counts"]["queries"] == 5
+
+
+def test_write_pack_refuses_qrels_of_a_query_it_did_not_write(tmp_path):
+    from mrb.data import write_pack
+
+    qrels = pd.DataFrame({"query_id": ["q1", "q2"], "doc_id": ["d1", "d1"], "relevance": [1, 1]})
+    candidates = pd.DataFrame({"query_id": ["q1"], "doc_id": ["d1"], "rank": [1], "score": [1.0]})
+    with pytest.raises(MRBError) as err:
+        write_pack(
+            tmp_path / "P",
+            queries=[Record("q1", "x")],
+            documents=[Record("d1", "y")],
+            candidates=candidates,
+            qrels=qrels,
+            manifest={},
+        )
+    assert str(err.value) == f"cannot write pack {tmp_path / 'P'}: qrels name query 'q2', which queries.parquet lacks"
+    assert not (tmp_path / "P").exists()
+
+
 # ---------------------------------------------------------------- hints that run as printed; checks before weights
 
 

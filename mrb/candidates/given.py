@@ -190,6 +190,10 @@ def given_pack(
     unjudged = ~candidates["query_id"].isin(set(reader.qrels["query_id"]))
     changes["lists_of_queries_without_qrels_dropped"] = int(candidates.loc[unjudged, "query_id"].nunique())
     judged = set(reader.qrels["query_id"]) if selected is None else set(selected)
+    # as a build embeds only the queries the reader keeps: one without its side (or whose image does not decode)
+    # is dropped, counted in the source report, and neither listed nor judged
+    kept = pa.array(sorted(judged), pa.string())
+    judged = {qid for batch in reader.queries(WRITE_BATCH, ids=kept) for qid in batch["id"].to_pylist()}
     candidates = candidates[candidates["query_id"].isin(judged)].reset_index(drop=True)
     without = len(judged - set(candidates["query_id"]))
     changes["judged_queries_without_a_list"] = without
