@@ -419,11 +419,13 @@ def _global_names(code: types.CodeType) -> set[str]:
 
 
 def checkpoint_identity(checkpoint: str, revision: str | None = None) -> dict[str, Any]:
-    """What `from_pretrained(checkpoint, revision=…)` loads, cheaply: a local folder by `folder_digest`,
-    a hub repo by the commit its revision resolves to in the local hub cache (None when not cached)."""
+    """What `from_pretrained(checkpoint, revision=…)` loads, cheaply: a local folder by `checkpoint_listing`,
+    a hub repo by the commit its revision resolves to in the local hub cache or, when not cached, on the hub
+    (None when neither answers: then the checkpoint cannot load either). Adapters load that commit, so what
+    loads is what was identified, before and after its download."""
     path = Path(checkpoint).expanduser()
     if path.is_dir():
-        return {"folder": folder_digest(path)}
+        return {"folder": checkpoint_listing(path)}
     if revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision):
         return {"commit": revision}
     from huggingface_hub import try_to_load_from_cache
@@ -435,10 +437,15 @@ def checkpoint_identity(checkpoint: str, revision: str | None = None) -> dict[st
             return {"commit": None}
         if isinstance(found, str):
             return {"commit": Path(found).parent.name}  # …/snapshots/<commit>/config.json
-    return {"commit": None}
+    from huggingface_hub import HfApi
+
+    try:
+        return {"commit": HfApi().model_info(checkpoint, revision=revision).sha}
+    except Exception:  # offline, unreachable, gated or no such repo: loading says which
+        return {"commit": None}
 
 
-def folder_digest(folder: Path) -> dict[str, Any]:
+def checkpoint_listing(folder: Path) -> dict[str, Any]:
     """A cheap digest of a local checkpoint folder: each file's name, size and modification time (no
     reading of the weights), as the identity of what `from_pretrained` loads from it."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts)

@@ -133,3 +133,35 @@ def test_a_plan_estimates_time_from_a_presets_measured_rate():
         "time: about 32 min at 73.4 pairs/s (measured for gmr-7b on an H200: docs/running.md)",
         "disk: about 16.0 MiB for the score cache and the result files",
     ]
+
+
+def test_weights_not_yet_downloaded_are_identified_by_the_hubs_commit_and_that_commit_loads(monkeypatch):
+    """Before its first download a hub checkpoint is identified by the commit the hub resolves its revision to (not
+    None, which the same model would not match after the download), and the model loads exactly that commit."""
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi
+
+    from mrb.identity import identify
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    asked: list[tuple[str, str | None]] = []
+
+    def model_info(self, repo, revision=None, **_):
+        asked.append((repo, revision))
+        return SimpleNamespace(sha=commit)
+
+    monkeypatch.setattr(HfApi, "model_info", model_info)
+    reranker = QwenVLYesNo("org/not-downloaded", revision="main")
+    assert (reranker.weights, reranker.load_revision, asked) == ({"commit": commit}, commit, [("org/not-downloaded", "main")])
+    loaded: list[str | None] = []
+
+    def load_pretrained(auto_class, source, **options):
+        loaded.append(options["revision"])
+        raise RuntimeError("stopped after the revision was read")
+
+    monkeypatch.setattr("mrb.rerankers.hf.load_pretrained", load_pretrained)
+    with pytest.raises(MRBError, match="stopped after the revision was read"):
+        reranker.ready()
+    assert loaded == [commit]
+    assert identify(reranker).fields["settings"]["weights"] == {"commit": commit}

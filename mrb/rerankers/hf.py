@@ -80,6 +80,11 @@ class TransformersReranker(Reranker):
         self.loaded = False
         self._loading = threading.Lock()
 
+    @property
+    def load_revision(self) -> str | None:
+        """The hub commit identified as the weights (the revision asked for when none was found, or a folder)."""
+        return self.weights.get("commit") or self.revision
+
     def ready(self) -> None:
         """Load the checkpoint, once (thread-safe); an error says what went wrong and how to fix it."""
         with self._loading:
@@ -101,7 +106,7 @@ class TransformersReranker(Reranker):
         """`auto_class.from_pretrained(source)` with this adapter's revision, dtype, attention and remote-code
         choice, on its device, in eval mode (`devices.load_pretrained`)."""
         kwargs = {
-            "revision": self.revision,
+            "revision": self.load_revision,
             "attn_implementation": self.attn_implementation,
             "trust_remote_code": self.trust_remote_code,
             **overrides,
@@ -111,7 +116,7 @@ class TransformersReranker(Reranker):
     def load_processor(self, auto_class: Any, source: str | None = None, **overrides: Any) -> Any:
         """The tokenizer or processor: `auto_class.from_pretrained` of `source` (default: the checkpoint) with
         this adapter's revision and remote-code choice."""
-        kwargs = {"revision": self.revision, "trust_remote_code": self.trust_remote_code, **overrides}
+        kwargs = {"revision": self.load_revision, "trust_remote_code": self.trust_remote_code, **overrides}
         return auto_class.from_pretrained(source or self.checkpoint, **kwargs)
 
     def settings(self) -> dict[str, Any]:

@@ -181,9 +181,11 @@ class QwenVLYesNo(TransformersReranker):
         )
         self._encoder_output: type | None = None  # the class of the tower's output, rebuilt from cached features
         super().__init__(checkpoint, **options)
-        self.base_checkpoint = lora_base(self.checkpoint, self.revision)  # a LoRA's base model, else None
+        self.base_checkpoint = lora_base(self.checkpoint, self.load_revision)  # a LoRA's base model, else None
+        self.base_weights: dict[str, Any] | None = None
         if self.base_checkpoint is not None:
             require("peft", "peft")  # before the run, not when its first pair is scored
+            self.base_weights = checkpoint_identity(self.base_checkpoint, None)
 
     def load(self) -> None:
         from transformers import AutoProcessor
@@ -205,11 +207,13 @@ class QwenVLYesNo(TransformersReranker):
 
         base = self.base_checkpoint
         if base is None:
-            return self.load_model(AutoModelForImageTextToText, self.checkpoint), self.checkpoint, self.revision
+            return self.load_model(AutoModelForImageTextToText, self.checkpoint), self.checkpoint, self.load_revision
+        assert self.base_weights is not None
         peft = require("peft", "peft")
-        model = self.load_model(AutoModelForImageTextToText, base, revision=None)
-        model = peft.PeftModel.from_pretrained(model, self.checkpoint, revision=self.revision).merge_and_unload()
-        return model.eval(), base, None
+        base_revision = self.base_weights.get("commit")
+        model = self.load_model(AutoModelForImageTextToText, base, revision=base_revision)
+        model = peft.PeftModel.from_pretrained(model, self.checkpoint, revision=self.load_revision).merge_and_unload()
+        return model.eval(), base, base_revision
 
     def conversations(self, pairs: Sequence[Pair]) -> list[list[Message]]:
         """The chat messages of each pair (its images from `record.image()`: under the runner, its per-task cache)."""
@@ -393,7 +397,7 @@ class QwenVLYesNo(TransformersReranker):
         }
         if self.base_checkpoint is not None:
             out["base_checkpoint"] = self.base_checkpoint
-            out["base_weights"] = checkpoint_identity(self.base_checkpoint, None)
+            out["base_weights"] = self.base_weights
         return out
 
 
