@@ -261,7 +261,7 @@ class _Walker:
         self._keep: list[Any] = []  # walked values, kept alive so that their ids stay unique
 
     def digest(self, value: Any, where: str) -> str:
-        return hashlib.sha256(canonical_json(self.value(value, where)).encode()).hexdigest()[:16]
+        return short_digest(self.value(value, where))
 
     def code(self, target: Any) -> str:
         """The fingerprint of what a function, class or object runs: code objects and the globals they read."""
@@ -297,7 +297,7 @@ class _Walker:
         self._seen[key] = f"cycle at depth {len(self._stack)}"
         self._stack.append(value)  # keeps it alive, so its id is not reused while the walk lasts
         try:
-            digest = hashlib.sha256(canonical_json(self._compound(value, where)).encode()).hexdigest()[:16]
+            digest = short_digest(self._compound(value, where))
         finally:
             self._stack.pop()
         self._seen[key] = digest
