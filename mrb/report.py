@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -653,6 +654,11 @@ def chart_svg(fig: Any) -> str:
     return text[text.index("<svg") :]
 
 
+def chart_columns(summary: Summary) -> list[str]:
+    """The columns a chart draws: each type the runs cover, and ALL."""
+    return [c for c, n in summary.columns.items() if n and (c in TYPE_ORDER or c == ALL)]
+
+
 def _column_tasks(summary: Summary, column: str) -> list[str]:
     tasks = summary.tasks
     return tasks["task"].tolist() if column == ALL else tasks.loc[tasks["type"] == column, "task"].tolist()
@@ -668,6 +674,7 @@ def column_intervals(board: pd.DataFrame, summary: Summary, columns: Sequence[st
     first_holder = ok.drop_duplicates("task").set_index("task")["model"]  # whose row gives the first-stage value
     rows = ok.set_index(["model", "task"])
 
+    @cache  # a task's file serves its type column and ALL
     def strata(label: str, task: str) -> list[np.ndarray]:
         holder = first_holder[task] if label == FIRST_STAGE else label
         frame = read_per_query(rows.at[(holder, task), "results_dir"], holder, task)
@@ -692,7 +699,7 @@ def draw_chart(summary: Summary, intervals: dict[tuple[str, str], tuple[float, f
     95% CI whisker and value; a hatched bar where the model does not take the column's modalities."""
     from matplotlib.patches import Patch
 
-    columns = [c for c, n in summary.columns.items() if n and (c in TYPE_ORDER or c == ALL)]
+    columns = chart_columns(summary)
     rows = [label for label in summary.table.index if summary.kind[label] != "reported"]
     width = 0.8 / len(rows)
     fig = _figure(figsize=(max(6.0, 0.35 * len(columns) * len(rows) + 2.5), 5.0))
@@ -729,8 +736,7 @@ def to_chart(summary: Summary, board: pd.DataFrame, path: Path) -> None:
     """The chart of `summary` written to `path` as PNG, PDF or SVG by its extension (`board` gives the per-query
     values behind the whiskers)."""
     fmt = chart_format(path)
-    columns = [c for c, n in summary.columns.items() if n and (c in TYPE_ORDER or c == ALL)]
-    fig = draw_chart(summary, column_intervals(board, summary, columns))
+    fig = draw_chart(summary, column_intervals(board, summary, chart_columns(summary)))
     save_chart(fig, path, fmt)
 
 
@@ -812,7 +818,7 @@ def draw_depth_chart(summaries: dict[int, Summary]) -> Any:
     """One panel per type column the runs cover and ALL: each model's value (×100) against the depth, the
     first stage as a dashed line (it does not depend on the depth)."""
     first = next(iter(summaries.values()))
-    columns = [c for c, n in first.columns.items() if n and (c in TYPE_ORDER or c == ALL)]
+    columns = chart_columns(first)
     depths = list(summaries)
     panels = min(len(columns), 3)
     rows_n = -(-len(columns) // panels)

@@ -470,8 +470,8 @@ class _Site:
         return page("MRB report", "\n".join(body), root="", crumbs=[], script=True)
 
     def _chart(self) -> Any:
-        columns = [c for c, n in self.summary.columns.items() if n and (c in report.TYPE_ORDER or c == report.ALL)]
-        return report.draw_chart(self.summary, report.column_intervals(self.board, self.summary, columns))
+        intervals = report.column_intervals(self.board, self.summary, report.chart_columns(self.summary))
+        return report.draw_chart(self.summary, intervals)
 
     @staticmethod
     def _cell(value: Any, why: str, signed: bool = False, strong: bool = False) -> Cell:
