@@ -275,6 +275,13 @@ def _report(args: argparse.Namespace) -> None:
     if args.export_mteb:
         written = export_mteb(board, args.export_mteb)
         print(f"MTEB-style results: {len(written)} file(s) under {args.export_mteb}/", file=sys.stderr)
+
+    def summary() -> report.Summary:
+        """The leaderboard's summary with the consistency notes (what the tables, the chart and the site show)."""
+        out = report.summarise(board, report.reported_for(board, report.load_reported(), args.reported), borda=args.borda)
+        out.notes.extend(notes)
+        return out
+
     summaries = None
     if args.depths:
         from mrb.depths import depth_board, parse_depths
@@ -285,11 +292,9 @@ def _report(args: argparse.Namespace) -> None:
     if html:
         from mrb.html import write_site
 
-        summary = report.summarise(board, report.reported_for(board, report.load_reported(), args.reported), borda=args.borda)
-        summary.notes.extend(notes)
         site = write_site(
             board,
-            summary,
+            summary(),
             Path(args.output),
             compare=tuple(args.compare) if args.compare else None,
             depths=summaries,
@@ -315,13 +320,12 @@ def _report(args: argparse.Namespace) -> None:
         comparison.notes.extend(notes)
         text = report.render_comparison(comparison, args.format)
     else:
-        summary = report.summarise(board, report.reported_for(board, report.load_reported(), args.reported), borda=args.borda)
-        summary.notes.extend(notes)
+        summarised = summary()
         if chart:
-            report.to_chart(summary, board, Path(args.output))
+            report.to_chart(summarised, board, Path(args.output))
             print(f"chart written to {args.output}", file=sys.stderr)
             return
-        text = {"markdown": report.to_markdown, "csv": report.to_csv, "json": report.to_json}[args.format](summary)
+        text = {"markdown": report.to_markdown, "csv": report.to_csv, "json": report.to_json}[args.format](summarised)
     if args.output:
         Path(args.output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     else:
