@@ -77,6 +77,9 @@ def depth_scores(
     if now != stored:
         differing = sorted(k for k in now.keys() | stored.keys() if now.get(k) != stored.get(k))
         raise MRBError(f"{where}: the task's YAML no longer gives the rules of the results ({', '.join(differing)} differ)")
+    ranked = json.loads(row["provenance"])
+    if ranked.get("windows", 0) + ranked.get("window_cache_hits", 0):  # the run ranked windows, not pairs
+        raise MRBError(f"{where}: {LISTWISE_DEPTHS}")
     identity = ModelIdentity.from_json(row["identity"])
     if identity.digest is None:
         raise MRBError(f"{where}: MRB could not fingerprint the model ({identity.unproven}), so its scores were not cached")
@@ -85,8 +88,6 @@ def depth_scores(
     for unit, pack in packs:
         cache = ScoreCache(cache_dir, identity, task_key(unit, pack))
         known = cache.load().scores
-        if any(doc.startswith("window:") for _, doc in known):
-            raise MRBError(f"{where}: {LISTWISE_DEPTHS}")
         for depth in depths:
             evaluator = TaskEvaluator(unit.model_copy(update={"depth": depth}), pack)
             pairs = list(zip(evaluator.candidates["query_id"], evaluator.candidates["doc_id"]))
