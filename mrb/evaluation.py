@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -141,15 +142,19 @@ class TaskEvaluator:
     def n_no_qrels(self) -> int:
         return len(self.no_qrels)
 
+    @cached_property
+    def first_stage_ranking(self) -> pd.DataFrame:
+        """The first stage's own order as evaluated (all-zero scores leave it as it is), `strict_ranking`'s columns."""
+        return strict_ranking(self.candidates, np.zeros(len(self.candidates)), self.below_depth)
+
     def first_stage(self) -> TaskScores:
-        """The values of the first stage's own order (all-zero scores leave it as it is)."""
+        """The values of the first stage's own order."""
         return self.evaluate(np.zeros(len(self.candidates)))
 
     def evaluate(self, scores: np.ndarray) -> TaskScores:
         """The values of the reranked lists (`scores` align with `candidates`) beside the first stage's."""
         ranking = strict_ranking(self.candidates, scores, self.below_depth)
-        first_stage = strict_ranking(self.candidates, np.zeros(len(self.candidates)), self.below_depth)
-        per_query = per_query_table(self.task.metric, self.qrels, ranking, first_stage)
+        per_query = per_query_table(self.task.metric, self.qrels, ranking, self.first_stage_ranking)
         per_query.insert(1, "part", "")
         task = self.task
         distinct = pd.Series(np.asarray(scores, dtype=np.float64)).groupby(self.candidates["query_id"].to_numpy()).nunique()

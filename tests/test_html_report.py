@@ -233,3 +233,25 @@ def test_a_composite_task_shows_its_parts_queries(tmp_path, capsys):
     page = (site / query_page("Combo", "Combo-b/q1")).read_text()
     assert "task Combo · part Combo-b · query Combo-b/q1" in page
     assert re.findall(r'<span class="ids">([^<]+)</span>', page) == ["a", "b", "b", "a", "b", "a"]  # first stage, random, oracle
+
+
+def test_rank_movement_is_counted_in_the_lists_as_evaluated_when_the_querys_own_id_is_dropped(tmp_path, capsys):
+    """With ignore_identical_ids the query's own id (first-stage rank 1) is not in the evaluated lists: a document
+    that keeps its place shows '=', and one the oracle lifts from the evaluated rank 3 to 1 shows ▲2."""
+    write_task(
+        tmp_path / "tasks",
+        "Self-T2T",
+        queries=[Record("qa", "find d3")],
+        documents=[Record(d, f"text {d}") for d in ("qa", "d1", "d2", "d3")],
+        candidates=[("qa", d, r, 1.0 - r / 10) for r, d in enumerate(("qa", "d1", "d2", "d3"), 1)],
+        qrels=[("qa", "d3", 1)],
+        extra_yaml="ignore_identical_ids: true\n",
+    )
+    for model in ("first-stage", "oracle"):
+        mrb.evaluate(model, "Self-T2T", task_dirs=[tmp_path / "tasks"], quiet=True, output_dir=tmp_path / "results")
+    site = tmp_path / "site"
+    command = ["report", "--results", str(tmp_path / "results"), "--format", "html", "--output", str(site)]
+    assert main([*command, "--task-dir", str(tmp_path / "tasks"), "--queries-per-task", "1"]) == 0
+    page = (site / query_page("Self-T2T", "qa")).read_text()
+    moves = re.findall(r'<span class="move \w+" title="first-stage rank (\d)">([^<]+)</span>', page)
+    assert moves == [("1", "="), ("2", "="), ("3", "="), ("3", "▲2"), ("1", "▼1"), ("2", "▼1")]  # first-stage, oracle

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mrb import __version__, report
@@ -26,7 +25,7 @@ from mrb.html.assets import SORT_SCRIPT, STYLE
 from mrb.html.markup import Cell, esc, page, paragraphs, table
 from mrb.html.thumbnails import Thumbnails
 from mrb.io import safe_filename
-from mrb.metrics import MEASURE_COLUMNS, strict_ranking
+from mrb.metrics import MEASURE_COLUMNS
 from mrb.report import FIRST_STAGE, MEASURE_HEADERS, Comparison, Summary
 from mrb.results import read_per_query, read_trec
 from mrb.scored import result_task, scored_packs
@@ -101,6 +100,20 @@ class _Focus:
         return self.deltas[self.deltas < 0].sort_values(kind="stable").head(n)
 
 
+def _by_query(ranking: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A ranking's rows per query, in rank order."""
+    return {str(q): rows for q, rows in ranking.sort_values(["query_id", "rank"]).groupby("query_id", sort=False)}
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """What every list of one query page is read against."""
+
+    labels: dict[str, int]  # doc → relevance label
+    ranks: dict[str, int]  # doc → rank in the first stage's list as evaluated (identical ids dropped, 1…n)
+    pack_ranks: dict[str, int]  # doc → rank in the pack (what the reranked depth cuts)
+
+
 @dataclass
 class _Task:
     """What the pages of one task are made of (read when its pages are written, released after)."""
@@ -110,7 +123,7 @@ class _Task:
     per_query: dict[str, pd.DataFrame]  # model → per-query values, indexed by query id
     rankings: dict[str, pd.DataFrame]  # model → its reranked lists (query_id, doc_id, rank, score)
     units: dict[str, tuple[TaskSpec, Pack]]  # part ("" for a plain task) → unit and pack
-    first_stage: pd.DataFrame = field(default_factory=pd.DataFrame)  # the first stage's lists as evaluated
+    first_stage: dict[str, pd.DataFrame] = field(default_factory=dict)  # query → the first stage's whole list as evaluated
 
     def record(self, query_id: str, role: str, record_id: str) -> Record:
         part, _ = self.split(query_id)
@@ -227,17 +240,16 @@ class _Site:
             spec,
             rows,
             {m: read_per_query(r["results_dir"], m, task).set_index("query_id") for m, r in rows.items()},
-            {m: read_trec(r["results_dir"], m, task) for m, r in rows.items()},
+            {m: _by_query(read_trec(r["results_dir"], m, task).query(f"rank <= {TOP}")) for m, r in rows.items()},
             units,
         )
         lists = []
         for part, (unit, pack) in units.items():
             evaluator = TaskEvaluator(unit.model_copy(update={"depth": int(first["depth"])}), pack)
-            ranking = strict_ranking(evaluator.candidates, np.zeros(len(evaluator.candidates)), evaluator.below_depth)
-            top = ranking[ranking["rank"] <= TOP].drop(columns="score")  # shown with the first stage's own scores
-            ranking = top.merge(pack.candidates[["query_id", "doc_id", "score"]], on=["query_id", "doc_id"])
+            ranking = evaluator.first_stage_ranking.drop(columns="score")  # shown with the first stage's own scores
+            ranking = ranking.merge(pack.candidates[["query_id", "doc_id", "score"]], on=["query_id", "doc_id"])
             lists.append(ranking.assign(query_id=(part + "/" if part else "") + ranking["query_id"]))
-        view.first_stage = pd.concat(lists, ignore_index=True)
+        view.first_stage = _by_query(pd.concat(lists, ignore_index=True))
         return view
 
     def _foci(self, view: _Task) -> tuple[list[_Focus], list[_Focus]]:
@@ -354,13 +366,16 @@ class _Site:
         text = f'<p class="text query-text">{esc(query.text)}</p>' if query.text else ""
         values = [[Cell(FIRST_STAGE), *self._number(next(iter(view.per_query.values())).at[query_id, "first_stage_value"])]]
         values += [[Cell(m), *self._number(view.per_query[m].at[query_id, "value"])] for m in view.rows]
-        fs_rank = self._first_stage_ranks(view, query_id)
-        lists = [self._list(view, query_id, FIRST_STAGE, view.first_stage[view.first_stage["query_id"] == query_id], fs_rank)]
-        for model in view.rows:
-            ranking = view.rankings[model]
-            lists.append(
-                self._list(view, query_id, model, ranking[(ranking["query_id"] == query_id) & (ranking["rank"] <= TOP)], fs_rank)
-            )
+        first_stage = view.first_stage[query_id]
+        qrels = view.units[part][1].qrels
+        listed = _Listed(
+            dict(zip(*qrels.loc[qrels["query_id"] == raw, ["doc_id", "relevance"]].to_numpy().T)),
+            dict(zip(first_stage["doc_id"], first_stage["rank"].astype(int))),
+            dict(zip(first_stage["doc_id"], first_stage["first_stage_rank"].astype(int))),
+        )
+        empty = pd.DataFrame(columns=["doc_id", "rank", "score"])
+        lists = [self._list(view, query_id, FIRST_STAGE, first_stage[first_stage["rank"] <= TOP], listed)]
+        lists += [self._list(view, query_id, m, view.rankings[m].get(query_id, empty), listed) for m in view.rows]
         pager = (
             '<div class="pager">'
             + "".join(
@@ -382,16 +397,7 @@ class _Site:
         crumbs = [("leaderboard", "index.html"), (name, task_page(name))]
         return page(f"{name}: query {query_id}", "\n".join(body), root="../../", crumbs=crumbs)
 
-    def _first_stage_ranks(self, view: _Task, query_id: str) -> dict[str, int]:
-        part, raw = view.split(query_id)
-        candidates = view.units[part][1].candidates
-        rows = candidates[candidates["query_id"] == raw]
-        return dict(zip(rows["doc_id"], rows["rank"].astype(int)))
-
-    def _list(self, view: _Task, query_id: str, model: str, ranking: pd.DataFrame, fs_rank: dict[str, int]) -> str:
-        part, raw = view.split(query_id)
-        qrels = view.units[part][1].qrels
-        labels = dict(zip(*qrels.loc[qrels["query_id"] == raw, ["doc_id", "relevance"]].to_numpy().T))
+    def _list(self, view: _Task, query_id: str, model: str, ranking: pd.DataFrame, listed: _Listed) -> str:
         depth = int(view.rows[model]["depth"]) if model in view.rows else None
         items = []
         for doc_id, rank, score in ranking.sort_values("rank")[["doc_id", "rank", "score"]].itertuples(index=False):
@@ -405,7 +411,7 @@ class _Site:
                     if not rest
                     else f'<details class="snippet"><summary>{esc(snippet)}…</summary>{esc(rest)}</details>'
                 )
-            label = labels.get(doc_id)
+            label = listed.labels.get(doc_id)
             badge = (
                 '<span class="label unjudged">unjudged</span>'
                 if label is None
@@ -413,11 +419,12 @@ class _Site:
             )
             meta = [badge, f'<span class="score">score {score:.4g}</span>']
             if model != FIRST_STAGE:
-                moved = fs_rank[doc_id] - int(rank)
+                before = listed.ranks[doc_id]  # in the first stage's list as evaluated, as `rank` is in the model's
+                moved = before - int(rank)
                 arrow = f"▲{moved}" if moved > 0 else f"▼{-moved}" if moved < 0 else "="
                 kind = "up" if moved > 0 else "down" if moved < 0 else "same"
-                meta.append(f'<span class="move {kind}" title="first-stage rank {fs_rank[doc_id]}">{arrow}</span>')
-                if depth is not None and fs_rank[doc_id] > depth:
+                meta.append(f'<span class="move {kind}" title="first-stage rank {before}">{arrow}</span>')
+                if depth is not None and listed.pack_ranks[doc_id] > depth:
                     meta.append('<span title="below the reranked depth">not reranked</span>')
             meta.append(f'<span class="ids">{esc(doc_id)}</span>')
             items.append(
