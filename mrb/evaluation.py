@@ -113,9 +113,10 @@ class TaskEvaluator:
         reranked = pool["rank"] <= task.depth
         self.candidates = pool[reranked].reset_index(drop=True)  # exactly the rows a reranker scores
         self.below_depth = pool[~reranked].reset_index(drop=True)  # kept in first-stage order under them
-        self._log_set_aside()
 
-    def _log_set_aside(self) -> None:
+    def log_set_aside(self) -> None:
+        """Warn of the judged queries without a relevant document and the listed queries without judgements (once,
+        where the task is run or built: a plan, the depth ablation and the explorer evaluate it again)."""
         name = self.task.name
         if self.no_relevant:
             fate = "scored 0" if self.task.no_relevant == "zero" else "dropped (no_relevant: drop)"

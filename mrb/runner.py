@@ -477,6 +477,7 @@ def run_task(
     stats = RunStats()
     pack = read_pack(task.pack_path(data_dir))
     evaluator = TaskEvaluator(task, pack)  # checks that task and pack agree before anything is scored
+    evaluator.log_set_aside()
     reranker.start_task(task, pack)
     scores = score_candidates(task, pack, reranker, identity, evaluator.candidates, options, progress, world, stats)
     if scores is None:

@@ -434,6 +434,14 @@ def no_relevant_task(root: Path, extra: str = "") -> None:
     )
 
 
+def test_a_runs_warning_about_its_queries_is_said_once(tmp_path, caplog):
+    """The plan evaluates each task before the run does; only the run says what it sets aside."""
+    no_relevant_task(tmp_path)
+    mrb.evaluate("first-stage", "NoRel", task_dirs=[tmp_path], output_dir=tmp_path / "out", depths=[1])
+    said = [m for m in caplog.messages if "have no relevant document" in m]
+    assert said == ["NoRel: 1 judged queries have no relevant document (scored 0): 'q2'"]
+
+
 def test_a_judged_query_without_a_relevant_document_counts_zero_by_default(tmp_path):
     no_relevant_task(tmp_path / "zero")
     no_relevant_task(tmp_path / "drop", "no_relevant: drop\n")

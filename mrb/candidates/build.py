@@ -191,7 +191,9 @@ def first_stage_metrics(task: TaskSpec, candidates: pd.DataFrame, qrels: pd.Data
     reports them), the queries they average over and the pairs."""
     depth = int(candidates["rank"].max()) if len(candidates) else task.depth
     lists = Pack(Path(task.name), {}, {}, candidates, qrels, {"depth": depth})  # the lists alone: no records to check
-    scores = TaskEvaluator(task.model_copy(update={"depth": min(task.depth, depth)}), lists).first_stage()
+    evaluator = TaskEvaluator(task.model_copy(update={"depth": min(task.depth, depth)}), lists)
+    evaluator.log_set_aside()
+    scores = evaluator.first_stage()
     return {
         task.metric: scores.first_stage_value,
         RECALL: scores.measures[f"{FIRST_STAGE_PREFIX}{RECALL}"],
