@@ -63,16 +63,15 @@ def depth_scores(
     depths: Sequence[int],
     *,
     cache_dir: Path,
-    task_dirs: list[str | Path] | None = None,
-    data_dir: str | Path | None = None,
+    evaluators: list[TaskEvaluator],
+    spec: TaskSpec,
 ) -> dict[int, TaskScores]:
     """One (model, task) leaderboard row's scores reranked to each of `depths`, from the score cache under
-    `cache_dir` (each pack and cache read once)."""
+    `cache_dir`; `evaluators` are the task's units at the row's depth, over the packs it was scored on."""
     model, task, deepest = row["model"], row["task"], int(row["depth"])
     where = f"model {model!r} on task {task}"
     if max(depths) > deepest:
         raise MRBError(f"{where} reranked the top {deepest} only: the scores of depth {max(depths)} were never computed")
-    spec = result_task(task, task_dirs)
     stored, now = json.loads(row["metric_settings"]), metric_settings(spec.model_copy(update={"depth": deepest}))
     if now != stored:
         differing = sorted(k for k in now.keys() | stored.keys() if now.get(k) != stored.get(k))
@@ -83,13 +82,12 @@ def depth_scores(
     identity = ModelIdentity.from_json(row["identity"])
     if identity.digest is None:
         raise MRBError(f"{where}: MRB could not fingerprint the model ({identity.unproven}), so its scores were not cached")
-    packs = scored_packs(spec, row, data_dir)
     parts: dict[int, list[TaskScores]] = {depth: [] for depth in depths}
-    for unit, pack in packs:
-        cache = ScoreCache(cache_dir, identity, task_key(unit, pack))
+    for full in evaluators:
+        cache = ScoreCache(cache_dir, identity, task_key(full.task, full.pack))
         known = cache.load().scores
         for depth in depths:
-            evaluator = TaskEvaluator(unit.model_copy(update={"depth": depth}), pack)
+            evaluator = full.at_depth(depth)
             pairs = list(zip(evaluator.candidates["query_id"], evaluator.candidates["doc_id"]))
             missing = [pair for pair in pairs if pair not in known]
             if missing:
@@ -127,14 +125,24 @@ def depth_board(
     """Leaderboard rows, one per (model, task, depth) of `board`, in depth order (an unsupported task stays
     unsupported at every depth). Scores come from `cache_dir`, by default each row's ``<results_dir>/cache``."""
     by_depth: dict[int, list[dict[str, Any]]] = {depth: [] for depth in depths}
+    read: dict[tuple[str, str, int], tuple[TaskSpec, list[TaskEvaluator]]] = {}  # each task's packs, read once
     for row in board.to_dict("records"):
         if row["status"] != Status.OK:
             for depth in depths:
                 by_depth[depth].append({**row, "depth": depth})
             continue
+        key = (row["task"], row["pack_hash"], int(row["depth"]))
+        if key not in read:
+            spec = result_task(row["task"], task_dirs)
+            at = {"depth": int(row["depth"])}
+            read[key] = (
+                spec,
+                [TaskEvaluator(unit.model_copy(update=at), pack) for unit, pack in scored_packs(spec, row, data_dir)],
+            )
+        spec, evaluators = read[key]
         cache = cache_dir if cache_dir is not None else Path(row["results_dir"]) / "cache"
         kept = {"results_dir": row["results_dir"]} if "results_dir" in row else {}
-        for depth, scores in depth_scores(row, depths, cache_dir=cache, task_dirs=task_dirs, data_dir=data_dir).items():
+        for depth, scores in depth_scores(row, depths, cache_dir=cache, evaluators=evaluators, spec=spec).items():
             by_depth[depth].append({**scores.row(), **kept})
     columns = LEADERBOARD_COLUMNS + (["results_dir"] if "results_dir" in board.columns else [])
     return pd.DataFrame([row for depth in depths for row in by_depth[depth]], columns=columns)

@@ -12,6 +12,7 @@ its lists are the strict order of all-zero scores.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -113,6 +114,19 @@ class TaskEvaluator:
         reranked = pool["rank"] <= task.depth
         self.candidates = pool[reranked].reset_index(drop=True)  # exactly the rows a reranker scores
         self.below_depth = pool[~reranked].reset_index(drop=True)  # kept in first-stage order under them
+
+    def at_depth(self, depth: int) -> TaskEvaluator:
+        """This evaluator with the task reranking only the top `depth` (at most its own): the checked pool cut again,
+        exactly what a `TaskEvaluator` of the task at that depth holds, with nothing checked or read twice."""
+        if depth > self.task.depth:
+            raise ValueError(f"depth {depth} is deeper than the evaluator's {self.task.depth}")
+        shallower = copy.copy(self)
+        vars(shallower).pop("first_stage_ranking", None)  # a cached property of the deeper cut
+        shallower.task = self.task.model_copy(update={"depth": depth})
+        reranked = self.candidates["rank"] <= depth
+        shallower.candidates = self.candidates[reranked].reset_index(drop=True)
+        shallower.below_depth = pd.concat([self.candidates[~reranked], self.below_depth], ignore_index=True)
+        return shallower
 
     def log_set_aside(self) -> None:
         """Warn of the judged queries without a relevant document and the listed queries without judgements (once,

@@ -91,3 +91,19 @@ def test_the_evaluator_matches_independent_implementations_on_random_cases(seed)
         assert table.loc[qid].drop("part").to_dict() == pytest.approx(expected, abs=1e-9), qid
         ndcgs.append(expected["value"])
     assert scores.value == pytest.approx(np.mean(ndcgs), abs=1e-12)  # a plain task's value: the mean over its queries
+
+
+@pytest.mark.parametrize("task", load_tasks("mini"), ids=lambda t: t.name)
+def test_an_evaluator_cut_to_a_shallower_depth_is_the_evaluator_of_that_depth(task):
+    pack = read_pack(task.pack_path())
+    deep = TaskEvaluator(task, pack)
+    for depth in (1, 5, task.depth):
+        cut, fresh = deep.at_depth(depth), TaskEvaluator(task.model_copy(update={"depth": depth}), pack)
+        key = ["query_id", "doc_id"]
+        for name in ("candidates", "below_depth"):
+            a, b = (getattr(e, name).sort_values(key).reset_index(drop=True) for e in (cut, fresh))
+            pd.testing.assert_frame_equal(a, b)
+        scores = np.random.default_rng(depth).random(len(cut.candidates))
+        got, want = cut.evaluate(scores), fresh.evaluate(scores)
+        assert (got.value, got.first_stage_value, got.depth) == (want.value, want.first_stage_value, depth)
+        pd.testing.assert_frame_equal(got.per_query, want.per_query)
