@@ -61,7 +61,6 @@ def scores_of(task: TaskSpec, status: Status = Status.OK, **values: Any) -> Task
         task.depth,
         status,
         metric_settings(task),
-        spec=task,
         **values,
     )
 
@@ -184,7 +183,6 @@ class TaskEvaluator:
             source_revision=_source_revision(self.pack),
             n_no_relevant=self.n_no_relevant,
             n_no_qrels=self.n_no_qrels,
-            n_identical_ids=self.n_identical_ids,
             no_signal=bool(distinct.max() <= 1),
             ranking=ranking,
         )
@@ -232,7 +230,6 @@ def combine(task: TaskSpec, parts: list[TaskScores]) -> TaskScores:
         source_revision=",".join(p.source_revision or "" for p in parts) if any(p.source_revision for p in parts) else None,
         n_no_relevant=sum(p.n_no_relevant for p in parts),
         n_no_qrels=sum(p.n_no_qrels for p in parts),
-        n_identical_ids=sum(p.n_identical_ids for p in parts),
         no_signal=all(p.no_signal for p in parts),
         ranking=pd.concat([prefixed(p.ranking, p) for p in parts if p.ranking is not None], ignore_index=True),
     )

@@ -27,7 +27,6 @@ from mrb.metrics import MEASURE_COLUMNS, tie_free_scores
 
 if TYPE_CHECKING:
     from mrb.runner import RunStats
-    from mrb.tasks import TaskSpec
 
 SCHEMA_VERSION = 2  # 1: MRB 0.1 (no identity, judged queries without a relevant document dropped)
 LEADERBOARD_FILE = "leaderboard.parquet"
@@ -74,7 +73,7 @@ class TaskScores:
     """One model's values on one task.
 
     Attributes:
-        task: the task's name; `spec` is its `TaskSpec` while MRB runs it (None when read back).
+        task: the task's name.
         type, category, metric, depth: the task's type label (``T→T``), category, main metric and depth.
         status: `Status.OK` or `Status.UNSUPPORTED` (then there are no values).
         per_query: one row per evaluated query: query_id, part (a composite's part, else ""), value,
@@ -105,7 +104,6 @@ class TaskScores:
     source_revision: str | None = None  # the pack's source: hub commit or local digest (a composite's parts comma-joined)
     n_no_relevant: int = 0
     n_no_qrels: int = 0
-    n_identical_ids: int = 0
     no_signal: bool = False  # every candidate of every query got the same score: the values are the first stage's
     adapted: str = ""  # how a model that lacks a side of the task was fed it (a declared fallback), else ""
     seconds: float = 0.0
@@ -115,7 +113,6 @@ class TaskScores:
     provenance: dict[str, Any] = field(default_factory=dict)
     mrb_version: str | None = None
     timestamp: str | None = None
-    spec: TaskSpec | None = field(default=None, repr=False)
     ranking: pd.DataFrame | None = field(default=None, repr=False)
     stats: RunStats | None = field(default=None, repr=False)
 
