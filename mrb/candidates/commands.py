@@ -88,15 +88,14 @@ def build_candidates(
                 ),
             )
     pending = [unit for unit in units if results.get(unit.name) is None]
-    for unit in pending:
-        SourceReader(unit, data_dir).check()  # every layout problem surfaces before any weights load
+    readers = {unit.name: SourceReader(unit, data_dir) for unit in pending}  # each source opened (and hashed) once
+    for reader in readers.values():
+        reader.check()  # every layout problem surfaces before any weights load
     encoders: dict[str, Any] = {}
     for unit in pending:
-        name = names[unit.name]
+        name, reader = names[unit.name], readers[unit.name]
         if name == GIVEN:
-            done(
-                unit, top_ranked_pack(unit, SourceReader(unit, data_dir), depth=depth, sample=sample, out=out, data_dir=data_dir)
-            )
+            done(unit, top_ranked_pack(unit, reader, depth=depth, sample=sample, out=out, data_dir=data_dir))
             continue
         if name not in encoders:
             encoders[name] = get_encoder(name, checkpoint, **encoder_options)
@@ -106,6 +105,7 @@ def build_candidates(
                 unit,
                 encoders[name],
                 retriever=name,
+                reader=reader,
                 depth=depth,
                 sample=sample,
                 out=out,
