@@ -171,3 +171,33 @@ def test_with_a_fallback_jina_and_monoqwen_take_all_40_tasks_like_the_papers_row
         options = {"trust_remote_code": True} if preset == "jina-reranker-m0" else {}
         model = Session(preset, "all", RunOptions(), fallback="image-only", model_options=options)._reranker()
         assert sum(map(model.supports, types)) == 40, preset
+
+
+class Preparing(mrb.Reranker):
+    """A reranker of text and image sides split into prepare (the CPU work) and forward."""
+
+    name = "preparing"
+    query_sides = document_sides = frozenset({"t", "i"})
+
+    def prepare(self, pairs):
+        return [float(len(p.document.text or "")) - i * 1e-3 for i, p in enumerate(pairs)]
+
+    def forward(self, prepared):
+        return prepared
+
+
+def test_a_fallback_prepares_ahead_exactly_when_the_model_it_feeds_does(tmp_path) -> None:
+    """A score-only model behind a fallback keeps the runner's image prefetch (it does not prepare), a preparing
+    one keeps its prepare; both score as they do fed the reduced sides by hand."""
+    from mrb.rerankers.base import prepares_ahead
+
+    score_only = mrb.rerankers.as_reranker(Recorder())
+    assert (prepares_ahead(Fallback(score_only, "image-only")), prepares_ahead(Fallback(Preparing(), "image-only"))) == (
+        False,
+        True,
+    )
+    values = [
+        mrb.evaluate(model, "MiniPhotoQA-IT2T", output_dir=tmp_path / name, quiet=True, fallback="text-only")["value"].iloc[0]
+        for name, model in (("recorder", Recorder()), ("preparing", Preparing()))
+    ]
+    assert values[0] == values[1]

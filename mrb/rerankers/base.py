@@ -159,7 +159,12 @@ def check_window(window: int, stride: int) -> None:
 
 
 def prepares_ahead(reranker: Reranker) -> bool:
-    """Whether `reranker` splits scoring into `prepare` and `forward` (so batches can be prepared ahead)."""
+    """Whether `reranker` splits scoring into `prepare` and `forward` (so batches can be prepared ahead); a
+    `Fallback` does when the model it feeds does (else the runner decodes its images ahead)."""
+    from mrb.rerankers.fallback import Fallback
+
+    if isinstance(reranker, Fallback):
+        return prepares_ahead(reranker.inner)
     return type(reranker).prepare is not Reranker.prepare
 
 

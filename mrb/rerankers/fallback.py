@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from mrb.errors import MRBError
-from mrb.rerankers.base import ALL_SIDES, Reranker, prepares_ahead
+from mrb.rerankers.base import ALL_SIDES, Reranker
 from mrb.tasks import Side, TaskType
 
 if TYPE_CHECKING:
@@ -65,12 +65,14 @@ class Fallback(Reranker):
         query, document = self._sides
         return [replace(p, query=_as_side(p.query, query), document=_as_side(p.document, document)) for p in pairs]
 
-    def prepare(self, pairs: Sequence[Pair]) -> Any:
-        fed = self._fed(pairs)
-        return self.inner.prepare(fed) if prepares_ahead(self.inner) else fed
+    def score(self, pairs: Sequence[Pair]) -> Sequence[float]:
+        return self.inner.score(self._fed(pairs))
+
+    def prepare(self, pairs: Sequence[Pair]) -> Any:  # used when the inner model prepares ahead (`prepares_ahead`)
+        return self.inner.prepare(self._fed(pairs))
 
     def forward(self, prepared: Any) -> Sequence[float]:
-        return self.inner.forward(prepared) if prepares_ahead(self.inner) else self.inner.score(prepared)
+        return self.inner.forward(prepared)
 
     def settings(self) -> dict[str, Any]:
         return {**self.inner.settings(), "fallback": self.mode}
