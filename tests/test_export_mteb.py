@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import datasets
+import mteb  # the test extra installs it (users get it with the `interop` extra)
 import numpy as np
 import pytest
 from datasets import Features, Sequence, Value
@@ -17,11 +18,6 @@ from mrb.cli import main
 from mrb.data import read_pack
 from mrb.sources import folder_digest
 from tests.test_given import lists, own_task, tie_free
-
-try:
-    import mteb
-except ImportError:  # the optional `interop` extra
-    mteb = None
 
 
 @pytest.fixture(params=[False, True], ids=["t2t", "t2i"])
@@ -91,7 +87,6 @@ def test_the_export_reads_back_as_an_mteb2_source_with_the_same_lists(exported, 
     )
 
 
-@pytest.mark.skipif(mteb is None, reason="the interop extra (mteb) is not installed")
 def test_mteb_loads_the_export_and_scores_it_as_mrb_does(exported, tmp_path):
     from mteb.abstasks.retrieval import AbsTaskRetrieval
     from mteb.abstasks.task_metadata import TaskMetadata
@@ -202,10 +197,9 @@ def test_the_results_export_names_the_task_and_the_source_revision(tmp_path, cap
         "2.26.24",
     )
     assert data["scores"]["test"][0]["main_score"] == board["value"] and data["mrb_pack_hash"] == board["pack_hash"]
-    if mteb is not None:
-        loaded = mteb.TaskResult.from_disk(path)
-        assert (loaded.task_name, loaded.dataset_revision, loaded.get_score()) == (
-            "MRB-Own-T2T",
-            data["dataset_revision"],
-            board["value"],
-        )
+    loaded = mteb.TaskResult.from_disk(path)
+    assert (loaded.task_name, loaded.dataset_revision, loaded.get_score()) == (
+        "MRB-Own-T2T",
+        data["dataset_revision"],
+        board["value"],
+    )
