@@ -11,7 +11,7 @@ peak), peak GPU memory, the ratio to the batched runner without prefix sharing o
 the one-pair-per-forward loop, the largest score difference, and the estimated GPU-hours of the full
 40-task run from the declared task sizes (queries × depth pairs at each type's measured pairs/s).
 
-    python -m benchmarks.gpu_model_path [--queries 4] [--candidates 50] [--loop-pairs 24]   (a GPU; under 8 minutes on an H200)
+    python -m benchmarks.gpu_model_path [--queries 4] [--candidates 50] [--loop-pairs 24]   (a GPU; not yet run on one)
     python -m benchmarks.gpu_model_path --tiny      (the tiny random checkpoint on the CPU: a check that the script runs)
 """
 

@@ -48,7 +48,7 @@ class Preset:
         return {**{k: v for k, v in runtime.items() if v is not None}, **self.options}
 
 
-# benchmarks.gpu_model_path with random Qwen2.5-VL-7B-shaped weights on one H200 (docs/running.md, 9c).
+# the earlier benchmarks.gpu_model_path (30aae45^) with random Qwen2.5-VL-7B-shaped weights on one H200 (docs/running.md, 9c).
 GMR_7B_RATES = {"H200": 73.4}
 # GMR's inference length is not documented: 3200 tokens is its training length (paper, training facts).
 GMR_MAX_LENGTH = 3200
