@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 import transformers
 
+from benchmarks.gpu_model_path import TEXT_7B
 from mrb.rerankers.hf import two_token_scores
 
 YES, NO = 9693, 2152  # the Qwen vocabulary's "yes" and "no"
@@ -37,11 +38,8 @@ SIZES = {  # language-model dimensions; the vision tower is kept small (text pro
         "num_key_value_heads": 2,
     },
     "7b": {
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
+        k: TEXT_7B[k]
+        for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
     },
 }
 

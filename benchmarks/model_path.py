@@ -13,7 +13,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +34,6 @@ class Comparison:
     reference_times: list[float]  # seconds, one per round
     mrb_times: list[float]
     max_abs_diff: float
-    reference_peak: float | None = None  # GiB of accelerator memory, when measured
-    mrb_peak: float | None = None
     mrb_split: tuple[float, float] = (0.0, 0.0)  # MRB's preparation and model seconds in its fastest round
 
     @property
@@ -49,14 +46,9 @@ class Comparison:
         return statistics.median(self.ratios)
 
 
-def compare(
-    task: TaskSpec, reranker: Reranker, options: RunOptions, sync: Callable[[], float | None] = lambda: None, rounds: int = 1
-) -> Comparison:
+def compare(task: TaskSpec, reranker: Reranker, options: RunOptions, rounds: int = 1) -> Comparison:
     """Score `task` with the reference loop (one pair per call, candidate order) and with MRB's runner,
-    `rounds` times in alternation, so machine load falls on both alike.
-
-    `sync` waits for the accelerator and returns (then resets) its peak memory in GiB, or None.
-    """
+    `rounds` times in alternation, so machine load falls on both alike."""
     pack = read_pack(task.pack_path())
     pairs = [
         Pair(task.instruction, pack.queries[q], pack.documents[d])
@@ -64,32 +56,27 @@ def compare(
     ]
     reranker.start_task(task, pack)
     reranker.score(pairs[:2])  # warm-up
-    sync()
     times: dict[str, list[float]] = {"reference": [], "mrb": []}
     splits = []
     for _ in range(rounds):
         started = time.perf_counter()
         reference = [reranker.score([p])[0] for p in pairs]
-        reference_peak = sync()
         times["reference"].append(time.perf_counter() - started)
         started = time.perf_counter()
         result = run_task(task, reranker, options=options)
-        mrb_peak = sync()
         times["mrb"].append(time.perf_counter() - started)
         splits.append((result.stats.prep_seconds, result.stats.model_seconds))
     assert result.ranking is not None
     ours = dict(zip(zip(result.ranking["query_id"], result.ranking["doc_id"]), result.ranking["score"]))
     diff = max(abs(ours[p.query.id, p.document.id] - r) for p, r in zip(pairs, reference))
     fastest = splits[times["mrb"].index(min(times["mrb"]))]
-    return Comparison(task.name, len(pairs), times["reference"], times["mrb"], diff, reference_peak, mrb_peak, fastest)
+    return Comparison(task.name, len(pairs), times["reference"], times["mrb"], diff, fastest)
 
 
 def report(rows: list[Comparison]) -> None:
-    peaks = rows[0].reference_peak is not None
     rounds = len(rows[0].ratios)
     print(
         f"{'task':<16}{'pairs':>6}{'reference pairs/s':>19}{'MRB pairs/s':>13}{'speed-up':>10}{'max |Δscore|':>14}"
-        + (f"{'ref peak GiB':>14}{'MRB peak GiB':>14}" if peaks else "")
         + ("   rounds (lowest-highest)" if rounds > 1 else "")
     )
     for r in rows:
@@ -97,8 +84,6 @@ def report(rows: list[Comparison]) -> None:
             f"{r.task:<16}{r.pairs:>6}{r.pairs / min(r.reference_times):>19,.1f}{r.pairs / min(r.mrb_times):>13,.1f}"
             f"{r.speedup:>9.1f}x{r.max_abs_diff:>14.1e}"
         )
-        if peaks:
-            line += f"{r.reference_peak:>14.1f}{r.mrb_peak:>14.1f}"
         if rounds > 1:
             line += f"   {min(r.ratios):.1f}-{max(r.ratios):.1f}x"
         print(line)
@@ -112,9 +97,7 @@ def report(rows: list[Comparison]) -> None:
     )
     print(
         f"{'all':<16}{n:>6}{n / min(both.reference_times):>19,.1f}{n / min(both.mrb_times):>13,.1f}{both.speedup:>9.1f}x"
-        f"{both.max_abs_diff:>14.1e}"
-        + (f"{'':>28}" if peaks else "")
-        + (f"   {min(both.ratios):.1f}-{max(both.ratios):.1f}x" if rounds > 1 else "")
+        f"{both.max_abs_diff:>14.1e}" + (f"   {min(both.ratios):.1f}-{max(both.ratios):.1f}x" if rounds > 1 else "")
     )
     if rounds > 1:
         print(f"pairs/s: the fastest of {rounds} rounds; speed-up: the median of the rounds, each timing both loops back to back")
