@@ -480,14 +480,14 @@ class Comparison:
     a: str
     b: str
     metric: str
-    table: pd.DataFrame  # task, type, queries, A, B, delta, p_value; the last row is ALL
+    table: pd.DataFrame  # task, type, queries, A, B, delta, p_value; the last row is ALL (when asked)
     notes: list[str]
 
 
-def compare_models(board: pd.DataFrame, a: str, b: str) -> Comparison:
-    """Per-task and ALL differences B − A on per-query values (needs each row's `results_dir`).
+def compare_models(board: pd.DataFrame, a: str, b: str, *, overall: bool = True) -> Comparison:
+    """Per-task and (with `overall`) ALL differences B − A on per-query values (needs each row's `results_dir`).
 
-    Either side may be `first stage`: its per-query values are read beside the other model's.
+    Either side may be `first stage`: its per-query values are read beside the other model's (one read for both).
     """
     if a == b:
         raise MRBError(f"--compare needs two different models, got {a!r} twice")
@@ -498,8 +498,12 @@ def compare_models(board: pd.DataFrame, a: str, b: str) -> Comparison:
     ok = board[board["status"] == "ok"].set_index(["model", "task"])
     holder = {a: b if a == FIRST_STAGE else a, b: a if b == FIRST_STAGE else b}  # whose per-query file holds the values
 
+    @cache
+    def per_query_file(model: str, task: str) -> pd.DataFrame:
+        return read_per_query(ok.at[(model, task), "results_dir"], model, task)
+
     def per_query_values(model: str, task: str) -> pd.DataFrame:
-        frame = read_per_query(ok.at[(holder[model], task), "results_dir"], holder[model], task)
+        frame = per_query_file(holder[model], task)
         column = "first_stage_value" if model == FIRST_STAGE else "value"
         return frame[["query_id", "part", column]].rename(columns={column: "value"})
 
@@ -525,6 +529,9 @@ def compare_models(board: pd.DataFrame, a: str, b: str) -> Comparison:
     if not rows:
         raise MRBError(f"{a!r} and {b!r} have no task with results for both")
     table = pd.DataFrame(rows, columns=["task", "type", "queries", a, b, "delta", "p_value"])
+    notes = [f"Not compared (no result for one of the two models): {', '.join(skipped)}."] if skipped else []
+    if not overall:
+        return Comparison(a, b, ", ".join(dict.fromkeys(board["metric"])), table, notes)
     means = table[[a, b, "delta"]].mean()
     all_row = [
         f"{ALL} ({len(rows)})",
@@ -536,7 +543,6 @@ def compare_models(board: pd.DataFrame, a: str, b: str) -> Comparison:
         paired_randomisation(differences),
     ]
     table.loc[len(table)] = all_row
-    notes = [f"Not compared (no result for one of the two models): {', '.join(skipped)}."] if skipped else []
     return Comparison(a, b, ", ".join(dict.fromkeys(board["metric"])), table, notes)
 
 

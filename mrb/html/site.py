@@ -200,7 +200,8 @@ class _Site:
         self.thumbnails = Thumbnails(output.write)
         self.ok = board[board["status"] == "ok"]
         self.models = list(dict.fromkeys(self.ok["model"]))
-        self.tests = {(FIRST_STAGE, m): report.compare_models(board, FIRST_STAGE, m) for m in self.models}
+        # per-task tests for the task pages (the ALL test only for the comparison the leaderboard page shows)
+        self.tests = {(FIRST_STAGE, m): report.compare_models(board, FIRST_STAGE, m, overall=False) for m in self.models}
         if compare is not None:
             self.tests[compare] = report.compare_models(board, *compare)
 
