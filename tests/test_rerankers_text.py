@@ -10,50 +10,12 @@ from mrb.errors import MRBError
 from mrb.rerankers.cross_encoder import CrossEncoder
 from mrb.rerankers.text_llm import Qwen3Reranker
 from mrb.tasks import TaskType
+from tests.test_rerankers_qwen import SYSTEM_IDS, TAIL_IDS, USER_IDS
 from tests.tiny_models import artefact, image_bytes
 
-PREFIX_IDS = [
-    151644,
-    8948,
-    198,
-    60256,
-    3425,
-    279,
-    11789,
-    20027,
-    279,
-    8502,
-    3118,
-    389,
-    279,
-    11361,
-    323,
-    279,
-    758,
-    1235,
-    3897,
-    13,
-    7036,
-    429,
-    279,
-    4226,
-    646,
-    1172,
-    387,
-    330,
-    9693,
-    1,
-    476,
-    330,
-    2152,
-    3263,
-    151645,
-    198,
-    151644,
-    872,
-    198,
-]
-SUFFIX_IDS = [151645, 198, 151644, 77091, 198, 151667, 271, 151668, 271]  # …assistant\n<think>\n\n</think>\n\n
+# Qwen3-Reranker's system prompt is the Qwen-VL yes/no one, then the user turn's start (tests/test_rerankers_qwen.py)
+PREFIX_IDS = SYSTEM_IDS + USER_IDS
+SUFFIX_IDS = TAIL_IDS + [151667, 271, 151668, 271]  # …assistant\n<think>\n\n</think>\n\n
 PAIR = Pair("Find the answer.", Record("q1", "what do cats eat?"), Record("d1", "Cats eat fish."))
 # "<Instruct>: Find the answer.\n<Query>: what do cats eat?\n<Document>: Cats eat fish."
 BODY_IDS = [
