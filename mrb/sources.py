@@ -44,7 +44,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.repocard import metadata_load
 from PIL import Image, UnidentifiedImageError
 
-from mrb.data import PACK_FILES
+from mrb.data import PACK_FILES, check_id
 from mrb.errors import MRBError, hub_failure
 from mrb.tasks import Side, SourceSpec, TaskSpec, resolve_data_dir
 
@@ -522,6 +522,10 @@ class SourceReader:
         repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
         if len(repeated):
             raise MRBError(f"task {self.task.name!r}: the {role} of {self._path} repeat id {repeated[0].as_py()!r}")
+        # ids a pack cannot hold (`check_id`), found before any pass over the records (a build embeds first)
+        suspect = pc.or_(pc.equal(pc.utf8_length(ids), 0), pc.match_substring_regex(ids, r"[\s\p{Z}\p{C}]"))
+        for value in pc.filter(ids, suspect).to_pylist():
+            check_id(value, f"task {self.task.name!r}: the {role} of {self._path}")
         return ids
 
     @cached_property

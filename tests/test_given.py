@@ -427,6 +427,22 @@ def test_a_layout_problem_is_reported_before_any_weights_load(tmp_path, monkeypa
     assert str(err.value).startswith(f"task 'Own-T2T': {tasks}/data has no config 'default' or 'qrels'")
 
 
+def test_an_id_a_pack_cannot_hold_is_reported_before_any_weights_load(tmp_path, monkeypatch):
+    tasks = own_task(tmp_path, first_stage="minilm")
+    repo = mteb2_repo(False)
+    corpus = repo["corpus"]["test"].to_dict()
+    corpus["id"][3] = "d 03"
+    repo["corpus"]["test"] = Dataset.from_dict(corpus)
+    write_repo(tasks / "data", repo)
+    monkeypatch.setattr(commands, "get_encoder", lambda *a, **k: pytest.fail("weights loaded before the ids were checked"))
+    with pytest.raises(MRBError) as err:
+        build_candidates(load_tasks("Own-T2T", task_dirs=[tasks]), data_dir=tmp_path / "data")
+    assert str(err.value) == (
+        f"task 'Own-T2T': the corpus of {tasks}/data: id 'd 03' cannot be written to a TREC run file or an MTEB dataset "
+        "(ids must be non-empty, printable and free of whitespace)"
+    )
+
+
 def test_a_listed_image_that_does_not_decode_is_named_and_nothing_is_written(tmp_path):
     tasks = own_task(tmp_path, "Own-T2I", images=True)
     repo = mteb2_repo(True)
