@@ -35,6 +35,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mrb.errors import MRBError
+from mrb.io import make_folder, os_error
 
 
 class ImageStore:
@@ -431,8 +432,11 @@ def write_pack(
     the files of `folder`, and an error leaves it as it was.
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        make_folder(folder.parent)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    except OSError as exc:
+        raise os_error(folder, exc, "write the pack") from exc
     try:
         written = {
             name: _write_records(staging, folder, name, records)
@@ -460,6 +464,8 @@ def write_pack(
         with _synced(staging / "manifest.json") as fh:
             fh.write((json.dumps({**manifest, "counts": counts, "sha256": hashes}, indent=2) + "\n").encode())
         _move_into(staging, folder)
+    except OSError as exc:  # a full disk, most often: one error naming the pack, which stays as it was
+        raise os_error(folder, exc, "write the pack") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder

@@ -19,6 +19,7 @@ import pytest
 
 import mrb
 from mrb.cli import main
+from mrb.errors import MRBError
 from mrb.results import read_leaderboard
 from tests.scale_helpers import Recording, read_log, start_mini, wait_for_pairs
 
@@ -172,3 +173,23 @@ def test_a_read_only_output_is_one_error_line(tmp_path, capsys):
     with tmpfs(tmp_path / "ro", "64k", "ro") as disk:
         assert main(["run", "--model", "oracle", "--tasks", "MiniFacts-T2T", "--output", str(disk / "R"), "--quiet"]) == 2
     assert capsys.readouterr().err == f"mrb: error: cannot create the folder {disk / 'R'}: the file system is read-only\n"
+
+
+def test_a_full_disk_while_a_pack_is_written_is_one_error_and_leaves_no_staging_folder(tmp_path):
+    from mrb.data import Record, write_pack
+
+    candidates = pd.DataFrame({"query_id": ["q"], "doc_id": ["d"], "rank": [1], "score": [1.0]})
+    qrels = pd.DataFrame({"query_id": ["q"], "doc_id": ["d"], "relevance": [1]})
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        fill(disk, 2)
+        with pytest.raises(MRBError) as err:
+            write_pack(
+                disk / "P",
+                queries=[Record("q", "x")],
+                documents=[Record("d", "y" * 200_000)],
+                candidates=candidates,
+                qrels=qrels,
+                manifest={},
+            )
+        assert str(err.value) == f"cannot write the pack {disk / 'P'}: no space left on the device; free some space and run again"
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]
