@@ -328,6 +328,33 @@ def cell(value: float | None, signed: bool = False, why: str = "") -> str:
     return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a report table, for every renderer: its text, the number it sorts by, bold (the best
+    measured value), why it is empty, and a link where the renderer has pages (the explorer)."""
+
+    text: str
+    value: float | None = None
+    strong: bool = False
+    why: str = ""
+    href: str | None = None
+
+    def markdown(self) -> str:
+        return f"**{self.text}**" if self.strong else self.text
+
+
+def value_cell(value: Any, why: str = "", *, signed: bool = False, strong: bool = False, marks: str = "") -> Cell:
+    """A value ×100 (`cell`) with its `marks`, or the mark of why it is empty."""
+    if value is None or pd.isna(value):
+        return Cell(EMPTY_MARKS.get(why, ""), why=why)
+    return Cell(cell(value, signed) + marks, float(value), strong)
+
+
+def _markdown(table: tuple[list[str], list[list[Cell]]]) -> tuple[list[str], list[list[str]]]:
+    header, rows = table
+    return header, [[c.markdown() for c in row] for row in rows]
+
+
 def _is_number(cell: str) -> bool:
     core = cell.strip("*").rstrip(ADAPTED_MARK + NO_SIGNAL_MARK)
     return core in EMPTY_MARKS.values() or core.lstrip("+-").replace(".", "", 1).isdigit()
@@ -350,11 +377,6 @@ def best_of(values: Sequence[float], *, lowest: bool = False) -> list[bool]:
     shown = [round(v, 6) for v in values if not pd.isna(v)]
     best = (min(shown) if lowest else max(shown)) if shown else None
     return [not pd.isna(v) and round(v, 6) == best for v in values]
-
-
-def _bold_best(cells: list[str], values: list[float], *, lowest: bool = False) -> list[str]:
-    """Bold every cell whose displayed value is the best of `values` (NaN ignored)."""
-    return [f"**{c}**" if best else c for c, best in zip(cells, best_of(values, lowest=lowest))]
 
 
 def column_header(summary: Summary, column: str) -> str:
@@ -380,33 +402,50 @@ def task_marks(summary: Summary, model: str, task: str) -> str:
     )
 
 
-def _summary_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
+def summary_rows(summary: Summary) -> tuple[list[str], list[list[Cell]]]:
+    """The summary table: a header and per row its label and each column's cell (the best measured bold)."""
     table = summary.table
     header = ["model", *(column_header(summary, c) for c in table.columns)]
     measured = [label for label in table.index if summary.kind[label] != "reported"]
     columns = []
     for name in table.columns:
         col = table[name]
+        best = best_of([round(100 * v, 2) for v in col[measured]], lowest=name == BORDA) + [False] * (len(col) - len(measured))
         if name == BORDA:
-            cells = ["" if pd.isna(v) else str(int(v)) for v in col]
+            cells = [Cell("") if pd.isna(v) else Cell(str(int(v)), float(v), top) for v, top in zip(col, best)]
         else:
-            cells = [cell(v, name == GAIN, why) for v, why in zip(col, summary.empty[name])]
-        best = _bold_best(cells[: len(measured)], [round(100 * v, 2) for v in col[measured]], lowest=name == BORDA)
-        columns.append(best + cells[len(measured) :])
-    rows = [[row_label(summary, label), *cells] for label, cells in zip(table.index, zip(*columns))]
+            cells = [value_cell(v, why, signed=name == GAIN, strong=top) for v, top, why in zip(col, best, summary.empty[name])]
+        columns.append(cells)
+    rows = [[Cell(row_label(summary, label)), *cells] for label, cells in zip(table.index, zip(*columns))]
     return header, rows
 
 
-def _task_rows(summary: Summary) -> list[list[str]]:
-    """Per task: its type and each row's value (marked), the best bold."""
+def task_rows(summary: Summary) -> tuple[list[str], list[list[Cell]]]:
+    """Per task: its name, type and each row's value with its marks, the best bold."""
     matrix, rows = summary.matrix, []
     for task, label in zip(summary.tasks["task"], summary.tasks["type"]):
+        best = best_of([round(100 * v, 2) for v in matrix[task]])
         cells = [
-            cell(v, why=why) + task_marks(summary, model, task)
-            for model, v, why in zip(matrix.index, matrix[task], summary.empty_tasks[task])
+            value_cell(v, why, strong=top, marks=task_marks(summary, model, task))
+            for model, v, why, top in zip(matrix.index, matrix[task], summary.empty_tasks[task], best)
         ]
-        rows.append([task, label, *_bold_best(cells, [round(100 * v, 2) for v in matrix[task]])])
-    return rows
+        rows.append([Cell(task), Cell(label), *cells])
+    return ["task", "type", *(row_label(summary, m) for m in matrix.index)], rows
+
+
+def detail_rows(summary: Summary) -> tuple[list[str], list[list[Cell]]]:
+    """Per (model, task) result: its value with its marks, its 95% interval and the other measures."""
+    rows = [
+        [
+            Cell(row["task"]),
+            Cell(row["model"]),
+            value_cell(row["value"], marks=task_marks(summary, row["model"], row["task"])),
+            Cell(f"{cell(row['ci_low'])}–{cell(row['ci_high'])}"),
+            *(value_cell(row[m]) for m in MEASURE_COLUMNS),
+        ]
+        for _, row in summary.details.iterrows()
+    ]
+    return ["task", "model", summary.metric, "95% CI", *(MEASURE_HEADERS[m] for m in MEASURE_COLUMNS)], rows
 
 
 def flag_notes(summary: Summary) -> list[str]:
@@ -433,17 +472,6 @@ def flag_notes(summary: Summary) -> list[str]:
 
 def to_markdown(summary: Summary) -> str:
     """The summary table (paper layout, ×100), values per task, then CIs and the other measures."""
-    header, rows = _summary_rows(summary)
-    detail_rows = [
-        [
-            row["task"],
-            row["model"],
-            cell(row["value"]) + task_marks(summary, row["model"], row["task"]),
-            f"{cell(row['ci_low'])}–{cell(row['ci_high'])}",
-            *(cell(row[m]) for m in MEASURE_COLUMNS),
-        ]
-        for _, row in summary.details.iterrows()
-    ]
     notes = [
         BOLD_NOTE,
         *flag_notes(summary),
@@ -451,16 +479,14 @@ def to_markdown(summary: Summary) -> str:
     ]
     sections = [
         f"## {summary.metric} by type, category and ALL (mean over tasks, ×100)",
-        markdown_table(header, rows),
+        markdown_table(*_markdown(summary_rows(summary))),
         f"## {summary.metric} per task (×100)",
-        markdown_table(["task", "type", *(row_label(summary, m) for m in summary.matrix.index)], _task_rows(summary)),
+        markdown_table(*_markdown(task_rows(summary))),
     ]
-    if detail_rows:
+    if len(summary.details):
         sections += [
             "## Per task: 95% bootstrap CI and the other measures (×100)",
-            markdown_table(
-                ["task", "model", summary.metric, "95% CI", *(MEASURE_HEADERS[m] for m in MEASURE_COLUMNS)], detail_rows
-            ),
+            markdown_table(*_markdown(detail_rows(summary))),
         ]
     return "\n\n".join([*sections, *notes])
 
@@ -546,6 +572,24 @@ def compare_models(board: pd.DataFrame, a: str, b: str, *, overall: bool = True)
     return Comparison(a, b, ", ".join(dict.fromkeys(board["metric"])), table, notes)
 
 
+def comparison_rows(comparison: Comparison) -> tuple[list[str], list[list[Cell]]]:
+    """Per task (then ALL): the queries, both values, their difference and its p-value."""
+    a, b = comparison.a, comparison.b
+    rows = [
+        [
+            Cell(row["task"]),
+            Cell(row["type"]),
+            Cell(str(row["queries"]), float(row["queries"])),
+            value_cell(row[a]),
+            value_cell(row[b]),
+            value_cell(row["delta"], signed=True),
+            Cell(f"{row['p_value']:.4f}", float(row["p_value"])),
+        ]
+        for _, row in comparison.table.iterrows()
+    ]
+    return ["task", "type", "queries", a, b, f"Δ ({b} − {a})", "p"], rows
+
+
 def render_comparison(comparison: Comparison, fmt: str) -> str:
     """The comparison as markdown (×100), CSV or JSON (fractions)."""
     a, b, table = comparison.a, comparison.b, comparison.table
@@ -559,22 +603,10 @@ def render_comparison(comparison: Comparison, fmt: str) -> str:
             indent=2,
             ensure_ascii=False,
         )
-    rows = [
-        [
-            row["task"],
-            row["type"],
-            str(row["queries"]),
-            cell(row[a]),
-            cell(row[b]),
-            cell(row["delta"], signed=True),
-            f"{row['p_value']:.4f}",
-        ]
-        for _, row in table.iterrows()
-    ]
     return "\n\n".join(
         [
             f"## {b} vs {a}: {comparison.metric} (×100), paired randomisation test",
-            markdown_table(["task", "type", "queries", a, b, f"Δ ({b} − {a})", "p"], rows),
+            markdown_table(*_markdown(comparison_rows(comparison))),
             f"p: two-sided, {PERMUTATIONS} random sign flips of the per-query differences (seed {SEED}); "
             f"the {ALL} row flips within every task at once and tests the mean over tasks of the per-task differences.",
             *comparison.notes,
@@ -769,23 +801,28 @@ def depth_table(summaries: dict[int, Summary]) -> tuple[pd.DataFrame, pd.DataFra
     return values, empty
 
 
-def depth_markdown(summaries: dict[int, Summary]) -> str:
-    """The ablation table (×100) with its notes."""
+def depth_rows(summaries: dict[int, Summary]) -> tuple[list[str], list[list[Cell]]]:
+    """Per (row, depth) of the ablation: each column's value, or why it is empty."""
     values, empty = depth_table(summaries)
     first = next(iter(summaries.values()))
-    header = ["model", "depth", *(column_header(first, c) for c in values.columns)]
     rows = [
         [
-            row_label(first, label),
-            depth,
-            *(cell(values.at[(label, depth), c], c == GAIN, empty.at[(label, depth), c]) for c in values.columns),
+            Cell(row_label(first, label)),
+            Cell(depth, float(depth) if depth.isdigit() else None),
+            *(value_cell(values.at[(label, depth), c], empty.at[(label, depth), c], signed=c == GAIN) for c in values.columns),
         ]
         for label, depth in values.index
     ]
+    return ["model", "depth", *(column_header(first, c) for c in values.columns)], rows
+
+
+def depth_markdown(summaries: dict[int, Summary]) -> str:
+    """The ablation table (×100) with its notes."""
+    first = next(iter(summaries.values()))
     return "\n\n".join(
         [
             f"## {first.metric} by reranking depth: the top d of the first stage reranked, the rest in its order (×100)",
-            markdown_table(header, rows),
+            markdown_table(*_markdown(depth_rows(summaries))),
             f"Every depth comes from the cached scores of one run at the deepest ({max(summaries)}): no pair was scored again.",
             *flag_notes(first),
         ]

@@ -1,9 +1,10 @@
-"""HTML building blocks: escaping, cells and tables, and the page shell shared by every page."""
+"""HTML building blocks: escaping, tables of report cells (`mrb.report.Cell`), and the page shell shared by every page."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from html import escape
+
+from mrb.report import Cell
 
 
 def esc(text: object) -> str:
@@ -11,33 +12,24 @@ def esc(text: object) -> str:
     return escape(str(text), quote=True)
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One table cell: its text (escaped when rendered), the number it sorts by, and how it looks."""
-
-    text: str
-    value: float | None = None  # sorts numerically when set
-    strong: bool = False
-    href: str | None = None
-    why: str = ""  # why an empty cell is empty (its tooltip)
-
-    def html(self) -> str:
-        body = esc(self.text)
-        if self.href is not None:
-            body = f'<a href="{esc(self.href)}">{body}</a>'
-        if self.strong:
-            body = f"<strong>{body}</strong>"
-        if self.why:
-            return f'<td class="empty" title="{esc(self.why)}">{body}</td>'
-        if self.value is not None:
-            return f'<td class="num" data-value="{self.value!r}">{body}</td>'
-        return f"<td>{body}</td>"
+def td(cell: Cell) -> str:
+    """A report cell as a table cell: escaped, linked, bold, with its sort value or why it is empty."""
+    body = esc(cell.text)
+    if cell.href is not None:
+        body = f'<a href="{esc(cell.href)}">{body}</a>'
+    if cell.strong:
+        body = f"<strong>{body}</strong>"
+    if cell.why:
+        return f'<td class="empty" title="{esc(cell.why)}">{body}</td>'
+    if cell.value is not None:
+        return f'<td class="num" data-value="{cell.value!r}">{body}</td>'
+    return f"<td>{body}</td>"
 
 
 def table(header: list[str], rows: list[list[Cell]], *, sortable: bool = True) -> str:
     """A table with a header row; sortable by clicking a header (numbers by value, empty cells last)."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "\n".join("<tr>" + "".join(c.html() for c in row) + "</tr>" for row in rows)
+    body = "\n".join("<tr>" + "".join(td(c) for c in row) + "</tr>" for row in rows)
     kind = ' class="sortable"' if sortable else ""
     return f"<table{kind}><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
 

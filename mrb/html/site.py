@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,10 @@ from mrb.data import Pack, Record
 from mrb.errors import MRBError
 from mrb.evaluation import TaskEvaluator
 from mrb.html.assets import SORT_SCRIPT, STYLE
-from mrb.html.markup import Cell, esc, page, paragraphs, table
+from mrb.html.markup import esc, page, paragraphs, table
 from mrb.html.thumbnails import Thumbnails
 from mrb.io import safe_filename
-from mrb.metrics import MEASURE_COLUMNS
-from mrb.report import FIRST_STAGE, MEASURE_HEADERS, Comparison, Summary
+from mrb.report import FIRST_STAGE, MEASURE_HEADERS, Cell, Comparison, Summary
 from mrb.results import read_per_query, read_trec
 from mrb.scored import result_task, scored_packs
 from mrb.tasks import TaskSpec
@@ -98,6 +97,11 @@ class _Focus:
 
     def losses(self, n: int) -> pd.Series:
         return self.deltas[self.deltas < 0].sort_values(kind="stable").head(n)
+
+
+def _linked(task: Cell, linked: bool = True) -> Cell:
+    """A task's cell linked to its page (when the site has one)."""
+    return replace(task, href=task_page(task.text)) if linked else task
 
 
 def _by_query(ranking: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -311,15 +315,15 @@ class _Site:
     def _values_table(self, view: _Task) -> str:
         rows = []
         first = next(iter(view.rows.values()))
-        rows.append([Cell(FIRST_STAGE), *self._number(first["first_stage_value"]), Cell(""), *([Cell("")] * 2)])
+        rows.append([Cell(FIRST_STAGE), report.value_cell(first["first_stage_value"]), Cell(""), *([Cell("")] * 2)])
         for model, row in view.rows.items():
             marks = report.task_marks(self.summary, model, view.spec.name)
             rows.append(
                 [
                     Cell(model + (f" {marks}" if marks else "")),
-                    *self._number(row["value"]),
+                    report.value_cell(row["value"]),
                     Cell(f"{report.cell(row['ci_low'])}–{report.cell(row['ci_high'])}"),
-                    *(self._number(row[m])[0] for m in ("RR@10", "R@10")),
+                    *(report.value_cell(row[m]) for m in ("RR@10", "R@10")),
                 ]
             )
         return table(["model", self.summary.metric, "95% CI", MEASURE_HEADERS["RR@10"], MEASURE_HEADERS["R@10"]], rows)
@@ -365,8 +369,8 @@ class _Site:
         thumb = self.thumbnails.path_of(query)
         image = f'<img src="../../{esc(thumb)}" alt="query {esc(query_id)}">' if thumb else ""
         text = f'<p class="text query-text">{esc(query.text)}</p>' if query.text else ""
-        values = [[Cell(FIRST_STAGE), *self._number(next(iter(view.per_query.values())).at[query_id, "first_stage_value"])]]
-        values += [[Cell(m), *self._number(view.per_query[m].at[query_id, "value"])] for m in view.rows]
+        values = [[Cell(FIRST_STAGE), report.value_cell(next(iter(view.per_query.values())).at[query_id, "first_stage_value"])]]
+        values += [[Cell(m), report.value_cell(view.per_query[m].at[query_id, "value"])] for m in view.rows]
         first_stage = view.first_stage[query_id]
         qrels = view.units[part][1].qrels
         listed = _Listed(
@@ -433,12 +437,6 @@ class _Site:
             )
         return f'<section class="list"><h2>{esc(model)}</h2><ol>{"".join(items)}</ol></section>'
 
-    @staticmethod
-    def _number(value: Any) -> list[Cell]:
-        if value is None or pd.isna(value):
-            return [Cell("")]
-        return [Cell(report.cell(value), float(value))]
-
     # ── the leaderboard ──────────────────────────────────────────────────────────────────
 
     def _leaderboard(self) -> str:
@@ -456,22 +454,10 @@ class _Site:
             body += [f"<h2>{esc(self.compare[1])} vs {esc(self.compare[0])}: paired randomisation test</h2>"]
             body.append(self._comparison_table(self.tests[self.compare]))
         if self.depths:
-            values, empty = report.depth_table(self.depths)
             first = next(iter(self.depths.values()))
-            rows = [
-                [
-                    Cell(report.row_label(first, label)),
-                    Cell(depth, float(depth) if depth.isdigit() else None),
-                    *(
-                        self._cell(values.at[(label, depth), c], empty.at[(label, depth), c], c == report.GAIN)
-                        for c in values.columns
-                    ),
-                ]
-                for label, depth in values.index
-            ]
             body += [
                 f"<h2>{esc(first.metric)} by reranking depth (from one pass, ×100)</h2>",
-                table(["model", "depth", *(report.column_header(first, c) for c in values.columns)], rows),
+                table(*report.depth_rows(self.depths)),
                 f'<div class="chart">{report.chart_svg(report.draw_depth_chart(self.depths))}</div>',
             ]
         body.append(paragraphs([report.BOLD_NOTE, *report.flag_notes(summary), *summary.notes]))
@@ -481,76 +467,18 @@ class _Site:
         intervals = report.column_intervals(self.board, self.summary, report.chart_columns(self.summary))
         return report.draw_chart(self.summary, intervals)
 
-    @staticmethod
-    def _cell(value: Any, why: str, signed: bool = False, strong: bool = False) -> Cell:
-        if value is None or pd.isna(value):
-            return Cell(report.EMPTY_MARKS.get(why, ""), why=why)
-        return Cell(report.cell(value, signed), float(value), strong=strong)
-
     def _summary_table(self, summary: Summary) -> str:
-        t = summary.table
-        measured = [label for label in t.index if summary.kind[label] != "reported"]
-        best = {
-            c: dict(zip(measured, report.best_of([round(100 * v, 2) for v in t.loc[measured, c]], lowest=c == report.BORDA)))
-            for c in t.columns
-        }
-        rows = []
-        for label in t.index:
-            cells = [Cell(report.row_label(summary, label))]
-            for c in t.columns:
-                value = t.at[label, c]
-                if c == report.BORDA:
-                    cells.append(
-                        Cell(
-                            "" if pd.isna(value) else str(int(value)),
-                            None if pd.isna(value) else float(value),
-                            best[c].get(label, False),
-                        )
-                    )
-                else:
-                    cells.append(self._cell(value, summary.empty.at[label, c], c == report.GAIN, best[c].get(label, False)))
-            rows.append(cells)
-        return table(["model", *(report.column_header(summary, c) for c in t.columns)], rows)
+        return table(*report.summary_rows(summary))
 
     def _task_table(self, summary: Summary) -> str:
-        matrix = summary.matrix
+        header, rows = report.task_rows(summary)
         linked = set(self.ok["task"])
-        rows = []
-        for task, label in zip(summary.tasks["task"], summary.tasks["type"]):
-            best = report.best_of([round(100 * v, 2) for v in matrix[task]])
-            cells = [Cell(task, href=task_page(task) if task in linked else None), Cell(label)]
-            for model, value, why, top in zip(matrix.index, matrix[task], summary.empty_tasks[task], best):
-                shown = self._cell(value, why, strong=top)
-                marks = report.task_marks(summary, model, task)
-                cells.append(Cell(shown.text + marks, shown.value, shown.strong, why=shown.why) if marks else shown)
-            rows.append(cells)
-        return table(["task", "type", *(report.row_label(summary, m) for m in matrix.index)], rows)
+        return table(header, [[_linked(row[0], row[0].text in linked), *row[1:]] for row in rows])
 
     def _details_table(self, summary: Summary) -> str:
-        rows = [
-            [
-                Cell(row["task"], href=task_page(row["task"])),
-                Cell(row["model"]),
-                Cell(report.cell(row["value"]) + report.task_marks(summary, row["model"], row["task"]), float(row["value"])),
-                Cell(f"{report.cell(row['ci_low'])}–{report.cell(row['ci_high'])}"),
-                *(self._cell(row[m], "") for m in MEASURE_COLUMNS),
-            ]
-            for _, row in summary.details.iterrows()
-        ]
-        return table(["task", "model", summary.metric, "95% CI", *(MEASURE_HEADERS[m] for m in MEASURE_COLUMNS)], rows)
+        header, rows = report.detail_rows(summary)
+        return table(header, [[_linked(row[0]), *row[1:]] for row in rows])
 
     def _comparison_table(self, comparison: Comparison) -> str:
-        a, b = comparison.a, comparison.b
-        rows = [
-            [
-                Cell(row["task"], href=task_page(row["task"]) if row["type"] else None),
-                Cell(row["type"]),
-                Cell(str(row["queries"]), float(row["queries"])),
-                self._cell(row[a], ""),
-                self._cell(row[b], ""),
-                self._cell(row["delta"], "", signed=True),
-                Cell(f"{row['p_value']:.4f}", float(row["p_value"])),
-            ]
-            for _, row in comparison.table.iterrows()
-        ]
-        return table(["task", "type", "queries", a, b, f"Δ ({b} − {a})", "p"], rows) + paragraphs(comparison.notes)
+        header, rows = report.comparison_rows(comparison)
+        return table(header, [[_linked(row[0], bool(row[1].text)), *row[1:]] for row in rows]) + paragraphs(comparison.notes)
